@@ -1,0 +1,69 @@
+"""jobtrace: a production-speed profiler, tracer and metrics tracker for Python jobs.
+
+>>> import jobtrace
+>>> with jobtrace.job("nightly-etl", experiment="etl"):     # doctest: +SKIP
+...     run_etl()
+
+Records go to an embedded SQLite store under ``./.jobtrace/`` unless
+:func:`configure` or ``JOBTRACE_URL`` points elsewhere; ``jobtrace jobs list`` reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobtrace._config import Settings
+from jobtrace.errors import ConfigurationError, JobtraceError, StoreError
+from jobtrace.jobs import Job, current_job, job
+from jobtrace.recorder import flush
+from jobtrace.report.result import ReportResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "Job",
+    "JobtraceError",
+    "ReportResult",
+    "Settings",
+    "StoreError",
+    "__version__",
+    "configure",
+    "current_job",
+    "flush",
+    "job",
+]
+
+
+def configure(
+    url: str | None = None,
+    *,
+    directory: str | None = None,
+    experiment: str | None = None,
+    flush_interval: float | None = None,
+    buffer_size: int | None = None,
+    heartbeat_interval: float | None = None,
+    enabled: bool | None = None,
+    install_signal_handlers: bool | None = None,
+) -> Settings:
+    """Point this process's recording somewhere; nothing needs configuring for the default.
+
+    Arguments win over environment variables (``JOBTRACE_URL``, ``JOBTRACE_DIR``, …; see
+    :mod:`jobtrace._config`), which win over defaults. Raises
+    :class:`ConfigurationError` at once for a bad value, e.g. an unknown URL scheme::
+
+        jobtrace.configure("postgresql://jobtrace@db.internal/jobtrace", experiment="nightly")
+    """
+    from jobtrace import _config
+
+    kwargs: dict[str, Any] = {
+        "url": url,
+        "directory": directory,
+        "experiment": experiment,
+        "flush_interval": flush_interval,
+        "buffer_size": buffer_size,
+        "heartbeat_interval": heartbeat_interval,
+        "enabled": enabled,
+        "install_signal_handlers": install_signal_handlers,
+    }
+    return _config.configure(**kwargs)

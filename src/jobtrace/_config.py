@@ -1,0 +1,176 @@
+"""Settings: from arguments, then the environment, then defaults — resolved in one place.
+
+Environment variables (all optional):
+
+``JOBTRACE_URL``
+    Where records go: ``sqlite:///path.db`` (default ``sqlite:///$JOBTRACE_DIR/jobtrace.db``),
+    ``postgresql://user@host/db``, ``file:///path.jsonl`` or ``memory://name``.
+``JOBTRACE_DIR``
+    jobtrace's local directory for the default store, reports and the spool
+    (default ``./.jobtrace``, made absolute when settings are resolved).
+``JOBTRACE_JOB_ID``
+    Id for the job that ``jobtrace run`` or ``jobtrace.job()`` starts, when not given.
+``JOBTRACE_EXPERIMENT``
+    Experiment for jobs that do not name one.
+``JOBTRACE_FLUSH_INTERVAL``
+    Seconds between background flushes (default 1).
+``JOBTRACE_BUFFER_SIZE``
+    Records held in memory before new ones are dropped and counted (default 200000).
+``JOBTRACE_HEARTBEAT_INTERVAL``
+    Seconds between job heartbeats (default 2).
+``JOBTRACE_DISABLED``
+    ``1`` turns recording off: every API call becomes a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from jobtrace.errors import ConfigurationError
+
+ENV_URL = "JOBTRACE_URL"
+ENV_DIR = "JOBTRACE_DIR"
+ENV_JOB_ID = "JOBTRACE_JOB_ID"
+ENV_EXPERIMENT = "JOBTRACE_EXPERIMENT"
+ENV_FLUSH_INTERVAL = "JOBTRACE_FLUSH_INTERVAL"
+ENV_BUFFER_SIZE = "JOBTRACE_BUFFER_SIZE"
+ENV_HEARTBEAT_INTERVAL = "JOBTRACE_HEARTBEAT_INTERVAL"
+ENV_DISABLED = "JOBTRACE_DISABLED"
+
+DEFAULT_DIR = ".jobtrace"
+DB_FILENAME = "jobtrace.db"
+
+
+class Settings(NamedTuple):
+    """Resolved, validated settings; build one with :func:`resolve`."""
+
+    url: str
+    directory: Path
+    experiment: str | None = None
+    flush_interval: float = 1.0
+    buffer_size: int = 200_000
+    batch_size: int = 20_000
+    heartbeat_interval: float = 2.0
+    enabled: bool = True
+    install_signal_handlers: bool = True
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.directory / "reports"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.directory / "spool"
+
+
+def _number(name: str, raw: Any, kind: type[float] | type[int], low: float, high: float) -> Any:
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not low < value <= high:
+        raise ConfigurationError(f"{name}={raw!r} must be in ({low:g}, {high:g}]")
+    return value
+
+
+def default_url(directory: Path) -> str:
+    return f"sqlite:///{directory / DB_FILENAME}"
+
+
+def normalize_url(url: str) -> str:
+    """Check the scheme against the sink registry and make file paths absolute.
+
+    Relative paths are resolved against the current directory now, so a later
+    ``os.chdir`` in the user's program does not move the store.
+    """
+    from jobtrace.sinks import scheme_of
+
+    scheme = scheme_of(url)  # raises ConfigurationError listing the known schemes
+    if scheme == "sqlite":
+        path = url.split("://", 1)[1]
+        if not path.startswith("/") or path in {"", "/"}:
+            raise ConfigurationError(
+                f"store URL {url!r} has no file path; use sqlite:///relative.db "
+                "or sqlite:////absolute.db (use memory:// for an in-memory sink)"
+            )
+        path = path[1:].split("?", 1)[0]
+        return f"sqlite:///{Path(path).expanduser().absolute()}"
+    if scheme == "file":
+        path = url.split("://", 1)[1]
+        if not path:
+            raise ConfigurationError(f"store URL {url!r} has no file path")
+        return f"file://{Path(path).expanduser().absolute()}"
+    return url
+
+
+def resolve(
+    *,
+    url: str | None = None,
+    directory: str | os.PathLike[str] | None = None,
+    experiment: str | None = None,
+    flush_interval: float | None = None,
+    buffer_size: int | None = None,
+    heartbeat_interval: float | None = None,
+    enabled: bool | None = None,
+    install_signal_handlers: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings: explicit arguments win, then environment variables, then defaults."""
+    env = os.environ if env is None else env
+    base = Path(directory or env.get(ENV_DIR) or DEFAULT_DIR).expanduser().absolute()
+    raw_url = url or env.get(ENV_URL) or default_url(base)
+    disabled = env.get(ENV_DISABLED, "").strip().lower() in {"1", "true", "yes", "on"}
+    settings = Settings(
+        url=normalize_url(raw_url),
+        directory=base,
+        experiment=experiment or env.get(ENV_EXPERIMENT) or None,
+        enabled=(not disabled) if enabled is None else enabled,
+    )
+    if install_signal_handlers is not None:
+        settings = settings._replace(install_signal_handlers=install_signal_handlers)
+    for field_name, arg, env_name, kind, low, high in (
+        ("flush_interval", flush_interval, ENV_FLUSH_INTERVAL, float, 0.0, 60.0),
+        ("buffer_size", buffer_size, ENV_BUFFER_SIZE, int, 0, 100_000_000),
+        ("heartbeat_interval", heartbeat_interval, ENV_HEARTBEAT_INTERVAL, float, 0.0, 3600.0),
+    ):
+        raw = arg if arg is not None else env.get(env_name)
+        if raw is not None and raw != "":
+            label = field_name if arg is not None else env_name
+            value = _number(label, raw, kind, low, high)
+            settings = settings._replace(**{field_name: value})
+    return settings
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The process's settings, resolved from the environment on first use."""
+    global _current
+    settings = _current
+    if settings is None:
+        with _lock:
+            if _current is None:
+                _current = resolve()
+            settings = _current
+    return settings
+
+
+def configure(**kwargs: Any) -> Settings:
+    """Resolve new settings and point the process's recorder at them.
+
+    Records buffered before the call are flushed to the previous sink first.
+    """
+    global _current
+    settings = resolve(**kwargs)
+    with _lock:
+        _current = settings
+    from jobtrace.recorder import get_recorder
+
+    get_recorder().reconfigure(settings)
+    return settings

@@ -1,0 +1,38 @@
+"""The ``jobtrace`` command (also ``python -m jobtrace``)."""
+
+from __future__ import annotations
+
+import click
+
+from jobtrace import __version__
+from jobtrace.cli.db import db
+from jobtrace.cli.jobs import jobs
+from jobtrace.cli.run import run
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="jobtrace")
+def cli() -> None:
+    """jobtrace: record, profile and trace Python jobs.
+
+    Run a script as a recorded job, then look at what it did:
+
+    \b
+        jobtrace run examples/wordfreq.py
+        jobtrace jobs list
+        jobtrace jobs show <job id>
+
+    Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
+    """
+
+
+cli.add_command(run)
+cli.add_command(jobs)
+cli.add_command(db)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="jobtrace")

@@ -1,0 +1,65 @@
+"""Pieces shared by the CLI's commands: the --store option, errors, output helpers."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from jobtrace.errors import JobtraceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+store_option = click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="JOBTRACE_URL",
+    show_envvar=True,
+    help="Store to use: sqlite:///path.db or postgresql://… "
+    "[default: sqlite:///$JOBTRACE_DIR/jobtrace.db, JOBTRACE_DIR defaulting to ./.jobtrace]",
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error and exit (no traceback for a user's mistake)."""
+    click.echo(f"jobtrace: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn jobtrace's own exceptions into one-line errors with a non-zero exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JobtraceError as exc:
+            fail(str(exc))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_store(url: str | None) -> Any:
+    """Open the store for reading (a missing SQLite file is an error, not a new store)."""
+    from jobtrace import _config
+    from jobtrace.store import Store
+
+    settings = _config.resolve(url=url)
+    return Store(settings.url, create=False)
+
+
+def print_json(data: Any) -> None:
+    import orjson
+
+    sys.stdout.buffer.write(
+        orjson.dumps(data, default=repr, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()

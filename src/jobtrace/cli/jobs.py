@@ -1,0 +1,161 @@
+"""``jobtrace jobs``: list and show recorded jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from jobtrace._clock import iso
+from jobtrace.cli._common import fail, handle_errors, json_option, open_store, print_json, store_option
+from jobtrace.model import JOB_STATUSES
+from jobtrace.report.result import human_bytes, human_duration
+
+STATUS_STYLE = {
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "killed": "yellow",
+    "lost": "magenta",
+}
+_TIME_FIELDS = ("start_time", "end_time", "last_heartbeat")
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    """A job for JSON output: times as ISO-8601 with an offset, durations in seconds."""
+    out = dict(job)
+    for field in _TIME_FIELDS:
+        out[field] = iso(out.get(field))
+    return out
+
+
+def _local_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group()
+def jobs() -> None:
+    """List and inspect recorded jobs."""
+
+
+@jobs.command("list")
+@click.option("--experiment", "-e", help="Only jobs of this experiment.")
+@click.option("--status", "-s", type=click.Choice(JOB_STATUSES), help="Only jobs with this status.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@store_option
+@handle_errors
+def list_jobs(
+    experiment: str | None, status: str | None, limit: int, as_json: bool, store_url: str | None
+) -> None:
+    """List jobs, newest first."""
+    store = open_store(store_url)
+    try:
+        rows = store.list_jobs(experiment=experiment, status=status, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        print_json([job_json(r) for r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print("No jobs recorded yet." if not (experiment or status) else "No matching jobs.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    # Ids and times never wrap: people copy ids, and a wrapped time reads as two rows.
+    table.add_column("ID", no_wrap=True)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("EXPERIMENT", overflow="fold")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("STARTED", no_wrap=True)
+    table.add_column("DURATION", justify="right", no_wrap=True)
+    table.add_column("PEAK MEM", justify="right", no_wrap=True)
+    table.add_column("EXIT", justify="right", no_wrap=True)
+    from rich.markup import escape
+
+    for r in rows:
+        style = STATUS_STYLE.get(r["status"], "")
+        table.add_row(
+            escape(r["id"]),
+            escape(r["name"] or ""),
+            escape(r["experiment"] or ""),
+            f"[{style}]{r['status']}[/]",
+            _local_time(r["start_time"]),
+            human_duration(r["duration"]) if r["duration"] is not None else "-",
+            human_bytes(r["peak_memory_kb"]) if r["peak_memory_kb"] is not None else "-",
+            "" if r["exit_code"] is None else str(r["exit_code"]),
+        )
+    console.print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@json_option
+@store_option
+@handle_errors
+def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
+    """Show every recorded field of one job (JOB_ID may be a unique prefix)."""
+    store = open_store(store_url)
+    try:
+        row = store.get_job(job_id)
+    finally:
+        store.close()
+    if row is None:
+        fail(f"no job {job_id!r} in {store.safe_url}")
+        return
+    if as_json:
+        print_json(job_json(row))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    style = STATUS_STYLE.get(row["status"], "")
+    display = {
+        "id": row["id"],
+        "name": row["name"],
+        "experiment": row["experiment"],
+        "status": f"[{style}]{row['status']}[/]",
+        "started": _local_time(row["start_time"]),
+        "ended": _local_time(row["end_time"]),
+        "duration": human_duration(row["duration"]) if row["duration"] is not None else "-",
+        "peak memory": f"{human_bytes(row['peak_memory_kb'])} ({row['peak_memory_kb']} KiB)"
+        if row["peak_memory_kb"] is not None
+        else "-",
+        "cpu user/sys": _cpu(row),
+        "exit code": row["exit_code"],
+        "error": f"{row['error_type']}: {row['error_message']}" if row["error_type"] else None,
+        "host / pid": f"{row['host']} / {row['pid']}",
+        "argv": " ".join(map(str, row["argv"] or [])),
+        "tags": _pairs(row["tags"]),
+        "params": _pairs(row["params"]),
+        "last heartbeat": _local_time(row["last_heartbeat"]),
+        "report": row["report_dir"],
+    }
+    for key, value in display.items():
+        if value is None or value == "":
+            continue
+        text = str(value) if key == "status" else escape(str(value))
+        table.add_row(key, text)
+    Console().print(table)
+
+
+def _cpu(row: dict[str, Any]) -> str | None:
+    if row["cpu_user"] is None:
+        return None
+    return f"{row['cpu_user']:.2f} s / {row['cpu_sys']:.2f} s"
+
+
+def _pairs(values: dict[str, Any] | None) -> str | None:
+    if not values:
+        return None
+    return ", ".join(f"{k}={v}" for k, v in values.items())

@@ -1,0 +1,185 @@
+"""``jobtrace run``: run a script or module in this process as a recorded job.
+
+The target runs exactly as ``python script.py args…`` (or ``python -m module args…``)
+would run it: ``sys.argv``, ``__main__``, ``sys.path[0]``, the exit status, and an uncaught
+exception's traceback (without jobtrace's own frames) all match.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import click
+
+from jobtrace.cli._common import fail, store_option
+
+_OWN_FILES = {str(Path(__file__).resolve()), str(Path(runpy.__file__).resolve())}
+
+
+def _pairs(values: tuple[str, ...], what: str, parse_json: bool) -> dict[str, Any]:
+    import orjson
+
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--{what} expects KEY=VALUE, got {item!r}", 2)
+        parsed: Any = value
+        if parse_json:
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                parsed = value
+        out[key] = parsed
+    return out
+
+
+def _trim(tb: TracebackType | None) -> TracebackType | None:
+    """Drop the leading frames that belong to jobtrace and runpy, as `python` shows none."""
+    while tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()) in _OWN_FILES:
+        tb = tb.tb_next
+    return tb
+
+
+def _execute(module: str | None, script: str | None, args: list[str]) -> tuple[int, BaseException | None]:
+    """Run the target; return (exit status, the exception that ended it, if any)."""
+    try:
+        if module is not None:
+            sys.argv = [module, *args]  # runpy replaces argv[0] with the module's file
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            assert script is not None
+            sys.argv = [script, *args]
+            sys.path.insert(0, str(Path(script).resolve().parent))
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0, exc
+        if isinstance(code, int):
+            return code, exc
+        print(code, file=sys.stderr)  # what Python does with sys.exit("message")
+        return 1, exc
+    except BaseException as exc:  # the user's uncaught exception, reported like Python does
+        tb = _trim(exc.__traceback__)
+        exc.__traceback__ = tb
+        try:
+            sys.excepthook(type(exc), exc, tb)
+        except Exception:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, tb)
+        return (130 if isinstance(exc, KeyboardInterrupt) else 1), exc
+    return 0, None
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    short_help="Run a Python script or module as a recorded job.",
+)
+@click.option("-m", "module", metavar="MODULE", help="Run a library module, like `python -m`.")
+@click.option("--job-id", metavar="ID", help="Job id [default: $JOBTRACE_JOB_ID, else a new time-ordered id].")
+@click.option("--name", metavar="NAME", help="Job name [default: the script's or module's name].")
+@click.option("--experiment", "-e", metavar="NAME", envvar="JOBTRACE_EXPERIMENT", help="Experiment the job belongs to.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; JSON values are parsed (repeatable).")
+@click.option("--no-report", is_flag=True, help="Do not write a report directory.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
+@store_option
+@click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
+def run(
+    module: str | None,
+    job_id: str | None,
+    name: str | None,
+    experiment: str | None,
+    tags: tuple[str, ...],
+    params: tuple[str, ...],
+    no_report: bool,
+    quiet: bool,
+    store_url: str | None,
+    target: tuple[str, ...],
+) -> None:
+    """Run SCRIPT (or -m MODULE) with ARGS as a recorded job.
+
+    The job's status, duration, peak memory, CPU time and exit code go to the store, a
+    report directory is written, and a summary line is printed at the end. The exit
+    status is the script's own.
+
+    \b
+    Examples:
+        jobtrace run train.py --epochs 3
+        jobtrace run --experiment nightly --tag team=data -m mypkg.etl 2026-11-23
+    """
+    from jobtrace import _config
+    from jobtrace.errors import JobtraceError
+    from jobtrace.jobs import Job, _current
+
+    args = list(target)
+    script: str | None = None
+    if module is None:
+        if not args:
+            fail("give a script to run, or -m MODULE (see jobtrace run --help)", 2)
+        script = args.pop(0)
+        path = Path(script)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            reason = "No such file or directory" if not path.exists() else "not a readable file"
+            fail(f"can't open file {str(path.absolute())!r}: {reason}", 2)
+    try:
+        settings = _config.configure(url=store_url, experiment=experiment)
+        # Child processes the job starts record into the same store.
+        os.environ[_config.ENV_URL] = settings.url
+        job = Job(
+            name or module or Path(script or "job").stem,
+            experiment=settings.experiment,
+            job_id=job_id,
+            tags=_pairs(tags, "tag", parse_json=False),
+            params=_pairs(params, "param", parse_json=True),
+            argv=[module or script or "", *args] if module is None else ["-m", module, *args],
+            report=not no_report,
+        )
+        job.start()
+    except JobtraceError as exc:
+        fail(str(exc), 2)
+        return
+    jobtrace_log = logging.getLogger("jobtrace")
+    if jobtrace_log.level == logging.NOTSET:
+        # Let the summary through even when the program leaves the root logger at WARNING.
+        jobtrace_log.setLevel(logging.INFO)
+
+    token = _current.set(job)
+    code, exc = _execute(module, script, args)
+    try:
+        _current.reset(token)
+    except ValueError:
+        pass
+
+    if not quiet and not jobtrace_log.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        jobtrace_log.addHandler(handler)
+    if exc is None or (isinstance(exc, SystemExit) and code == 0):
+        job.finish("succeeded", exit_code=code)
+    elif isinstance(exc, KeyboardInterrupt):
+        job.finish("killed", exit_code=code, error=("KeyboardInterrupt", "interrupted"))
+    elif isinstance(exc, SystemExit):
+        job.finish("killed" if job._signal else "failed", exit_code=code, error=("SystemExit", str(exc.code)))
+    else:
+        job.finish("killed" if job._signal else "failed", exit_code=code, error=exc)
+
+    from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+
+    get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
+    sys.stdout.flush()
+    if isinstance(exc, KeyboardInterrupt):
+        # Python dies by SIGINT after an uncaught KeyboardInterrupt; so do we.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(code)

@@ -1,0 +1,474 @@
+"""Jobs: one execution of a script, batch, training run or worker, recorded end to end.
+
+>>> import jobtrace
+>>> with jobtrace.job("train", experiment="resnet", params={"lr": 0.1}) as j:   # doctest: +SKIP
+...     train()
+>>> @jobtrace.job("nightly-etl")                                                # doctest: +SKIP
+... def main(): ...
+
+A job emits a snapshot record when it starts, a heartbeat snapshot every
+``heartbeat_interval`` seconds from the recorder's thread (with the peak memory and CPU time
+so far), and a final snapshot when it ends. Snapshots carry a growing ``seq`` so the store
+keeps the newest whatever order they arrive in. A process that dies without a word leaves a
+``running`` job whose heartbeat goes stale: readers report it as ``lost``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from jobtrace import _config, _ids, _resources, model
+from jobtrace.errors import ConfigurationError
+from jobtrace.recorder import Recorder, get_recorder
+from jobtrace.report.result import ReportResult
+
+__all__ = ["Job", "current_job", "job"]
+
+log = logging.getLogger("jobtrace")
+_internal_log = logging.getLogger("jobtrace.jobs")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: ContextVar[Job | None] = ContextVar("jobtrace_current_job", default=None)
+# Jobs running in this process, for heartbeats and signals. Replaced, never edited, so the
+# recorder thread can iterate it without a lock.
+_active: tuple[Job, ...] = ()
+_active_lock = threading.Lock()
+_hooked_recorders: set[int] = set()
+_env_job_id_used = False
+_MAX_ERROR_MESSAGE = 10_000
+
+
+def current_job() -> Job | None:
+    """The innermost job running in this context (thread, task), or ``None``."""
+    return _current.get()
+
+
+def _error_type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _json_safe(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Copy tags/params, replacing what JSON cannot hold by its repr (one log line each)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigurationError(f"job {kind} must be a mapping, got {type(values).__name__}")
+    import orjson
+
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:
+            _internal_log.warning(
+                "jobtrace: %s %r is not JSON-serialisable (%s); stored as its repr",
+                kind[:-1] if kind.endswith("s") else kind,
+                key,
+                type(value).__name__,
+            )
+            value = repr(value)
+        out[str(key)] = value
+    return out
+
+
+class Job:
+    """A recorded job; use :func:`job` to make one. A context manager and a decorator."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        experiment: str | None = None,
+        job_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        argv: list[str] | None = None,
+        report: bool = True,
+    ) -> None:
+        if job_id is not None and (not isinstance(job_id, str) or not _ids.is_valid_id(job_id)):
+            raise ConfigurationError(
+                f"job id {job_id!r} is not valid: use 1-128 printable characters without "
+                "spaces or slashes"
+            )
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"job name must be a string, got {type(name).__name__}")
+        self._given_id = job_id
+        self.id: str = job_id or ""
+        self.name = name
+        self.experiment = experiment
+        self.tags = _json_safe("tags", tags)
+        self.params = _json_safe("params", params)
+        self.argv = list(sys.argv) if argv is None else list(argv)
+        self._report = report
+        self.status = "created"
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.exit_code: int | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.report_dir: str | None = None
+        self.result: ReportResult | None = None
+        self._lock = threading.RLock()
+        self._seq = 0
+        self._signal: int | None = None
+        self._token: Token[Job | None] | None = None
+        self._recorder: Recorder | None = None
+
+    def _clone(self) -> Job:
+        return Job(
+            self.name,
+            experiment=self.experiment,
+            job_id=self._given_id,
+            tags=self.tags,
+            params=self.params,
+            report=self._report,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Job:
+        """Start recording; returns the job. Prefer ``with job(...)``."""
+        global _active, _env_job_id_used
+        if self.status != "created":
+            raise ConfigurationError(f"job {self.id} was already started")
+        settings = _config.current()
+        if not self.id:
+            env_id = os.environ.get(_config.ENV_JOB_ID)
+            # The environment's id belongs to the process's first job only; nested or later
+            # jobs get their own ids rather than overwrite it.
+            if env_id and not _env_job_id_used and not _active:
+                if not _ids.is_valid_id(env_id):
+                    raise ConfigurationError(f"{_config.ENV_JOB_ID}={env_id!r} is not a valid job id")
+                self.id = env_id
+                _env_job_id_used = True
+            else:
+                self.id = _ids.time_ordered_id()
+        if self.name is None:
+            self.name = Path(self.argv[0]).stem if self.argv and self.argv[0] else "job"
+        if self.experiment is None:
+            self.experiment = settings.experiment
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._reports_dir = settings.reports_dir
+        self._pid = os.getpid()
+        self._host = os.uname().nodename
+
+        with _active_lock:
+            # Resetting the process's memory high-water mark would hide the peaks of jobs
+            # already running, so fold the mark into each of them first.
+            peak_now = _resources.self_peak_kb()
+            for other in _active:
+                other._peak_kb = max(other._peak_kb, peak_now)
+            _resources.reset_peak()
+            self._peak_kb = _resources.self_peak_kb()
+            self._children_start_kb = _resources.children_peak_kb()
+            self._children_peak_kb = 0
+            self._tree_peak_kb = 0
+            self._cpu_start = _resources.CpuTimes.now()
+            self.start_time = time.time()
+            self._mono_start = time.perf_counter()
+            self._last_heartbeat = self.start_time
+            self.status = "running"
+            _active = (*_active, self)
+
+        rec = self._recorder = get_recorder()
+        _hook(rec)
+        self._emit()
+        rec.ensure_started()
+        return self
+
+    def _sample(self) -> None:
+        self._peak_kb = max(self._peak_kb, _resources.self_peak_kb())
+        children = _resources.children_peak_kb()
+        if children > self._children_start_kb:
+            self._children_peak_kb = children
+
+    @property
+    def peak_memory_kb(self) -> int:
+        """Peak RSS so far in KiB: the largest of this process's high-water mark since the
+        job started, the largest waited-for child's, and the sampled size of the live
+        process tree."""
+        return max(self._peak_kb, self._children_peak_kb, self._tree_peak_kb)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (so far, while running)."""
+        if self.start_time is None:
+            return None
+        if self.end_time is not None:
+            return self.end_time - self.start_time
+        return time.perf_counter() - self._mono_start
+
+    def heartbeat(self, now: float | None = None) -> None:
+        """Record that the job is alive, with its resource use so far."""
+        with self._lock:
+            if self.status != "running":
+                return
+            tree = _resources.tree_rss_kb()
+            if tree is not None:
+                self._tree_peak_kb = max(self._tree_peak_kb, tree)
+            self._sample()
+            self._last_heartbeat = time.time() if now is None else now
+            self._emit()
+
+    def finish(
+        self,
+        status: str | None = None,
+        *,
+        exit_code: int | None = None,
+        error: BaseException | tuple[str, str] | None = None,
+    ) -> ReportResult | None:
+        """End the job: record its final state, write its report and log a ReportResult.
+
+        ``status`` defaults to ``failed`` when ``error`` is given, else ``succeeded``.
+        Calling it again does nothing and returns the first result.
+        """
+        global _active
+        with self._lock:
+            if self.status != "running" or os.getpid() != self._pid:
+                return self.result
+            if status is None:
+                status = "failed" if error is not None else "succeeded"
+            if status not in model.JOB_STATUSES or status in {"running", "lost"}:
+                raise ConfigurationError(f"a job cannot finish as {status!r}")
+            # Leave the active set first, so no heartbeat races the final snapshot.
+            with _active_lock:
+                _active = tuple(j for j in _active if j is not self)
+            # The duration comes from the monotonic clock; the end time follows from it.
+            duration = time.perf_counter() - self._mono_start
+            self.end_time = (self.start_time or time.time()) + duration
+            self._sample()
+            self.status = status
+            self.exit_code = exit_code
+            if isinstance(error, BaseException):
+                self.error_type = _error_type_name(error)
+                self.error_message = str(error)[:_MAX_ERROR_MESSAGE]
+            elif error is not None:
+                self.error_type, self.error_message = error
+            if self._report:
+                try:
+                    from jobtrace.report.directory import write_report
+
+                    self.report_dir = str(write_report(self._reports_dir, self.to_dict()))
+                except Exception as exc:
+                    _internal_log.warning("jobtrace: cannot write the report of job %s: %s", self.id, exc)
+            self._emit()
+            self.result = ReportResult(
+                job_id=self.id,
+                job_time=_iso(self.start_time),
+                name=self.name,
+                experiment=self.experiment,
+                status=self.status,
+                duration_ms=duration * 1000.0,
+                peak_memory_kb=self.peak_memory_kb,
+                exit_code=self.exit_code,
+                error_type=self.error_type,
+                error_message=self.error_message,
+                report_dir=self.report_dir,
+            )
+        try:
+            log.info(self.result)
+        except Exception:  # a user's broken handler must not break the job's end
+            _internal_log.debug("jobtrace: logging the job result failed", exc_info=True)
+        return self.result
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job's fields as the store holds them."""
+        return dict(zip(model.FIELDS[model.JOB], self._record()[1:], strict=True))
+
+    def _record(self) -> model.Record:
+        cpu = _resources.CpuTimes.now().since(self._cpu_start)
+        return (
+            model.JOB,
+            self.id,
+            self._seq,
+            self.name,
+            self.experiment,
+            self.status,
+            self.start_time,
+            self.end_time,
+            self.duration if self.end_time is not None else None,
+            self.peak_memory_kb,
+            cpu.user,
+            cpu.sys,
+            self.exit_code,
+            self.error_type,
+            self.error_message,
+            self._host,
+            self._pid,
+            self.argv,
+            self.tags,
+            self.params,
+            self._last_heartbeat,
+            self._heartbeat_interval,
+            self.report_dir,
+        )
+
+    def _emit(self) -> None:
+        with self._lock:
+            self._seq += 1
+            rec = self._record()
+        if self._recorder is not None:
+            self._recorder.record(rec)
+
+    # -- context manager and decorator ----------------------------------------------------
+
+    def __enter__(self) -> Job:
+        self.start()
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:  # exited in another context (e.g. a generator); harmless
+                pass
+            self._token = None
+        self.finish(*outcome(exc, self._signal))
+
+    @overload
+    def __call__(self, fn: F) -> F: ...
+    @overload
+    def __call__(self, fn: None = None) -> None: ...
+    def __call__(self, fn: Any = None) -> Any:
+        """Decorate ``fn`` so that every call runs as a new job with these settings."""
+        if fn is None or not callable(fn):
+            raise TypeError("a Job decorates a function")
+        if self.name is None:
+            self.name = getattr(fn, "__qualname__", None) or "job"
+
+        import inspect
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with self._clone():
+                    return await fn(*args, **kwargs)
+
+            return run_async
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self._clone():
+                return fn(*args, **kwargs)
+
+        return run
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id or '(not started)'} {self.name!r} {self.status}>"
+
+
+def outcome(
+    exc: BaseException | None, signum: int | None = None
+) -> tuple[str, int | None, BaseException | tuple[str, str] | None]:
+    """(status, exit code, error) for a job ending with ``exc`` (None: ended normally)."""
+    if exc is None:
+        return "succeeded", None, None
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None or code == 0:
+            return ("killed", 0, None) if signum else ("succeeded", 0, None)
+        exit_code = code if isinstance(code, int) else 1
+        return ("killed" if signum else "failed"), exit_code, ("SystemExit", str(code))
+    if isinstance(exc, KeyboardInterrupt):
+        return "killed", 128 + signal.SIGINT, ("KeyboardInterrupt", "interrupted")
+    return ("killed" if signum else "failed"), 1, exc
+
+
+@overload
+def job(name: F) -> F: ...
+@overload
+def job(
+    name: str | None = None,
+    *,
+    experiment: str | None = None,
+    job_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Job: ...
+def job(
+    name: Any = None,
+    *,
+    experiment: str | None = None,
+    job_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
+    """A job: ``with jobtrace.job("etl"):`` or ``@jobtrace.job("etl")`` (or bare ``@jobtrace.job``).
+
+    ``job_id`` defaults to ``$JOBTRACE_JOB_ID`` for the process's first job, else a new
+    time-ordered id; ``experiment`` to ``$JOBTRACE_EXPERIMENT``. Tags and params are JSON
+    values (anything else is stored as its repr).
+    """
+    if callable(name):
+        return Job()(name)
+    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params)
+
+
+def _iso(epoch: float | None) -> str:
+    from jobtrace._clock import iso
+
+    return iso(epoch) or ""
+
+
+# -- process-wide hooks ----------------------------------------------------------------------
+
+
+def _hook(rec: Recorder) -> None:
+    """Register the heartbeat ticker and the signal listener on ``rec`` once."""
+    if id(rec) in _hooked_recorders:
+        return
+    with _active_lock:
+        if id(rec) in _hooked_recorders:
+            return
+        _hooked_recorders.add(id(rec))
+    rec.add_ticker(_tick)
+    rec.add_terminate_listener(_on_terminate)
+
+
+def _tick(now: float) -> None:
+    for j in _active:
+        if now - j._last_heartbeat >= j._heartbeat_interval:
+            j.heartbeat(now)
+
+
+def _on_terminate(signum: int, fatal: bool) -> None:
+    for j in _active:
+        if os.getpid() != j._pid:
+            continue
+        if fatal:
+            name = signal.Signals(signum).name
+            j.finish("killed", exit_code=128 + signum, error=("Signal", f"terminated by {name}"))
+        else:
+            # The program has its own handler; if it ends the job with an exception, the
+            # job reads `killed` (see outcome()); if it carries on, nothing changes.
+            j._signal = signum
+
+
+def _forget_jobs_after_fork() -> None:
+    global _active
+    # Jobs belong to the process that started them; a forked child must not heartbeat or
+    # finish them (its records still carry the job's id through the context variable).
+    _active = ()
+
+
+os.register_at_fork(after_in_child=_forget_jobs_after_fork)

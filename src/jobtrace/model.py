@@ -1,0 +1,151 @@
+"""Record types that travel from the API through the recorder to a sink, and their codecs.
+
+On the hot path a record is a plain tuple whose first element names its kind and whose
+other elements follow that kind's field order in :data:`FIELDS` — a tuple literal costs a
+fraction of any object construction. Off the hot path (spool files, JSON-lines sinks, the
+HTTP wire) a record is a dict with a ``"kind"`` key, via :func:`to_dict` / :func:`from_dict`.
+
+Floats that JSON cannot carry (NaN, +Inf, -Inf) travel as the strings ``"nan"``, ``"inf"``
+and ``"-inf"`` (Dioptra's convention) and are stored exactly, never clamped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from jobtrace.errors import JobtraceError
+
+__all__ = [
+    "EXPERIMENT",
+    "FIELDS",
+    "ITEM",
+    "ITEM_STATUSES",
+    "JOB",
+    "JOB_STATUSES",
+    "METRIC",
+    "PROFILE",
+    "SERIES",
+    "SPAN",
+    "Record",
+    "RecordError",
+    "decode_float",
+    "encode_float",
+    "from_dict",
+    "split_float",
+    "to_dict",
+]
+
+Record = tuple[Any, ...]
+
+JOB: Final = "job"
+METRIC: Final = "metric"
+SPAN: Final = "span"
+ITEM: Final = "item"
+SERIES: Final = "series"
+PROFILE: Final = "profile"
+EXPERIMENT: Final = "experiment"
+
+JOB_STATUSES: Final = ("running", "succeeded", "failed", "killed", "lost")
+ITEM_STATUSES: Final = ("success", "error", "skipped")
+
+#: Field order of each record kind (the tuple's elements after the kind).
+FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    # A job record is a full snapshot; `seq` grows with every snapshot of one job so a
+    # late-arriving older snapshot (a replayed spool) never overwrites a newer one.
+    JOB: (
+        "id", "seq", "name", "experiment", "status", "start_time", "end_time", "duration",
+        "peak_memory_kb", "cpu_user", "cpu_sys", "exit_code", "error_type", "error_message",
+        "host", "pid", "argv", "tags", "params", "last_heartbeat", "heartbeat_interval",
+        "report_dir",
+    ),
+    METRIC: ("job_id", "name", "step", "value", "timestamp"),
+    SPAN: (
+        "trace_id", "span_id", "parent_id", "name", "start_ns", "duration_ns", "info",
+        "error_type", "error_message", "job_id", "host", "pid", "thread",
+    ),
+    ITEM: (
+        "id", "job_id", "name", "start_time", "duration", "samples", "measurements", "bytes",
+        "status", "error_type", "error_message", "memory_peak_kb", "info",
+    ),
+    # One process's latest state of one instrument series; `source` names the process.
+    SERIES: (
+        "source", "job_id", "name", "type", "mode", "labels", "value", "data", "updated_at",
+    ),
+    PROFILE: ("id", "job_id", "type", "format", "data", "created_at"),
+    EXPERIMENT: ("name", "description", "tags", "created_at"),
+}
+
+# Fields holding floats that may be NaN or infinite and must survive JSON.
+_SPECIAL_FLOAT_FIELDS: Final = {METRIC: ("value",), SERIES: ("value",)}
+_SPECIAL_NAMES: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class RecordError(JobtraceError, ValueError):
+    """A record dict could not be decoded."""
+
+
+def encode_float(value: float) -> float | str:
+    """Return a JSON-safe form: finite floats unchanged, specials as ``"nan"``/``"inf"``/``"-inf"``."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
+def decode_float(value: float | int | str) -> float:
+    """Inverse of :func:`encode_float`; raises :class:`RecordError` for anything else."""
+    if isinstance(value, bool):
+        raise RecordError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        special = _SPECIAL_NAMES.get(value.strip().lower())
+        if special is not None:
+            return special
+    raise RecordError(f"expected a number or one of 'nan', 'inf', '-inf', got {value!r}")
+
+
+def split_float(value: float) -> tuple[float | None, str | None]:
+    """Split a float into the store's two columns: (finite value or None, special name or None).
+
+    SQLite turns NaN into NULL, so specials live in their own column on every backend.
+    """
+    if math.isfinite(value):
+        return value, None
+    encoded = encode_float(value)
+    assert isinstance(encoded, str)
+    return None, encoded
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    """Encode a record tuple as a JSON-safe dict with a ``"kind"`` key."""
+    kind = record[0]
+    out: dict[str, Any] = {"kind": kind}
+    out.update(zip(FIELDS[kind], record[1:], strict=True))
+    for name in _SPECIAL_FLOAT_FIELDS.get(kind, ()):
+        value = out[name]
+        if isinstance(value, float):
+            out[name] = encode_float(value)
+    return out
+
+
+def from_dict(data: Mapping[str, Any]) -> Record:
+    """Decode a dict made by :func:`to_dict` (missing fields become ``None``)."""
+    if not isinstance(data, Mapping):
+        raise RecordError(f"a record must be an object, got {type(data).__name__}")
+    kind = data.get("kind")
+    fields = FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+    unknown = set(data) - set(fields) - {"kind"}
+    if unknown:
+        raise RecordError(f"unknown field(s) for a {kind} record: {', '.join(sorted(unknown))}")
+    values = [data.get(name) for name in fields]
+    for name in _SPECIAL_FLOAT_FIELDS.get(kind, ()):
+        index = fields.index(name)
+        if values[index] is not None:
+            values[index] = decode_float(values[index])
+    return (kind, *values)

@@ -1,0 +1,446 @@
+"""The recorder: one per process, between the API and a sink.
+
+The API calls :meth:`Recorder.record` with a small tuple. That appends to a bounded deque —
+no I/O, no lock (``deque.append`` and ``len`` are atomic under the GIL) — and returns. A
+daemon thread drains the deque in batches at least every ``flush_interval`` seconds, and
+sooner when the deque passes a high-water mark, and hands each batch to the sink.
+
+- Full buffer: the new record is dropped and counted; one log line per overflow episode.
+- Sink down: the batch is spooled to disk (see :mod:`jobtrace.spool`); the sink is retried
+  with backoff, and spooled batches are replayed after the next successful write, or by the
+  next process that uses the same sink URL.
+- Exit: ``atexit`` flushes; SIGTERM and SIGINT flush, then chain to the handler the program
+  had installed (or to the default action, so the exit status stays truthful).
+- ``fork``: the child starts with an empty buffer and its own thread and sink connections,
+  so nothing recorded before the fork is written twice; a ``multiprocessing`` child flushes
+  at its exit too, although it leaves through ``os._exit``.
+
+Nothing here raises into the caller's code: a failure in the writer thread is logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from jobtrace._config import Settings
+from jobtrace.model import Record
+from jobtrace.sinks import Sink, open_sink
+from jobtrace.spool import Spool
+
+log = logging.getLogger("jobtrace.recorder")
+
+#: Longest pause between attempts to reach a sink that is down.
+MAX_RETRY_DELAY = 30.0
+#: How long a signal handler or exit hook waits for the writer before giving up.
+EXIT_FLUSH_TIMEOUT = 10.0
+
+Ticker = Callable[[float], None]
+TerminateListener = Callable[[int, bool], None]
+
+
+class Recorder:
+    """Buffers records and writes them to the configured sink from a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tickers: tuple[Ticker, ...] = ()
+        self._terminate_listeners: tuple[TerminateListener, ...] = ()
+        self._previous_handlers: dict[int, Any] = {}
+        self._init_process_state()
+        self._apply(settings)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _init_process_state(self) -> None:
+        """State that must be fresh in every process (called again after ``fork``)."""
+        self._buf: deque[Record] = deque()
+        self._wake = threading.Event()
+        self._wake_pending = False
+        self._write_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._sink: Sink | None = None
+        self._sink_down_since: float | None = None
+        self._retry_at = 0.0
+        self._retry_delay = 0.5
+        self._spool_checked = False
+        self._overflowing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.dropped = 0
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.lost = 0
+
+    def _apply(self, settings: Settings) -> None:
+        self._settings = settings
+        self._capacity = settings.buffer_size
+        self._batch_size = settings.batch_size
+        self._flush_at = max(1, min(settings.batch_size, settings.buffer_size // 2))
+        self._interval = settings.flush_interval
+        self._spool = Spool(settings.spool_dir, settings.url)
+        # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
+        self.record = self._record if settings.enabled else _record_nothing  # type: ignore[method-assign]
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Flush what is buffered to the old sink, then switch to ``settings``."""
+        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        with self._write_lock:
+            self._close_sink()
+            self._sink_down_since = None
+            self._retry_at = 0.0
+            self._spool_checked = False
+            self._apply(settings)
+
+    # -- the hot path --------------------------------------------------------------------
+
+    def _record(self, record: Record) -> None:
+        """Queue one record; never blocks, never raises."""
+        buf = self._buf
+        if len(buf) >= self._capacity:
+            self._drop()
+            return
+        buf.append(record)
+        if len(buf) >= self._flush_at and not self._wake_pending:
+            self._wake_pending = True
+            self._wake.set()
+        if self._thread is None:
+            self._start_thread()
+
+    def record(self, record: Record) -> None:  # replaced per instance in _apply()
+        self._record(record)
+
+    def _drop(self) -> None:
+        with self._stats_lock:
+            self.dropped += 1
+            first = not self._overflowing
+            self._overflowing = True
+        if first:
+            log.warning(
+                "jobtrace: record buffer full (%d records); dropping new records until the "
+                "writer catches up (raise JOBTRACE_BUFFER_SIZE to keep more)",
+                self._capacity,
+            )
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        with self._stats_lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name="jobtrace-recorder", daemon=True)
+            self._thread = thread
+        thread.start()
+
+    def ensure_started(self) -> None:
+        """Start the writer thread now (jobs call this so heartbeats tick from the start)."""
+        if self._thread is None:
+            self._start_thread()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._wake_pending = False
+            if self._closed:
+                break
+            try:
+                self.flush(timeout=None)
+            except BaseException:  # the thread must outlive any bug in a sink
+                log.exception("jobtrace: recorder flush failed")
+            now = time.time()
+            for ticker in self._tickers:
+                try:
+                    ticker(now)
+                except Exception:
+                    log.exception("jobtrace: recorder ticker %r failed", ticker)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything buffered so far; False if the writer was busy past ``timeout``."""
+        if os.getpid() != self._pid:  # a fork hook has not run (e.g. os.fork from C)
+            self._after_fork_in_child()
+        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
+        if not acquired:
+            return False
+        try:
+            self._flush_locked()
+        finally:
+            self._write_lock.release()
+        return True
+
+    def _flush_locked(self) -> None:
+        buf = self._buf
+        # Drain only what is there now, so a producer that never pauses cannot keep the
+        # writer (or a caller of flush()) busy forever.
+        remaining = len(buf)
+        while remaining > 0:
+            n = min(remaining, self._batch_size)
+            batch = [buf.popleft() for _ in range(n)]
+            remaining -= n
+            self._deliver(batch)
+        with self._stats_lock:
+            self._overflowing = False
+        if not self._spool_checked and self._sink_down_since is None:
+            # The first flush of a process also picks up batches a previous run spooled.
+            self._spool_checked = True
+            if self._spool.pending():
+                self._replay()
+
+    def _deliver(self, batch: Sequence[Record]) -> None:
+        now = time.monotonic()
+        if self._sink_down_since is not None and now < self._retry_at:
+            self._to_spool(batch)
+            return
+        try:
+            sink = self._sink
+            if sink is None:
+                sink = self._sink = open_sink(self._settings.url)
+            sink.write(batch)
+        except Exception as exc:
+            self._on_sink_failure(exc)
+            self._to_spool(batch)
+            return
+        self.written += len(batch)
+        if self._sink_down_since is not None:
+            log.warning("jobtrace: %s is reachable again; replaying spooled records", self._safe_url())
+            self._sink_down_since = None
+            self._retry_delay = 0.5
+            self._replay()
+
+    def _on_sink_failure(self, exc: BaseException) -> None:
+        self._close_sink()
+        now = time.monotonic()
+        if self._sink_down_since is None:
+            self._sink_down_since = now
+            log.warning(
+                "jobtrace: cannot write to %s (%s); spooling records to %s until it is back",
+                self._safe_url(),
+                _one_line(exc),
+                self._spool.directory,
+            )
+        else:
+            self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
+        self._retry_at = now + self._retry_delay
+
+    def _to_spool(self, batch: Sequence[Record]) -> None:
+        try:
+            self._spool.write(batch)
+            self.spooled += len(batch)
+        except OSError as exc:
+            self.lost += len(batch)
+            log.error(
+                "jobtrace: lost %d records: the sink is down and the spool %s cannot be "
+                "written (%s)",
+                len(batch),
+                self._spool.directory,
+                exc,
+            )
+
+    def _replay(self) -> None:
+        """Write spooled batches to the (working) sink, oldest first."""
+        sink = self._sink
+        for path in self._spool.pending():
+            claimed = self._spool.claim(path)
+            if claimed is None:
+                continue
+            try:
+                records = self._spool.read(claimed)
+                if sink is None:
+                    sink = self._sink = open_sink(self._settings.url)
+                for start in range(0, len(records), self._batch_size):
+                    sink.write(records[start : start + self._batch_size])
+            except Exception as exc:
+                self._spool.release(claimed)
+                self._on_sink_failure(exc)
+                return
+            self._spool.done(claimed)
+            self.replayed += len(records)
+
+    def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:
+                log.debug("jobtrace: closing sink failed", exc_info=True)
+
+    def _safe_url(self) -> str:
+        url = self._settings.url
+        if "@" in url:  # never print a password
+            scheme, rest = url.split("://", 1)
+            return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+        return url
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_ticker(self, ticker: Ticker) -> None:
+        """Call ``ticker(now)`` on the writer thread after every flush."""
+        # Listeners live in a tuple that is replaced, never edited, so the writer thread
+        # can iterate it without a lock.
+        self._tickers = (*self._tickers, ticker)
+
+    def remove_ticker(self, ticker: Ticker) -> None:
+        self._tickers = tuple(t for t in self._tickers if t is not ticker)
+
+    def add_terminate_listener(self, listener: TerminateListener) -> None:
+        """Call ``listener(signum, fatal)`` when SIGTERM/SIGINT arrives, before flushing.
+
+        ``fatal`` is True when the process is about to die by the signal's default action.
+        """
+        self._terminate_listeners = (*self._terminate_listeners, listener)
+
+    def remove_terminate_listener(self, listener: TerminateListener) -> None:
+        self._terminate_listeners = tuple(
+            x for x in self._terminate_listeners if x is not listener
+        )
+
+    # -- exit, signals, fork ----------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """Flush on SIGTERM and SIGINT, chaining the handlers already installed.
+
+        Only the main thread may install handlers; elsewhere this does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(signum)
+            if current is self._on_signal or current == signal.SIG_IGN:
+                continue
+            self._previous_handlers[signum] = current
+            try:
+                signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+                log.debug("jobtrace: cannot install a handler for %s", signum)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous_handlers.get(signum, signal.SIG_DFL)
+        fatal = previous in (signal.SIG_DFL, None)
+        for listener in self._terminate_listeners:
+            try:
+                listener(signum, fatal)
+            except Exception:
+                log.exception("jobtrace: terminate listener failed")
+        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        if callable(previous):
+            previous(signum, frame)
+        elif fatal:
+            # Die by the signal as if we had never been here, so the parent sees -SIGTERM.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def close(self) -> None:
+        """Flush and stop the writer thread (the recorder records nothing afterwards)."""
+        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        self._closed = True
+        self._wake.set()
+        self.record = _record_nothing  # type: ignore[method-assign]
+        with self._write_lock:
+            self._close_sink()
+
+    def _at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            return
+        try:
+            self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+            with self._write_lock:
+                self._close_sink()
+        except BaseException:
+            log.exception("jobtrace: final flush failed")
+
+    def _before_fork(self) -> None:
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None and not getattr(self, "_mp_hooked", False):
+            # multiprocessing children leave through os._exit, skipping atexit; its own
+            # after-fork hooks are the one place to register an exit flush that survives
+            # the child's bootstrap (which clears finalizers registered earlier).
+            self._mp_hooked = True
+            mp_util.register_after_fork(self, Recorder._mp_after_fork)
+
+    def _mp_after_fork(self) -> None:
+        import multiprocessing.util as mp_util
+
+        mp_util.Finalize(self, self._at_exit, exitpriority=0)
+
+    def _after_fork_in_child(self) -> None:
+        sink = self._sink
+        self._init_process_state()
+        if sink is not None and hasattr(sink, "store"):
+            # Drop inherited pooled connections without closing the parent's sockets.
+            sink.store.engine.dispose(close=False)
+
+
+_record_nothing: Callable[[Record], None] = lambda record: None  # noqa: E731
+
+_lock = threading.Lock()
+_recorder: Recorder | None = None
+
+
+def get_recorder() -> Recorder:
+    """The process's recorder, created on first use from the current settings."""
+    global _recorder
+    rec = _recorder
+    if rec is not None:
+        return rec
+    with _lock:
+        if _recorder is None:
+            from jobtrace import _config
+
+            settings = _config.current()
+            rec = Recorder(settings)
+            if settings.install_signal_handlers:
+                rec.install_signal_handlers()
+            ref = weakref.ref(rec)
+            atexit.register(_exit_hook, ref)
+            os.register_at_fork(
+                before=lambda: _call(ref, "_before_fork"),
+                after_in_child=lambda: _call(ref, "_after_fork_in_child"),
+            )
+            _recorder = rec
+        return _recorder
+
+
+def _call(ref: weakref.ref[Recorder], method: str) -> None:
+    rec = ref()
+    if rec is not None:
+        try:
+            getattr(rec, method)()
+        except Exception:  # a fork hook must never break the user's fork
+            log.exception("jobtrace: fork hook %s failed", method)
+
+
+def _exit_hook(ref: weakref.ref[Recorder]) -> None:
+    rec = ref()
+    if rec is not None:
+        rec._at_exit()
+
+
+def record(rec: Record) -> None:
+    """Queue one record on the process's recorder."""
+    get_recorder().record(rec)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Write every record buffered so far to the sink (or the spool); see :meth:`Recorder.flush`."""
+    return get_recorder().flush(timeout)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

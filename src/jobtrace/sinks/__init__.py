@@ -1,0 +1,70 @@
+"""Sinks: where the recorder delivers record batches, chosen by the URL's scheme.
+
+A sink is a small protocol — ``write(records)`` and ``close()`` — and each scheme maps to a
+module imported only when that scheme is used, so ``psycopg`` loads only for
+``postgresql://`` and nothing heavy loads for ``memory://``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Protocol
+
+from jobtrace.errors import ConfigurationError
+from jobtrace.model import Record
+
+__all__ = ["Sink", "known_schemes", "open_sink", "register_sink", "scheme_of"]
+
+
+class Sink(Protocol):
+    """Receives batches of records from the recorder's writer thread."""
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Persist ``records`` or raise; the recorder spools a batch that raised."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+_REGISTRY: dict[str, str] = {
+    "sqlite": "jobtrace.sinks.store:StoreSink",
+    "postgresql": "jobtrace.sinks.store:StoreSink",
+    "postgres": "jobtrace.sinks.store:StoreSink",
+    "postgresql+psycopg": "jobtrace.sinks.store:StoreSink",
+    "file": "jobtrace.sinks.file:FileSink",
+    "memory": "jobtrace.sinks.memory:MemorySink",
+}
+
+
+def known_schemes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register_sink(scheme: str, target: str) -> None:
+    """Map ``scheme`` to a sink class given as ``"package.module:ClassName"``."""
+    _REGISTRY[scheme.lower()] = target
+
+
+def scheme_of(url: str) -> str:
+    """The URL's scheme, checked against the registry."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"store URL {url!r} has no scheme; expected one of: "
+            + ", ".join(f"{s}://" for s in known_schemes())
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _REGISTRY:
+        raise ConfigurationError(
+            f"unknown store URL scheme {scheme!r} in {url!r}; known schemes: "
+            + ", ".join(known_schemes())
+        )
+    return scheme
+
+
+def open_sink(url: str) -> Sink:
+    """Import the scheme's module and open a sink for ``url``."""
+    module_name, _, class_name = _REGISTRY[scheme_of(url)].partition(":")
+    sink_class = getattr(importlib.import_module(module_name), class_name)
+    sink: Sink = sink_class(url)
+    return sink

@@ -1,0 +1,119 @@
+"""The spool: batches a sink could not take, kept on local disk until it can.
+
+Each sink URL has its own directory under ``$JOBTRACE_DIR/spool/`` (named by a hash of the
+URL, with the URL in ``url.txt``). A batch becomes one JSON-lines file, written under a
+temporary name and renamed into place so a reader never sees half a file. A replaying
+process claims a file by renaming it (atomic), so two processes never replay the same file;
+a claim left by a process that died is taken over. Replays are idempotent anyway: every
+store write is an upsert on the record's identity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from jobtrace.model import Record, RecordError, from_dict
+from jobtrace.sinks.file import encode_lines, json_loads
+
+log = logging.getLogger("jobtrace.spool")
+
+_SUFFIX = ".jsonl"
+_CLAIM = ".claimed-"
+_counter = itertools.count()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Spool:
+    """Spooled batches for one sink URL."""
+
+    def __init__(self, base: Path, url: str) -> None:
+        import hashlib
+
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        self.directory = base / digest
+        self.url = url
+
+    def write(self, records: Sequence[Record]) -> Path:
+        """Store a batch; raises ``OSError`` if the disk refuses too."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        url_file = self.directory / "url.txt"
+        if not url_file.exists():
+            url_file.write_text(self.url + "\n")
+        # Names sort by time, so replay keeps the order batches were recorded in.
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}"
+        tmp = self.directory / (name + ".tmp")
+        tmp.write_bytes(encode_lines(records))
+        final = self.directory / (name + _SUFFIX)
+        tmp.rename(final)
+        return final
+
+    def pending(self) -> list[Path]:
+        """Spooled files not claimed by a live process, oldest first."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.endswith(_SUFFIX):
+                found.append(self.directory / name)
+            elif _CLAIM in name:
+                pid_text = name.rsplit(_CLAIM, 1)[1]
+                if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                    found.append(self.directory / name)
+        return sorted(found, key=lambda p: p.name)
+
+    def claim(self, path: Path) -> Path | None:
+        """Take a file for replay; ``None`` if another process got it first."""
+        base = path.name.split(_CLAIM, 1)[0]
+        claimed = self.directory / f"{base}{_CLAIM}{os.getpid()}"
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            return None
+        return claimed
+
+    def release(self, claimed: Path) -> None:
+        """Give a claimed file back (its replay failed)."""
+        base = claimed.name.split(_CLAIM, 1)[0]
+        try:
+            claimed.rename(self.directory / base)
+        except FileNotFoundError:
+            pass
+
+    @staticmethod
+    def read(path: Path) -> list[Record]:
+        """The records of a spooled file; a damaged line is logged and skipped."""
+        return list(_read_lines(path))
+
+    @staticmethod
+    def done(claimed: Path) -> None:
+        claimed.unlink(missing_ok=True)
+
+    def count(self) -> int:
+        return len(self.pending())
+
+
+def _read_lines(path: Path) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield from_dict(json_loads(line))
+            except (ValueError, RecordError) as exc:
+                log.warning("jobtrace: skipping damaged line %d of %s: %s", number, path, exc)
