@@ -249,6 +249,7 @@ class Job:
             # The duration comes from the monotonic clock; the end time follows from it.
             duration = time.perf_counter() - self._mono_start
             self.end_time = (self.start_time or time.time()) + duration
+            self._last_heartbeat = self.end_time
             self._sample()
             self.status = status
             self.exit_code = exit_code

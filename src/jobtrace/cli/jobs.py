@@ -30,10 +30,10 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _local_time(epoch: float | None) -> str:
+def _local_time(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(epoch).astimezone().strftime(fmt)
 
 
 @click.group()
@@ -67,30 +67,37 @@ def list_jobs(
     if not rows:
         console.print("No jobs recorded yet." if not (experiment or status) else "No matching jobs.")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     # Ids and times never wrap: people copy ids, and a wrapped time reads as two rows.
-    table.add_column("ID", no_wrap=True)
-    table.add_column("NAME", overflow="fold")
-    table.add_column("EXPERIMENT", overflow="fold")
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("STARTED", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
-    table.add_column("PEAK MEM", justify="right", no_wrap=True)
-    table.add_column("EXIT", justify="right", no_wrap=True)
+    # Columns that would be empty are left out so the table fits an 80-column terminal.
+    show_experiment = any(r["experiment"] for r in rows)
+    show_exit = any(r["exit_code"] not in (None, 0) for r in rows)
+    table.add_column("ID", no_wrap=True, min_width=26)
+    table.add_column("NAME", overflow="fold", min_width=8)
+    if show_experiment:
+        table.add_column("EXPERIMENT", overflow="fold", min_width=8)
+    table.add_column("STATUS", no_wrap=True, min_width=9)
+    table.add_column("STARTED", no_wrap=True, min_width=11)
+    table.add_column("DURATION", justify="right", no_wrap=True, min_width=8)
+    table.add_column("PEAK MEM", justify="right", no_wrap=True, min_width=9)
+    if show_exit:
+        table.add_column("EXIT", justify="right", no_wrap=True)
     from rich.markup import escape
 
     for r in rows:
         style = STATUS_STYLE.get(r["status"], "")
-        table.add_row(
-            escape(r["id"]),
-            escape(r["name"] or ""),
-            escape(r["experiment"] or ""),
+        cells = [escape(r["id"]), escape(r["name"] or "")]
+        if show_experiment:
+            cells.append(escape(r["experiment"] or ""))
+        cells += [
             f"[{style}]{r['status']}[/]",
-            _local_time(r["start_time"]),
+            _local_time(r["start_time"], "%m-%d %H:%M"),
             human_duration(r["duration"]) if r["duration"] is not None else "-",
             human_bytes(r["peak_memory_kb"]) if r["peak_memory_kb"] is not None else "-",
-            "" if r["exit_code"] is None else str(r["exit_code"]),
-        )
+        ]
+        if show_exit:
+            cells.append("" if r["exit_code"] is None else str(r["exit_code"]))
+        table.add_row(*cells)
     console.print(table)
 
 
