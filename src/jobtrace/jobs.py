@@ -343,7 +343,8 @@ class Job:
             except ValueError:  # exited in another context (e.g. a generator); harmless
                 pass
             self._token = None
-        self.finish(*outcome(exc, self._signal))
+        status, exit_code, error = outcome(exc, self._signal)
+        self.finish(status, exit_code=exit_code, error=error)
 
     @overload
     def __call__(self, fn: F) -> F: ...

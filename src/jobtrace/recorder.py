@@ -161,7 +161,7 @@ class Recorder:
             if self._closed:
                 break
             try:
-                self.flush(timeout=None)
+                self.flush(timeout=None, retry=False)
             except BaseException:  # the thread must outlive any bug in a sink
                 log.exception("jobtrace: recorder flush failed")
             now = time.time()
@@ -171,14 +171,20 @@ class Recorder:
                 except Exception:
                     log.exception("jobtrace: recorder ticker %r failed", ticker)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Write everything buffered so far; False if the writer was busy past ``timeout``."""
+    def flush(self, timeout: float | None = None, *, retry: bool = True) -> bool:
+        """Write everything buffered so far; False if the writer was busy past ``timeout``.
+
+        An explicit flush tries a sink that is down at once (``retry``); the background
+        thread waits for the backoff delay instead.
+        """
         if os.getpid() != self._pid:  # a fork hook has not run (e.g. os.fork from C)
             self._after_fork_in_child()
         acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
         if not acquired:
             return False
         try:
+            if retry:
+                self._retry_at = 0.0
             self._flush_locked()
         finally:
             self._write_lock.release()
@@ -196,6 +202,8 @@ class Recorder:
             self._deliver(batch)
         with self._stats_lock:
             self._overflowing = False
+        if self._sink_down_since is not None and time.monotonic() >= self._retry_at:
+            self._replay()  # probe the sink with spooled batches even when nothing is new
         if not self._spool_checked and self._sink_down_since is None:
             # The first flush of a process also picks up batches a previous run spooled.
             self._spool_checked = True
@@ -218,10 +226,13 @@ class Recorder:
             return
         self.written += len(batch)
         if self._sink_down_since is not None:
-            log.warning("jobtrace: %s is reachable again; replaying spooled records", self._safe_url())
-            self._sink_down_since = None
-            self._retry_delay = 0.5
+            self._mark_up()
             self._replay()
+
+    def _mark_up(self) -> None:
+        log.warning("jobtrace: %s is reachable again; replaying spooled records", self._safe_url())
+        self._sink_down_since = None
+        self._retry_delay = 0.5
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()
@@ -271,6 +282,8 @@ class Recorder:
                 return
             self._spool.done(claimed)
             self.replayed += len(records)
+            if self._sink_down_since is not None:
+                self._mark_up()
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None

@@ -20,7 +20,8 @@ import click
 
 from jobtrace.cli._common import fail, store_option
 
-_OWN_FILES = {str(Path(__file__).resolve()), str(Path(runpy.__file__).resolve())}
+# runpy's frames are named "<frozen runpy>" when the module is frozen (CPython ≥ 3.11).
+_OWN_FILES = {__file__, str(Path(__file__).resolve()), runpy.__file__, "<frozen runpy>"}
 
 
 def _pairs(values: tuple[str, ...], what: str, parse_json: bool) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _pairs(values: tuple[str, ...], what: str, parse_json: bool) -> dict[str, An
 
 def _trim(tb: TracebackType | None) -> TracebackType | None:
     """Drop the leading frames that belong to jobtrace and runpy, as `python` shows none."""
-    while tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()) in _OWN_FILES:
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
         tb = tb.tb_next
     return tb
 
@@ -79,6 +80,20 @@ def _execute(module: str | None, script: str | None, args: list[str]) -> tuple[i
             traceback.print_exception(type(exc), exc, tb)
         return (130 if isinstance(exc, KeyboardInterrupt) else 1), exc
     return 0, None
+
+
+class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Prints jobtrace's lines (the summary, warnings) on stderr unless the program has set
+    up logging itself, in which case its root handlers show them and we stay quiet."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            self.stream = sys.stderr  # the program may have replaced sys.stderr
+            super().emit(record)
 
 
 @click.command(
@@ -120,7 +135,7 @@ def run(
     """
     from jobtrace import _config
     from jobtrace.errors import JobtraceError
-    from jobtrace.jobs import Job, _current
+    from jobtrace.jobs import Job, _current, outcome
 
     args = list(target)
     script: str | None = None
@@ -153,6 +168,8 @@ def run(
     if jobtrace_log.level == logging.NOTSET:
         # Let the summary through even when the program leaves the root logger at WARNING.
         jobtrace_log.setLevel(logging.INFO)
+    if not quiet:
+        jobtrace_log.addHandler(_FallbackHandler())
 
     token = _current.set(job)
     code, exc = _execute(module, script, args)
@@ -161,18 +178,8 @@ def run(
     except ValueError:
         pass
 
-    if not quiet and not jobtrace_log.hasHandlers():
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        jobtrace_log.addHandler(handler)
-    if exc is None or (isinstance(exc, SystemExit) and code == 0):
-        job.finish("succeeded", exit_code=code)
-    elif isinstance(exc, KeyboardInterrupt):
-        job.finish("killed", exit_code=code, error=("KeyboardInterrupt", "interrupted"))
-    elif isinstance(exc, SystemExit):
-        job.finish("killed" if job._signal else "failed", exit_code=code, error=("SystemExit", str(exc.code)))
-    else:
-        job.finish("killed" if job._signal else "failed", exit_code=code, error=exc)
+    status, _, error = outcome(exc, job._signal)
+    job.finish(status, exit_code=code, error=error)
 
     from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
 

@@ -1,0 +1,186 @@
+"""The `jobtrace` command, run in a subprocess against a real SQLite store."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.cli_helpers import jobs_json, jobtrace_cli
+
+
+def write(path: Path, code: str) -> Path:
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def test_run_behaves_like_python_and_records_the_job(tmp_path: Path) -> None:
+    (tmp_path / "helper_mod.py").write_text("VALUE = 42\n")
+    script = write(
+        tmp_path / "show.py",
+        """
+        import sys, helper_mod
+        print(repr(sys.argv), __name__, helper_mod.VALUE, sys.path[0])
+        """,
+    )
+    result = jobtrace_cli("run", "--tag", "team=ml", "--param", "lr=0.1", str(script), "a", "--flag", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"[{str(script)!r}, 'a', '--flag'] __main__ 42 {tmp_path}"
+    [job] = jobs_json(tmp_path)
+    assert job["status"] == "succeeded" and job["exit_code"] == 0
+    assert job["name"] == "show"
+    assert job["tags"] == {"team": "ml"} and job["params"] == {"lr": 0.1}
+    assert job["argv"] == [str(script), "a", "--flag"]
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"jobtrace: job {job['id']} (show) succeeded after ")
+    assert "peak memory" in summary and job["report_dir"] in summary
+    report = orjson.loads((Path(job["report_dir"]) / "report.json").read_bytes())
+    assert report["id"] == job["id"] and isinstance(report["peak_memory_kb"], int)
+
+
+def test_run_keeps_the_scripts_exit_status(tmp_path: Path) -> None:
+    script = write(tmp_path / "exit3.py", "import sys\nsys.exit(3)\n")
+    result = jobtrace_cli("run", str(script), cwd=tmp_path)
+    assert result.returncode == 3
+    [job] = jobs_json(tmp_path)
+    assert (job["status"], job["exit_code"]) == ("failed", 3)
+
+
+def test_sys_exit_with_a_message_prints_it_and_exits_1(tmp_path: Path) -> None:
+    script = write(tmp_path / "msg.py", "import sys\nsys.exit('giving up')\n")
+    result = jobtrace_cli("run", "-q", str(script), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "giving up"
+
+
+def test_an_uncaught_exception_prints_pythons_traceback_without_jobtrace_frames(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "boom.py",
+        """
+        def inner():
+            raise ValueError("bad <input>")
+        inner()
+        """,
+    )
+    result = jobtrace_cli("run", "-q", str(script), cwd=tmp_path)
+    plain = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == plain.returncode == 1
+    assert result.stderr == plain.stderr
+    [job] = jobs_json(tmp_path)
+    assert (job["status"], job["error_type"], job["error_message"]) == ("failed", "ValueError", "bad <input>")
+
+
+def test_run_a_module_like_python_dash_m(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    write(package / "tool.py", "import sys\nprint(__name__, sys.argv[1:])\n")
+    result = jobtrace_cli("run", "--experiment", "mods", "-m", "pkg.tool", "x", "-v", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "__main__ ['x', '-v']"
+    [job] = jobs_json(tmp_path)
+    assert (job["name"], job["experiment"]) == ("pkg.tool", "mods")
+
+
+def test_job_id_from_the_option_and_from_the_environment(tmp_path: Path) -> None:
+    script = write(tmp_path / "ok.py", "pass\n")
+    jobtrace_cli("run", "--job-id", "my-run-1", str(script), cwd=tmp_path, check=True)
+    jobtrace_cli("run", str(script), cwd=tmp_path, check=True, JOBTRACE_JOB_ID="env-run-2")
+    assert {j["id"] for j in jobs_json(tmp_path)} == {"my-run-1", "env-run-2"}
+
+
+def test_a_missing_script_is_a_one_line_error(tmp_path: Path) -> None:
+    result = jobtrace_cli("run", "nope.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "can't open file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_store_scheme_is_a_one_line_error(tmp_path: Path) -> None:
+    script = write(tmp_path / "ok.py", "print('ran')\n")
+    result = jobtrace_cli("run", "--store", "mongodb://x/y", str(script), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "known schemes" in result.stderr
+
+
+def test_jobs_list_table_filters_and_show(tmp_path: Path) -> None:
+    ok = write(tmp_path / "ok.py", "pass\n")
+    bad = write(tmp_path / "bad.py", "raise SystemExit(2)\n")
+    jobtrace_cli("run", "-e", "alpha", str(ok), cwd=tmp_path, check=True)
+    jobtrace_cli("run", "-e", "beta", str(bad), cwd=tmp_path)
+    table = jobtrace_cli("jobs", "list", cwd=tmp_path, check=True).stdout
+    lines = table.strip().splitlines()
+    assert lines[0].split()[:3] == ["ID", "NAME", "EXPERIMENT"]
+    assert "bad" in lines[1] and "failed" in lines[1]  # newest first
+    assert "ok" in lines[2] and "succeeded" in lines[2]
+    assert [j["name"] for j in jobs_json(tmp_path, "--experiment", "alpha")] == ["ok"]
+    assert [j["name"] for j in jobs_json(tmp_path, "--status", "failed")] == ["bad"]
+
+    job_id = jobs_json(tmp_path, "--status", "failed")[0]["id"]
+    shown = orjson.loads(jobtrace_cli("jobs", "show", job_id[:20], "--json", cwd=tmp_path, check=True).stdout)
+    assert shown["id"] == job_id and shown["exit_code"] == 2
+    assert shown["start_time"].endswith("+00:00")
+    text = jobtrace_cli("jobs", "show", job_id, cwd=tmp_path, check=True).stdout
+    assert "peak memory" in text and "failed" in text
+
+
+def test_show_an_unknown_job_is_a_one_line_error(tmp_path: Path) -> None:
+    write(tmp_path / "ok.py", "pass\n")
+    jobtrace_cli("run", str(tmp_path / "ok.py"), cwd=tmp_path, check=True)
+    result = jobtrace_cli("jobs", "show", "nonexistent", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+
+
+def test_reading_a_store_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    result = jobtrace_cli("jobs", "list", cwd=tmp_path)
+    assert result.returncode == 1 and "no jobtrace store" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_store_is_a_clear_error_and_does_not_break_the_script(tmp_path: Path) -> None:
+    db = tmp_path / ".jobtrace" / "jobtrace.db"
+    db.parent.mkdir()
+    db.write_bytes(b"garbage" * 1000)
+    listing = jobtrace_cli("jobs", "list", cwd=tmp_path)
+    assert listing.returncode == 1 and "not a database" in listing.stderr
+    assert listing.stderr.count("\n") == 1
+
+    script = write(tmp_path / "five.py", "print('still runs')\nraise SystemExit(5)\n")
+    result = jobtrace_cli("run", str(script), cwd=tmp_path)
+    assert result.returncode == 5 and result.stdout.strip() == "still runs"
+    assert "spooling" in result.stderr
+    assert db.read_bytes() == b"garbage" * 1000  # nothing overwritten
+    assert list((tmp_path / ".jobtrace" / "spool").rglob("*.jsonl"))
+
+
+def test_db_upgrade_creates_and_reports_the_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    first = jobtrace_cli("db", "upgrade", "--store", url, cwd=tmp_path, check=True)
+    assert "upgraded schema from empty to revision" in first.stdout
+    second = jobtrace_cli("db", "upgrade", "--store", url, cwd=tmp_path, check=True)
+    assert "schema is current" in second.stdout
+
+
+@pytest.mark.postgresql
+def test_run_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    script = write(tmp_path / "ok.py", "pass\n")
+    jobtrace_cli("run", "--store", postgres_url, str(script), cwd=tmp_path, check=True)
+    [job] = jobs_json(tmp_path, "--store", postgres_url)
+    assert job["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["db"], ["db", "upgrade"]]
+)
+def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
+    result = jobtrace_cli(*command, "--help", cwd=tmp_path, check=True)
+    assert "Usage:" in result.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    import jobtrace
+
+    assert jobtrace.__version__ in jobtrace_cli("--version", cwd=tmp_path, check=True).stdout

@@ -1,0 +1,32 @@
+"""The public API is exactly what `__all__` lists, kept sorted."""
+
+import jobtrace
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(jobtrace.__all__) == sorted(set(jobtrace.__all__))
+
+
+def test_every_exported_name_exists_and_public_names_are_exported() -> None:
+    for name in jobtrace.__all__:
+        assert hasattr(jobtrace, name), name
+    public = {
+        name
+        for name, value in vars(jobtrace).items()
+        if not name.startswith("_") and not isinstance(value, type(jobtrace))
+    }
+    public.discard("annotations")
+    public.discard("Any")
+    assert public <= set(jobtrace.__all__)
+
+
+def test_import_does_not_load_heavy_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jobtrace; heavy = [m for m in ('sqlalchemy', 'alembic', 'rich', 'click',"
+        " 'psycopg', 'psutil') if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

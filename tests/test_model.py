@@ -1,0 +1,42 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobtrace import model
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_float_codec_round_trips_every_float(value: float) -> None:
+    decoded = model.decode_float(model.encode_float(value))
+    if math.isnan(value):
+        assert math.isnan(decoded)
+    else:
+        assert decoded == value
+
+
+@pytest.mark.parametrize(("value", "text"), [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")])
+def test_special_values_travel_as_dioptra_strings(value: float, text: str) -> None:
+    assert model.encode_float(value) == text
+    assert model.split_float(value) == (None, text)
+
+
+@pytest.mark.parametrize("bad", ["NaNa", "", True, None, [1.0]])
+def test_decode_rejects_non_numbers(bad: object) -> None:
+    with pytest.raises(model.RecordError):
+        model.decode_float(bad)  # type: ignore[arg-type]
+
+
+def test_record_dict_round_trip_keeps_specials() -> None:
+    rec = (model.METRIC, "job", "loss", 3, math.inf, 12.5)
+    data = model.to_dict(rec)
+    assert data == {"kind": "metric", "job_id": "job", "name": "loss", "step": 3, "value": "inf", "timestamp": 12.5}
+    assert model.from_dict(data) == rec
+
+
+def test_from_dict_rejects_unknown_kinds_and_fields() -> None:
+    with pytest.raises(model.RecordError, match="unknown record kind"):
+        model.from_dict({"kind": "nope"})
+    with pytest.raises(model.RecordError, match="bogus"):
+        model.from_dict({"kind": "metric", "bogus": 1})
