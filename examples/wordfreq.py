@@ -20,6 +20,7 @@ import re
 import sys
 import sysconfig
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import jobtrace
@@ -33,7 +34,9 @@ SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache
 def source_files(root: Path) -> list[Path]:
     """Python files under ``root``, leaving out installed packages and test suites."""
     return sorted(
-        p for p in root.rglob("*.py") if p.is_file() and not SKIP.intersection(p.relative_to(root).parts)
+        p
+        for p in root.rglob("*.py")
+        if p.is_file() and not SKIP.intersection(p.relative_to(root).parts)
     )
 
 
@@ -54,7 +57,7 @@ def index_files(
         for line_number, line in enumerate(text.splitlines(), 1):
             words = WORD.findall(line)
             counts.update(words)
-            pairs.update(zip(words, words[1:]))
+            pairs.update(pairwise(words))
             for word in words:
                 postings[word].append((number, line_number))
     return counts, pairs, postings, unreadable
@@ -74,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         job.tags["root"] = str(args.root)
     counts, pairs, postings, unreadable = index_files(files)
     total = sum(counts.values())
-    print(f"{len(files)} files, {total:,} identifiers, {len(counts):,} distinct ({unreadable} unreadable)")
+    distinct = len(counts)
+    print(
+        f"{len(files)} files, {total:,} identifiers, {distinct:,} distinct ({unreadable} unreadable)"
+    )
     width = max((len(w) for w, _ in counts.most_common(args.top)), default=4)
     for word, count in counts.most_common(args.top):
         spread = len({file for file, _ in postings[word]})
@@ -82,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     singletons = sum(1 for c in counts.values() if c == 1)
     print(f"{singletons:,} identifiers occur exactly once")
     (first, second), times = pairs.most_common(1)[0] if pairs else (("-", "-"), 0)
-    print(f"{len(pairs):,} distinct pairs; the most common is {first!r} {second!r} ({times:,} times)")
+    print(
+        f"{len(pairs):,} distinct pairs; the most common is {first!r} {second!r} ({times:,} times)"
+    )
     return 0 if files else 1
 
 

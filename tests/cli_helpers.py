@@ -30,6 +30,7 @@ def jobtrace_cli(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -26,7 +26,9 @@ def test_run_behaves_like_python_and_records_the_job(tmp_path: Path) -> None:
         print(repr(sys.argv), __name__, helper_mod.VALUE, sys.path[0])
         """,
     )
-    result = jobtrace_cli("run", "--tag", "team=ml", "--param", "lr=0.1", str(script), "a", "--flag", cwd=tmp_path)
+    result = jobtrace_cli(
+        "run", "--tag", "team=ml", "--param", "lr=0.1", str(script), "a", "--flag", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"[{str(script)!r}, 'a', '--flag'] __main__ 42 {tmp_path}"
     [job] = jobs_json(tmp_path)
@@ -56,7 +58,9 @@ def test_sys_exit_with_a_message_prints_it_and_exits_1(tmp_path: Path) -> None:
     assert result.stderr.strip() == "giving up"
 
 
-def test_an_uncaught_exception_prints_pythons_traceback_without_jobtrace_frames(tmp_path: Path) -> None:
+def test_an_uncaught_exception_prints_pythons_traceback_without_jobtrace_frames(
+    tmp_path: Path,
+) -> None:
     script = write(
         tmp_path / "boom.py",
         """
@@ -66,11 +70,17 @@ def test_an_uncaught_exception_prints_pythons_traceback_without_jobtrace_frames(
         """,
     )
     result = jobtrace_cli("run", "-q", str(script), cwd=tmp_path)
-    plain = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    plain = __import__("subprocess").run(
+        [sys.executable, str(script)], capture_output=True, text=True
+    )
     assert result.returncode == plain.returncode == 1
     assert result.stderr == plain.stderr
     [job] = jobs_json(tmp_path)
-    assert (job["status"], job["error_type"], job["error_message"]) == ("failed", "ValueError", "bad <input>")
+    assert (job["status"], job["error_type"], job["error_message"]) == (
+        "failed",
+        "ValueError",
+        "bad <input>",
+    )
 
 
 def test_run_a_module_like_python_dash_m(tmp_path: Path) -> None:
@@ -120,7 +130,9 @@ def test_jobs_list_table_filters_and_show(tmp_path: Path) -> None:
     assert [j["name"] for j in jobs_json(tmp_path, "--status", "failed")] == ["bad"]
 
     job_id = jobs_json(tmp_path, "--status", "failed")[0]["id"]
-    shown = orjson.loads(jobtrace_cli("jobs", "show", job_id[:20], "--json", cwd=tmp_path, check=True).stdout)
+    shown = orjson.loads(
+        jobtrace_cli("jobs", "show", job_id[:20], "--json", cwd=tmp_path, check=True).stdout
+    )
     assert shown["id"] == job_id and shown["exit_code"] == 2
     assert shown["start_time"].endswith("+00:00")
     text = jobtrace_cli("jobs", "show", job_id, cwd=tmp_path, check=True).stdout
@@ -173,7 +185,8 @@ def test_run_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["run"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["db"], ["db", "upgrade"]]
+    "command",
+    [[], ["run"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["db"], ["db", "upgrade"]],
 )
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = jobtrace_cli(*command, "--help", cwd=tmp_path, check=True)

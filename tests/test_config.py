@@ -17,7 +17,11 @@ def test_arguments_win_over_environment_which_wins_over_defaults(tmp_path: Path)
     assert from_env.flush_interval == 0.5
     assert from_env.experiment == "from-env"
     explicit = _config.resolve(url="memory://x", flush_interval=0.25, experiment="arg", env=env)
-    assert (explicit.url, explicit.flush_interval, explicit.experiment) == ("memory://x", 0.25, "arg")
+    assert (explicit.url, explicit.flush_interval, explicit.experiment) == (
+        "memory://x",
+        0.25,
+        "arg",
+    )
 
 
 def test_default_store_lives_in_the_jobtrace_directory(tmp_path: Path) -> None:
@@ -26,7 +30,9 @@ def test_default_store_lives_in_the_jobtrace_directory(tmp_path: Path) -> None:
     assert settings.reports_dir == tmp_path / "d" / "reports"
 
 
-def test_relative_sqlite_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_sqlite_paths_are_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert _config.resolve(url="sqlite:///rel/x.db", env={}).url == f"sqlite:///{tmp_path}/rel/x.db"
     assert _config.resolve(url="sqlite:////abs/x.db", env={}).url == "sqlite:////abs/x.db"
@@ -49,7 +55,11 @@ def test_malformed_urls_are_configuration_errors(url: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [(_config.ENV_FLUSH_INTERVAL, "soon"), (_config.ENV_FLUSH_INTERVAL, "0"), (_config.ENV_BUFFER_SIZE, "-5")],
+    [
+        (_config.ENV_FLUSH_INTERVAL, "soon"),
+        (_config.ENV_FLUSH_INTERVAL, "0"),
+        (_config.ENV_BUFFER_SIZE, "-5"),
+    ],
 )
 def test_bad_numbers_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):

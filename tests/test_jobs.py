@@ -28,7 +28,12 @@ def test_a_job_records_start_and_successful_end(memory_sink: MemorySink) -> None
     assert first["status"] == "running" and first["end_time"] is None
     assert last["status"] == "succeeded"
     assert last["seq"] > first["seq"]
-    assert (last["name"], last["experiment"], last["tags"], last["params"]) == ("etl", "nightly", {"team": "data"}, {"n": 3})
+    assert (last["name"], last["experiment"], last["tags"], last["params"]) == (
+        "etl",
+        "nightly",
+        {"team": "data"},
+        {"n": 3},
+    )
     assert last["duration"] >= 0 and last["end_time"] >= last["start_time"]
     assert last["cpu_user"] >= 0 and last["pid"] > 0 and last["host"]
     assert jobtrace.current_job() is None
@@ -64,7 +69,9 @@ def test_decorator_runs_each_call_as_a_new_job(memory_sink: MemorySink) -> None:
     finals = [dict(zip(FIELDS[JOB], r[1:], strict=True)) for r in memory_sink.of_kind(JOB)]
     ids = {f["id"] for f in finals}
     assert len(ids) == 2
-    assert {f["name"] for f in finals} == {"test_decorator_runs_each_call_as_a_new_job.<locals>.step"}
+    assert {f["name"] for f in finals} == {
+        "test_decorator_runs_each_call_as_a_new_job.<locals>.step"
+    }
 
 
 def test_bare_decorator_and_async_functions(memory_sink: MemorySink) -> None:
@@ -103,7 +110,9 @@ def test_the_environment_job_id_names_the_first_job_only(monkeypatch: pytest.Mon
     assert first.id == "given-by-env" and nested.id != "given-by-env"
 
 
-def test_unserialisable_tags_are_kept_as_repr_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+def test_unserialisable_tags_are_kept_as_repr_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Opaque:
         def __repr__(self) -> str:
             return "<opaque>"
@@ -116,7 +125,7 @@ def test_unserialisable_tags_are_kept_as_repr_with_one_log_line(caplog: pytest.L
 def test_peak_memory_sees_a_large_allocation() -> None:
     with jobtrace.job("alloc") as job:
         block = bytearray(200 * 1024 * 1024)
-        block[:: 4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
         del block
     assert job.peak_memory_kb >= 150 * 1024
 
@@ -124,7 +133,7 @@ def test_peak_memory_sees_a_large_allocation() -> None:
 def test_a_nested_job_does_not_hide_the_outer_jobs_peak() -> None:
     with jobtrace.job("outer") as outer:
         block = bytearray(150 * 1024 * 1024)
-        block[:: 4096] = b"x" * len(block[::4096])
+        block[::4096] = b"x" * len(block[::4096])
         del block
         with jobtrace.job("inner") as inner:  # resets the process high-water mark
             pass
@@ -151,7 +160,11 @@ def test_the_result_is_logged_as_a_report_result(caplog: pytest.LogCaptureFixtur
     assert len(records) == 1
     result = records[0].msg
     assert isinstance(result, jobtrace.ReportResult)
-    assert (result.job_id, result.status, result.peak_memory_kb) == (job.id, "succeeded", job.peak_memory_kb)
+    assert (result.job_id, result.status, result.peak_memory_kb) == (
+        job.id,
+        "succeeded",
+        job.peak_memory_kb,
+    )
     assert result.job_time.endswith("+00:00") and result.duration_ms >= 0
     message = records[0].getMessage()
     assert message.startswith(f"jobtrace: job {job.id} (logged) succeeded after ")

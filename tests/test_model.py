@@ -16,7 +16,9 @@ def test_float_codec_round_trips_every_float(value: float) -> None:
         assert decoded == value
 
 
-@pytest.mark.parametrize(("value", "text"), [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")])
+@pytest.mark.parametrize(
+    ("value", "text"), [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")]
+)
 def test_special_values_travel_as_dioptra_strings(value: float, text: str) -> None:
     assert model.encode_float(value) == text
     assert model.split_float(value) == (None, text)
@@ -31,7 +33,14 @@ def test_decode_rejects_non_numbers(bad: object) -> None:
 def test_record_dict_round_trip_keeps_specials() -> None:
     rec = (model.METRIC, "job", "loss", 3, math.inf, 12.5)
     data = model.to_dict(rec)
-    assert data == {"kind": "metric", "job_id": "job", "name": "loss", "step": 3, "value": "inf", "timestamp": 12.5}
+    assert data == {
+        "kind": "metric",
+        "job_id": "job",
+        "name": "loss",
+        "step": 3,
+        "value": "inf",
+        "timestamp": 12.5,
+    }
     assert model.from_dict(data) == rec
 
 

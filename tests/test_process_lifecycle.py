@@ -22,7 +22,8 @@ with jobtrace.job("writer-" + worker):
     for step in range(int(sys.argv[3])):
         r.record(("metric", "job-" + worker, "loss", step, step * 0.5, 1.0))
         if step % 5000 == 0:
-            r.record(("item", f"{worker}-{step}", "job-" + worker, "f", 1.0, 0.1, 1, 1, 1, "success", None, None, None, None))
+            item = (f"{worker}-{step}", "job-" + worker, "f", 1.0, 0.1, 1, 1, 1, "success")
+            r.record(("item", *item, None, None, None, None))
 """
 
 
@@ -47,7 +48,9 @@ def test_eight_processes_write_one_new_sqlite_file_at_once(tmp_path: Path) -> No
     with store.engine.connect() as conn:
         per_job = dict(
             conn.execute(
-                sa.select(schema.metrics.c.job_id, sa.func.count()).group_by(schema.metrics.c.job_id)
+                sa.select(schema.metrics.c.job_id, sa.func.count()).group_by(
+                    schema.metrics.c.job_id
+                )
             ).all()
         )
         items = conn.execute(sa.select(sa.func.count()).select_from(schema.items)).scalar()
@@ -91,15 +94,19 @@ def test_sigkill_keeps_what_was_flushed_and_the_job_reads_lost(tmp_path: Path) -
     proc.wait(timeout=30)
     store = Store(f"sqlite:///{tmp_path}/.jobtrace/jobtrace.db")
     with store.engine.connect() as conn:
-        steps = conn.execute(
-            sa.select(schema.metrics.c.step).where(schema.metrics.c.job_id == job_id)
-        ).scalars().all()
+        steps = (
+            conn.execute(sa.select(schema.metrics.c.step).where(schema.metrics.c.job_id == job_id))
+            .scalars()
+            .all()
+        )
     assert sorted(steps) == list(range(100))
     job = store.get_job(job_id, now=time.time())
     assert job is not None and job["status"] == "running"  # its heartbeat is still fresh
     stale = store.get_job(job_id, now=job["last_heartbeat"] + 3600)
     assert stale is not None and stale["status"] == "lost"
-    assert [j["id"] for j in store.list_jobs(status="lost", now=job["last_heartbeat"] + 3600)] == [job_id]
+    assert [j["id"] for j in store.list_jobs(status="lost", now=job["last_heartbeat"] + 3600)] == [
+        job_id
+    ]
 
 
 def test_sigterm_records_killed_and_dies_by_the_signal(tmp_path: Path) -> None:
@@ -109,7 +116,11 @@ def test_sigterm_records_killed_and_dies_by_the_signal(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGTERM
     [job] = jobs_json(tmp_path)
     assert job["id"] == job_id
-    assert (job["status"], job["exit_code"], job["error_type"]) == ("killed", 128 + signal.SIGTERM, "Signal")
+    assert (job["status"], job["exit_code"], job["error_type"]) == (
+        "killed",
+        128 + signal.SIGTERM,
+        "Signal",
+    )
     assert "killed" in stderr and (Path(job["report_dir"]) / "report.json").exists()
 
 
@@ -132,7 +143,10 @@ def test_sigterm_chains_to_a_handler_the_program_installed_first(tmp_path: Path)
     )
     proc = subprocess.Popen(
         [sys.executable, str(script)],
-        cwd=tmp_path, env=cli_env(tmp_path / ".jobtrace"), stdout=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=cli_env(tmp_path / ".jobtrace"),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)

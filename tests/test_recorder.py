@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,9 @@ def metric(step: int, job: str = "job") -> Record:
 
 
 def make_recorder(url: str, directory: Path, **kwargs: object) -> Recorder:
-    settings = _config.resolve(url=url, directory=str(directory), install_signal_handlers=False, **kwargs)  # type: ignore[arg-type]
+    settings = _config.resolve(
+        url=url, directory=str(directory), install_signal_handlers=False, **kwargs
+    )  # type: ignore[arg-type]
     return Recorder(settings)
 
 
@@ -52,7 +55,7 @@ class BlockingSink:
 
     entered = threading.Event()
     release = threading.Event()
-    written: list[Record] = []
+    written: typing.ClassVar[list[Record]] = []
 
     def __init__(self, url: str) -> None:
         pass
@@ -66,7 +69,9 @@ class BlockingSink:
         pass
 
 
-def test_a_full_buffer_drops_new_records_and_counts_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_full_buffer_drops_new_records_and_counts_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     register_sink("blocking", f"{__name__}:BlockingSink")
     BlockingSink.entered.clear()
     BlockingSink.release.clear()
@@ -152,7 +157,9 @@ def test_records_are_flushed_at_interpreter_exit(tmp_path: Path) -> None:
         f"jobtrace.configure('file://{out}')\n"
         "for i in range(500): r.record(('metric', 'j', 'x', i, 1.0, 2.0))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)})
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)}
+    )
     steps = [orjson.loads(line)["step"] for line in out.read_bytes().splitlines()]
     assert steps == list(range(500))
 
@@ -170,7 +177,9 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 """
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)})
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)}
+    )
     jobs = sorted(orjson.loads(line)["job_id"] for line in out.read_bytes().splitlines())
     assert jobs == ["child", "parent"]
 
@@ -191,6 +200,8 @@ if __name__ == '__main__':
 """
     script = tmp_path / "pool_script.py"
     script.write_text(code)
-    subprocess.run([sys.executable, str(script)], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)})
+    subprocess.run(
+        [sys.executable, str(script)], check=True, env={**os.environ, "JOBTRACE_DIR": str(tmp_path)}
+    )
     steps = sorted(orjson.loads(line)["step"] for line in out.read_bytes().splitlines())
     assert steps == list(range(30))

@@ -16,12 +16,24 @@ from jobtrace.store import Store, schema
 from jobtrace.store.migrate import HEAD, MIGRATIONS_DIR, VERSION_TABLE
 
 
-def job_record(job_id: str = "j1", seq: int = 1, status: str = "running", **over: Any) -> model.Record:
+def job_record(
+    job_id: str = "j1", seq: int = 1, status: str = "running", **over: Any
+) -> model.Record:
     fields = dict.fromkeys(model.FIELDS[model.JOB])
     fields.update(
-        id=job_id, seq=seq, name="train", experiment="exp", status=status, start_time=1000.0,
-        host="h", pid=1, argv=["a.py"], tags={"team": "ml"}, params={"lr": 0.1},
-        last_heartbeat=1000.0, heartbeat_interval=2.0,
+        id=job_id,
+        seq=seq,
+        name="train",
+        experiment="exp",
+        status=status,
+        start_time=1000.0,
+        host="h",
+        pid=1,
+        argv=["a.py"],
+        tags={"team": "ml"},
+        params={"lr": 0.1},
+        last_heartbeat=1000.0,
+        heartbeat_interval=2.0,
     )
     fields.update(over)
     return (model.JOB, *fields.values())
@@ -91,20 +103,29 @@ def test_metric_values_including_specials_are_stored_exactly(store: Store) -> No
     values = [0.1, math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]
     store.write([(model.METRIC, "j1", "v", step, v, 100.0 + step) for step, v in enumerate(values)])
     found = sorted(rows(store, schema.metrics), key=lambda r: r["step"])
-    decoded = [r["value"] if r["special"] is None else model.decode_float(r["special"]) for r in found]
+    decoded = [
+        r["value"] if r["special"] is None else model.decode_float(r["special"]) for r in found
+    ]
     for got, want in zip(decoded, values, strict=True):
         assert (math.isnan(got) and math.isnan(want)) or got == want
 
 
 def test_a_second_write_to_a_metric_key_replaces_the_first(store: Store) -> None:
     store.write([(model.METRIC, "j1", "loss", 1, 0.9, 1.0)])
-    store.write([(model.METRIC, "j1", "loss", 1, 0.7, 2.0), (model.METRIC, "j1", "loss", 1, 0.5, 3.0)])
+    store.write(
+        [(model.METRIC, "j1", "loss", 1, 0.7, 2.0), (model.METRIC, "j1", "loss", 1, 0.5, 3.0)]
+    )
     assert [(r["value"], r["timestamp"]) for r in rows(store, schema.metrics)] == [(0.5, 3.0)]
 
 
 def test_latest_metric_is_the_highest_step_even_out_of_order(store: Store) -> None:
     store.write([(model.METRIC, "j1", "loss", s, float(s), 1.0) for s in (3, 9, 4)])
-    store.write([(model.METRIC, "j1", "loss", 2, math.nan, 1.0), (model.METRIC, "j1", "acc", 0, math.inf, 1.0)])
+    store.write(
+        [
+            (model.METRIC, "j1", "loss", 2, math.nan, 1.0),
+            (model.METRIC, "j1", "acc", 0, math.inf, 1.0),
+        ]
+    )
     latest = {r["name"]: r for r in rows(store, schema.metric_latest)}
     assert (latest["loss"]["step"], latest["loss"]["value"]) == (9, 9.0)
     assert (latest["acc"]["value"], latest["acc"]["special"]) == (None, "inf")
@@ -112,9 +133,50 @@ def test_latest_metric_is_the_highest_step_even_out_of_order(store: Store) -> No
 
 def test_every_record_kind_is_stored_and_rewrites_are_idempotent(store: Store) -> None:
     batch = [
-        (model.SPAN, "a" * 32, "b" * 16, None, "root", 1, 2, {"k": "<v>"}, None, None, "j1", "h", 1, "main"),
-        (model.ITEM, "i1", "j1", "f.csv", 1.0, 0.5, 10, 3, 1024, "error", "ValueError", "bad", 2048.0, {"x": 1}),
-        (model.SERIES, "host:1", None, "requests", "counter", "sum", '{"path":"/"}', 3.0, None, 5.0),
+        (
+            model.SPAN,
+            "a" * 32,
+            "b" * 16,
+            None,
+            "root",
+            1,
+            2,
+            {"k": "<v>"},
+            None,
+            None,
+            "j1",
+            "h",
+            1,
+            "main",
+        ),
+        (
+            model.ITEM,
+            "i1",
+            "j1",
+            "f.csv",
+            1.0,
+            0.5,
+            10,
+            3,
+            1024,
+            "error",
+            "ValueError",
+            "bad",
+            2048.0,
+            {"x": 1},
+        ),
+        (
+            model.SERIES,
+            "host:1",
+            None,
+            "requests",
+            "counter",
+            "sum",
+            '{"path":"/"}',
+            3.0,
+            None,
+            5.0,
+        ),
         (model.PROFILE, "p1", "j1", "cpu", "collapsed", "main;work 10", 5.0),
         (model.EXPERIMENT, "exp2", "described", {"a": 1}, 5.0),
     ]
@@ -136,11 +198,13 @@ def test_a_batch_id_is_stored_once(store: Store) -> None:
 
 
 def test_list_jobs_newest_first_with_filters(store: Store) -> None:
-    store.write([
-        job_record("old", start_time=1.0, status="succeeded"),
-        job_record("new", start_time=3.0, status="failed", experiment="other"),
-        job_record("mid", start_time=2.0, status="succeeded"),
-    ])
+    store.write(
+        [
+            job_record("old", start_time=1.0, status="succeeded"),
+            job_record("new", start_time=3.0, status="failed", experiment="other"),
+            job_record("mid", start_time=2.0, status="succeeded"),
+        ]
+    )
     assert [j["id"] for j in store.list_jobs(now=10.0)] == ["new", "mid", "old"]
     assert [j["id"] for j in store.list_jobs(experiment="exp", now=10.0)] == ["mid", "old"]
     assert [j["id"] for j in store.list_jobs(status="failed", now=10.0)] == ["new"]
@@ -148,7 +212,9 @@ def test_list_jobs_newest_first_with_filters(store: Store) -> None:
 
 
 def test_a_running_job_with_a_stale_heartbeat_reads_lost(store: Store) -> None:
-    store.write([job_record("alive", last_heartbeat=1000.0), job_record("dead", last_heartbeat=900.0)])
+    store.write(
+        [job_record("alive", last_heartbeat=1000.0), job_record("dead", last_heartbeat=900.0)]
+    )
     now = 1000.0 + 5 * 2.0 + 10.0 - 1  # just inside the window for "alive"
     assert store.get_job("alive", now=now)["status"] == "running"  # type: ignore[index]
     assert store.get_job("dead", now=now)["status"] == "lost"  # type: ignore[index]

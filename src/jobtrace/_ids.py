@@ -31,7 +31,7 @@ def time_ordered_id() -> str:
 
 
 def is_valid_id(value: str) -> bool:
-    """Accept user-given ids: 1–128 characters, no whitespace, no path separators."""
+    """Accept user-given ids: 1 to 128 characters, no whitespace, no path separators."""
     return (
         0 < len(value) <= 128
         and value.isprintable()
@@ -42,7 +42,7 @@ def is_valid_id(value: str) -> bool:
 
 def span_id() -> str:
     """A 64-bit span id as 16 hex characters (never all zeros, as W3C requires)."""
-    return "%016x" % (_getrandbits(64) or 1)
+    return f"{_getrandbits(64) or 1:016x}"
 
 
 def trace_id() -> str:
@@ -52,4 +52,4 @@ def trace_id() -> str:
     inserts and cost SQLite a third of its insert rate) and lists recent traces in index
     order; 80 random bits still make collisions negligible.
     """
-    return "%012x%020x" % (time.time_ns() // 1_000_000, _getrandbits(80))
+    return f"{time.time_ns() // 1_000_000:012x}{_getrandbits(80):020x}"

@@ -15,6 +15,7 @@ keeps the newest whatever order they arrive in. A process that dies without a wo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -57,7 +58,9 @@ def current_job() -> Job | None:
 
 def _error_type_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def _json_safe(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -79,7 +82,8 @@ def _json_safe(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
                 key,
                 type(value).__name__,
             )
-            value = repr(value)
+            out[str(key)] = repr(value)
+            continue
         out[str(key)] = value
     return out
 
@@ -126,6 +130,15 @@ class Job:
         self._signal: int | None = None
         self._token: Token[Job | None] | None = None
         self._recorder: Recorder | None = None
+        # Resource accounting, set for real in start().
+        self._peak_kb = 0
+        self._children_start_kb = 0
+        self._children_peak_kb = 0
+        self._tree_peak_kb = 0
+        self._last_heartbeat = 0.0
+        self._heartbeat_interval = 0.0
+        self._pid = 0
+        self._host = ""
 
     def _clone(self) -> Job:
         return Job(
@@ -151,7 +164,9 @@ class Job:
             # jobs get their own ids rather than overwrite it.
             if env_id and not _env_job_id_used and not _active:
                 if not _ids.is_valid_id(env_id):
-                    raise ConfigurationError(f"{_config.ENV_JOB_ID}={env_id!r} is not a valid job id")
+                    raise ConfigurationError(
+                        f"{_config.ENV_JOB_ID}={env_id!r} is not a valid job id"
+                    )
                 self.id = env_id
                 _env_job_id_used = True
             else:
@@ -264,7 +279,9 @@ class Job:
 
                     self.report_dir = str(write_report(self._reports_dir, self.to_dict()))
                 except Exception as exc:
-                    _internal_log.warning("jobtrace: cannot write the report of job %s: %s", self.id, exc)
+                    _internal_log.warning(
+                        "jobtrace: cannot write the report of job %s: %s", self.id, exc
+                    )
             self._emit()
             self.result = ReportResult(
                 job_id=self.id,
@@ -338,10 +355,9 @@ class Job:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            try:
+            # Exiting in another context (e.g. from a generator) cannot restore; harmless.
+            with contextlib.suppress(ValueError):
                 _current.reset(self._token)
-            except ValueError:  # exited in another context (e.g. a generator); harmless
-                pass
             self._token = None
         status, exit_code, error = outcome(exc, self._signal)
         self.finish(status, exit_code=exit_code, error=error)

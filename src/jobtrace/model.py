@@ -55,23 +55,71 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     # A job record is a full snapshot; `seq` grows with every snapshot of one job so a
     # late-arriving older snapshot (a replayed spool) never overwrites a newer one.
     JOB: (
-        "id", "seq", "name", "experiment", "status", "start_time", "end_time", "duration",
-        "peak_memory_kb", "cpu_user", "cpu_sys", "exit_code", "error_type", "error_message",
-        "host", "pid", "argv", "tags", "params", "last_heartbeat", "heartbeat_interval",
+        "id",
+        "seq",
+        "name",
+        "experiment",
+        "status",
+        "start_time",
+        "end_time",
+        "duration",
+        "peak_memory_kb",
+        "cpu_user",
+        "cpu_sys",
+        "exit_code",
+        "error_type",
+        "error_message",
+        "host",
+        "pid",
+        "argv",
+        "tags",
+        "params",
+        "last_heartbeat",
+        "heartbeat_interval",
         "report_dir",
     ),
     METRIC: ("job_id", "name", "step", "value", "timestamp"),
     SPAN: (
-        "trace_id", "span_id", "parent_id", "name", "start_ns", "duration_ns", "info",
-        "error_type", "error_message", "job_id", "host", "pid", "thread",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "start_ns",
+        "duration_ns",
+        "info",
+        "error_type",
+        "error_message",
+        "job_id",
+        "host",
+        "pid",
+        "thread",
     ),
     ITEM: (
-        "id", "job_id", "name", "start_time", "duration", "samples", "measurements", "bytes",
-        "status", "error_type", "error_message", "memory_peak_kb", "info",
+        "id",
+        "job_id",
+        "name",
+        "start_time",
+        "duration",
+        "samples",
+        "measurements",
+        "bytes",
+        "status",
+        "error_type",
+        "error_message",
+        "memory_peak_kb",
+        "info",
     ),
     # One process's latest state of one instrument series; `source` names the process.
     SERIES: (
-        "source", "job_id", "name", "type", "mode", "labels", "value", "data", "updated_at",
+        "source",
+        "job_id",
+        "name",
+        "type",
+        "mode",
+        "labels",
+        "value",
+        "data",
+        "updated_at",
     ),
     PROFILE: ("id", "job_id", "type", "format", "data", "created_at"),
     EXPERIMENT: ("name", "description", "tags", "created_at"),
@@ -87,7 +135,7 @@ class RecordError(JobtraceError, ValueError):
 
 
 def encode_float(value: float) -> float | str:
-    """Return a JSON-safe form: finite floats unchanged, specials as ``"nan"``/``"inf"``/``"-inf"``."""
+    """A JSON-safe form: finite floats unchanged, specials as ``"nan"``, ``"inf"``, ``"-inf"``."""
     if math.isfinite(value):
         return value
     if math.isnan(value):
@@ -132,20 +180,22 @@ def to_dict(record: Record) -> dict[str, Any]:
     return out
 
 
-def from_dict(data: Mapping[str, Any]) -> Record:
+def from_dict(data: object) -> Record:
     """Decode a dict made by :func:`to_dict` (missing fields become ``None``)."""
     if not isinstance(data, Mapping):
         raise RecordError(f"a record must be an object, got {type(data).__name__}")
     kind = data.get("kind")
-    fields = FIELDS.get(kind) if isinstance(kind, str) else None
-    if fields is None:
+    if not isinstance(kind, str) or kind not in FIELDS:
         raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+    fields = FIELDS[kind]
     unknown = set(data) - set(fields) - {"kind"}
     if unknown:
         raise RecordError(f"unknown field(s) for a {kind} record: {', '.join(sorted(unknown))}")
     values = [data.get(name) for name in fields]
-    for name in _SPECIAL_FLOAT_FIELDS.get(kind, ()):
+    specials: tuple[str, ...] = _SPECIAL_FLOAT_FIELDS.get(kind, ())
+    for name in specials:
         index = fields.index(name)
-        if values[index] is not None:
-            values[index] = decode_float(values[index])
+        value = values[index]
+        if value is not None:
+            values[index] = decode_float(value)
     return (kind, *values)

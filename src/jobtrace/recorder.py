@@ -52,6 +52,10 @@ TerminateListener = Callable[[int, bool], None]
 class Recorder:
     """Buffers records and writes them to the configured sink from a background thread."""
 
+    #: Queue one record: never blocks, never raises. Bound per instance when configured,
+    #: to the real method or to a no-op when recording is disabled (decided once).
+    record: Callable[[Record], None]
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._tickers: tuple[Ticker, ...] = ()
@@ -92,7 +96,7 @@ class Recorder:
         self._interval = settings.flush_interval
         self._spool = Spool(settings.spool_dir, settings.url)
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
-        self.record = self._record if settings.enabled else _record_nothing  # type: ignore[method-assign]
+        self.record = self._record if settings.enabled else _record_nothing
 
     @property
     def settings(self) -> Settings:
@@ -123,9 +127,6 @@ class Recorder:
         if self._thread is None:
             self._start_thread()
 
-    def record(self, record: Record) -> None:  # replaced per instance in _apply()
-        self._record(record)
-
     def _drop(self) -> None:
         with self._stats_lock:
             self.dropped += 1
@@ -154,11 +155,11 @@ class Recorder:
             self._start_thread()
 
     def _run(self) -> None:
-        while not self._closed:
+        while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             self._wake_pending = False
-            if self._closed:
+            if self._closed:  # set by close() on another thread
                 break
             try:
                 self.flush(timeout=None, retry=False)
@@ -319,9 +320,7 @@ class Recorder:
         self._terminate_listeners = (*self._terminate_listeners, listener)
 
     def remove_terminate_listener(self, listener: TerminateListener) -> None:
-        self._terminate_listeners = tuple(
-            x for x in self._terminate_listeners if x is not listener
-        )
+        self._terminate_listeners = tuple(x for x in self._terminate_listeners if x is not listener)
 
     # -- exit, signals, fork ----------------------------------------------------------------
 
@@ -363,7 +362,7 @@ class Recorder:
         self.flush(timeout=EXIT_FLUSH_TIMEOUT)
         self._closed = True
         self._wake.set()
-        self.record = _record_nothing  # type: ignore[method-assign]
+        self.record = _record_nothing
         with self._write_lock:
             self._close_sink()
 

@@ -10,6 +10,7 @@ store write is an upsert on the record's identity.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -41,7 +42,8 @@ class Spool:
     """Spooled batches for one sink URL."""
 
     def __init__(self, base: Path, url: str) -> None:
-        import hashlib
+
+        import hashlib  # on first use: it costs `import jobtrace` a few ms
 
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = base / digest
@@ -64,7 +66,7 @@ class Spool:
     def pending(self) -> list[Path]:
         """Spooled files not claimed by a live process, oldest first."""
         try:
-            names = os.listdir(self.directory)
+            names = [p.name for p in self.directory.iterdir()]
         except FileNotFoundError:
             return []
         found = []
@@ -90,10 +92,8 @@ class Spool:
     def release(self, claimed: Path) -> None:
         """Give a claimed file back (its replay failed)."""
         base = claimed.name.split(_CLAIM, 1)[0]
-        try:
+        with contextlib.suppress(FileNotFoundError):
             claimed.rename(self.directory / base)
-        except FileNotFoundError:
-            pass
 
     @staticmethod
     def read(path: Path) -> list[Record]:

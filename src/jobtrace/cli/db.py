@@ -30,4 +30,6 @@ def upgrade(store_url: str | None) -> None:
     if before == after:
         click.echo(f"{store.safe_url}: schema is current (revision {after})")
     else:
-        click.echo(f"{store.safe_url}: upgraded schema from {before or 'empty'} to revision {after}")
+        click.echo(
+            f"{store.safe_url}: upgraded schema from {before or 'empty'} to revision {after}"
+        )

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from jobtrace._clock import iso
-from jobtrace.cli._common import fail, handle_errors, json_option, open_store, print_json, store_option
+from jobtrace.cli._common import (
+    fail,
+    handle_errors,
+    json_option,
+    open_store,
+    print_json,
+    store_option,
+)
 from jobtrace.model import JOB_STATUSES
 from jobtrace.report.result import human_bytes, human_duration
 
@@ -65,7 +72,9 @@ def list_jobs(
 
     console = Console()
     if not rows:
-        console.print("No jobs recorded yet." if not (experiment or status) else "No matching jobs.")
+        console.print(
+            "No jobs recorded yet." if not (experiment or status) else "No matching jobs."
+        )
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     # Ids and times never wrap: people copy ids, and a wrapped time reads as two rows.

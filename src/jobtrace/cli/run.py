@@ -7,6 +7,7 @@ exception's traceback (without jobtrace's own frames) all match.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import runpy
@@ -49,12 +50,14 @@ def _trim(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def _execute(module: str | None, script: str | None, args: list[str]) -> tuple[int, BaseException | None]:
+def _execute(
+    module: str | None, script: str | None, args: list[str]
+) -> tuple[int, BaseException | None]:
     """Run the target; return (exit status, the exception that ended it, if any)."""
     try:
         if module is not None:
             sys.argv = [module, *args]  # runpy replaces argv[0] with the module's file
-            sys.path.insert(0, os.getcwd())
+            sys.path.insert(0, str(Path.cwd()))
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             assert script is not None
@@ -101,16 +104,31 @@ class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
     short_help="Run a Python script or module as a recorded job.",
 )
 @click.option("-m", "module", metavar="MODULE", help="Run a library module, like `python -m`.")
-@click.option("--job-id", metavar="ID", help="Job id [default: $JOBTRACE_JOB_ID, else a new time-ordered id].")
+@click.option(
+    "--job-id", metavar="ID", help="Job id [default: $JOBTRACE_JOB_ID, else a new time-ordered id]."
+)
 @click.option("--name", metavar="NAME", help="Job name [default: the script's or module's name].")
-@click.option("--experiment", "-e", metavar="NAME", envvar="JOBTRACE_EXPERIMENT", help="Experiment the job belongs to.")
+@click.option(
+    "--experiment",
+    "-e",
+    metavar="NAME",
+    envvar="JOBTRACE_EXPERIMENT",
+    help="Experiment the job belongs to.",
+)
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; JSON values are parsed (repeatable).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter; JSON values are parsed (repeatable).",
+)
 @click.option("--no-report", is_flag=True, help="Do not write a report directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
 @store_option
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
 def run(
+    *,
     module: str | None,
     job_id: str | None,
     name: str | None,
@@ -172,20 +190,18 @@ def run(
         jobtrace_log.addHandler(_FallbackHandler())
 
     token = _current.set(job)
-    code, exc = _execute(module, script, args)
-    try:
+    code, ended_by = _execute(module, script, args)
+    with contextlib.suppress(ValueError):  # the script may have left another context
         _current.reset(token)
-    except ValueError:
-        pass
 
-    status, _, error = outcome(exc, job._signal)
+    status, _, error = outcome(ended_by, job._signal)
     job.finish(status, exit_code=code, error=error)
 
     from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
 
     get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
     sys.stdout.flush()
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(ended_by, KeyboardInterrupt):
         # Python dies by SIGINT after an uncaught KeyboardInterrupt; so do we.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)

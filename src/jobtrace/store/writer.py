@@ -164,7 +164,8 @@ class StoreWriter:
         if experiments:
             # Jobs name their experiment; make sure it exists without touching its fields.
             by_kind["_job_experiment"] = [
-                (model.EXPERIMENT, name, None, None, created) for name, created in experiments.items()
+                (model.EXPERIMENT, name, None, None, created)
+                for name, created in experiments.items()
             ]
         reduce = self._dialect == "postgresql"
         work = [(p, p.rows(by_kind[k], reduce)) for k, p in self._plans if k in by_kind]
@@ -185,7 +186,9 @@ class StoreWriter:
         row = {"id": batch_id, "received_at": time.time(), "records": count}
         return row if self._dialect == "postgresql" else tuple(row.values())
 
-    def _write_sqlite(self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int) -> bool:
+    def _write_sqlite(
+        self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int
+    ) -> bool:
         raw = self._engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -209,7 +212,9 @@ class StoreWriter:
         finally:
             raw.close()
 
-    def _write_pg(self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int) -> bool:
+    def _write_pg(
+        self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int
+    ) -> bool:
         raw = self._engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -246,4 +251,3 @@ class StoreWriter:
 def _is_locked(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "database is locked" in text or "database is busy" in text
-

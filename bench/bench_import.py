@@ -1,0 +1,146 @@
+"""Cost of ``import jobtrace``: ``python -c "import jobtrace"`` vs ``python -c "pass"``.
+
+Budget: at most 30 ms more than starting Python and doing nothing.
+
+Both commands run as subprocesses, alternately, with the same environment and working
+directory; the median difference is the import's cost (the interpreter's own start-up,
+``site`` and any ``.pth`` hooks cancel out). Then one ``python -X importtime`` run lists the
+jobtrace modules that cost the most, and the outside modules they pull in. Import-time
+figures are inflated by the measuring itself: read them as shares, not as totals.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import Verdicts, banner, clean_env, format_table, interleave, median, parse_args, spread
+
+BUDGET_MS = 30.0
+TOP = 10
+OWN = "jobtrace"
+
+
+@dataclass
+class Entry:
+    """One ``-X importtime`` line."""
+
+    name: str
+    depth: int
+    self_us: int
+    cumulative_us: int
+    parent: str | None = None
+
+
+def parse_importtime(text: str) -> list[Entry]:
+    """Parse ``-X importtime`` output into entries with their importing module.
+
+    Lines come children first, each indented two spaces per level below the module that
+    imported it, so a line's parent is the next line one level shallower.
+    """
+    entries: list[Entry] = []
+    pending: list[Entry] = []  # entries whose parent line has not been seen yet
+    for line in text.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        fields = line[len("import time:") :].split("|")
+        if len(fields) != 3:
+            continue
+        raw_name = fields[2].rstrip()
+        name = raw_name.lstrip()
+        depth = (len(raw_name) - len(name) - 1) // 2
+        entry = Entry(name, depth, int(fields[0]), int(fields[1]))
+        while pending and pending[-1].depth > depth:
+            pending.pop().parent = name
+        pending.append(entry)
+        entries.append(entry)
+    return entries
+
+
+def is_own(name: str) -> bool:
+    return name == OWN or name.startswith(OWN + ".")
+
+
+def importtime_report(cwd: Path, env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {OWN}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    entries = parse_importtime(proc.stderr)
+    own = [e for e in entries if is_own(e.name)]
+    total = next((e.cumulative_us for e in entries if e.name == OWN and e.depth == 0), 0)
+    print(f"-X importtime, one run: `import {OWN}` took {total / 1000:.1f} ms cumulative")
+    print(f"\n{OWN} modules by self time (top {TOP}):")
+    rows = [
+        [e.name, f"{e.self_us / 1000:.2f}", f"{e.cumulative_us / 1000:.2f}", f"{e.self_us / total:.0%}"]
+        for e in sorted(own, key=lambda e: e.self_us, reverse=True)[:TOP]
+    ] if total else []
+    print(format_table(["module", "self ms", "cumulative ms", "share"], rows))
+    outside = [e for e in entries if not is_own(e.name) and e.parent is not None and is_own(e.parent)]
+    print(f"\nmodules {OWN} imports directly from outside itself, by cumulative time (top {TOP}):")
+    rows = [
+        [e.name, e.parent or "", f"{e.cumulative_us / 1000:.2f}", f"{e.cumulative_us / total:.0%}"]
+        for e in sorted(outside, key=lambda e: e.cumulative_us, reverse=True)[:TOP]
+    ] if total else []
+    print(format_table(["module", "imported by", "cumulative ms", "share"], rows))
+    heavy = sorted({e.name.split(".")[0] for e in entries} & {"sqlalchemy", "alembic", "rich", "click", "psycopg", "psutil"})
+    print(f"\nheavy packages loaded by `import {OWN}`: {', '.join(heavy) if heavy else 'none'}")
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    rounds = 8 if args.quick else 30
+    banner(
+        "bench_import: python -c 'import jobtrace' vs python -c 'pass'",
+        args.quick,
+        [f"{rounds} runs of each command, alternating"],
+    )
+    verdicts = Verdicts("bench_import")
+
+    with tempfile.TemporaryDirectory(prefix="jt-bench-import-") as tmp:
+        cwd = Path(tmp)
+        env = clean_env()
+        env.pop("PYTHONPROFILEIMPORTTIME", None)
+
+        def command(code: str) -> float:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
+            return (time.perf_counter() - start) * 1000
+
+        cases = {"pass": lambda: command("pass"), "import": lambda: command(f"import {OWN}")}
+        interleave(cases, 2)  # warm-up: page cache, bytecode caches
+        results = interleave(cases, rounds)
+        base, imported = median(results["pass"]), median(results["import"])
+        paired = median([i - p for i, p in zip(results["import"], results["pass"], strict=True)])
+        diff = imported - base
+        rows = [
+            ['python -c "pass" (peer)', f"{base:.1f}", spread(results["pass"]), "-", "1.00"],
+            [
+                f'python -c "import {OWN}"',
+                f"{imported:.1f}",
+                spread(results["import"]),
+                f"{diff:+.1f}",
+                f"{imported / base:.2f}",
+            ],
+        ]
+        print(format_table(["command", "wall ms", "rounds min..max", "diff ms", "ratio"], rows))
+        print(f"median paired difference (same round): {paired:+.1f} ms\n")
+        verdicts.check(
+            f"import {OWN}",
+            diff <= BUDGET_MS,
+            f"{diff:+.1f} ms over `python -c pass` ({imported / base:.2f}x; budget <= {BUDGET_MS:.0f} ms)",
+        )
+        importtime_report(cwd, env)
+    return verdicts.report(args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
