@@ -15,10 +15,12 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: Exit status of a script that ran but found a figure over its budget (with ``--strict``).
 EXIT_OVER_BUDGET = 1
@@ -144,8 +146,27 @@ def stopwatch(label: str) -> Iterator[None]:
         print(f"({label} took {time.perf_counter() - start:.1f} s)")
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any ``JOBTRACE_*`` variable, plus ``extra``."""
+#: Where subprocesses keep their bytecode caches (outside the repository, kept between runs).
+PYCACHE_PREFIX = Path(tempfile.gettempdir()) / f"jobtrace-bench-pycache-{os.getuid()}"
+
+BYTECODE_NOTE = (
+    "subprocesses run with bytecode caching on (PYTHONPYCACHEPREFIX={prefix}, "
+    "PYTHONDONTWRITEBYTECODE unset), as an installed package would; warm-up runs fill it"
+)
+
+
+def clean_env(*, bytecode_cache: bool = True, **extra: str) -> dict[str, str]:
+    """The environment for a measured subprocess: no ``JOBTRACE_*`` variables, no import
+    profiling, and (by default) bytecode caching on, plus ``extra``.
+
+    An editable install under ``PYTHONDONTWRITEBYTECODE=1`` compiles jobtrace from source
+    at every start, which no installed deployment does; the cache lives in a directory of
+    its own so nothing is written into the source tree.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRACE_")}
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE_PREFIX)
     env.update(extra)
     return env

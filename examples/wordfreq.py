@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     counts, pairs, postings, unreadable = index_files(files)
     total = sum(counts.values())
     distinct = len(counts)
-    print(
-        f"{len(files)} files, {total:,} identifiers, {distinct:,} distinct ({unreadable} unreadable)"
-    )
+    summary = f"{len(files)} files ({unreadable} unreadable): {total:,} identifiers"
+    print(f"{summary}, {distinct:,} distinct")
     width = max((len(w) for w, _ in counts.most_common(args.top)), default=4)
     for word, count in counts.most_common(args.top):
         spread = len({file for file, _ in postings[word]})
