@@ -18,7 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import Verdicts, banner, clean_env, format_table, interleave, median, parse_args, spread
+from _common import (
+    BYTECODE_NOTE,
+    PYCACHE_PREFIX,
+    Verdicts,
+    banner,
+    clean_env,
+    format_table,
+    interleave,
+    median,
+    parse_args,
+    spread,
+)
 
 BUDGET_MS = 30.0
 TOP = 10
@@ -101,42 +112,69 @@ def main() -> int:
     banner(
         "bench_import: python -c 'import jobtrace' vs python -c 'pass'",
         args.quick,
-        [f"{rounds} runs of each command, alternating"],
+        [
+            f"{rounds} runs of each command, alternating",
+            BYTECODE_NOTE.format(prefix=PYCACHE_PREFIX),
+            "the 'no .pyc' pair (info only) runs with PYTHONDONTWRITEBYTECODE=1 and no cache "
+            "prefix: an editable install then compiles jobtrace from source at every start",
+        ],
     )
     verdicts = Verdicts("bench_import")
 
     with tempfile.TemporaryDirectory(prefix="jt-bench-import-") as tmp:
         cwd = Path(tmp)
         env = clean_env()
-        env.pop("PYTHONPROFILEIMPORTTIME", None)
+        env_nopyc = clean_env(bytecode_cache=False, PYTHONDONTWRITEBYTECODE="1")
+        env_nopyc.pop("PYTHONPYCACHEPREFIX", None)
 
-        def command(code: str) -> float:
+        def command(code: str, environ: dict[str, str]) -> float:
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
+            subprocess.run([sys.executable, "-c", code], cwd=cwd, env=environ, check=True)
             return (time.perf_counter() - start) * 1000
 
-        cases = {"pass": lambda: command("pass"), "import": lambda: command(f"import {OWN}")}
+        cases = {
+            "pass": lambda: command("pass", env),
+            "import": lambda: command(f"import {OWN}", env),
+            "pass-nopyc": lambda: command("pass", env_nopyc),
+            "import-nopyc": lambda: command(f"import {OWN}", env_nopyc),
+        }
         interleave(cases, 2)  # warm-up: page cache, bytecode caches
         results = interleave(cases, rounds)
-        base, imported = median(results["pass"]), median(results["import"])
-        paired = median([i - p for i, p in zip(results["import"], results["pass"], strict=True)])
-        diff = imported - base
-        rows = [
-            ['python -c "pass" (peer)', f"{base:.1f}", spread(results["pass"]), "-", "1.00"],
-            [
-                f'python -c "import {OWN}"',
-                f"{imported:.1f}",
-                spread(results["import"]),
-                f"{diff:+.1f}",
-                f"{imported / base:.2f}",
-            ],
-        ]
-        print(format_table(["command", "wall ms", "rounds min..max", "diff ms", "ratio"], rows))
-        print(f"median paired difference (same round): {paired:+.1f} ms\n")
+        rows = []
+        diffs: dict[str, float] = {}
+        for suffix, label, info in (("", "", ""), ("-nopyc", ", no .pyc", " (info)")):
+            base = median(results["pass" + suffix])
+            imported = median(results["import" + suffix])
+            paired = median(
+                [i - p for i, p in zip(results["import" + suffix], results["pass" + suffix], strict=True)]
+            )
+            diffs[suffix] = imported - base
+            rows.append(
+                [f'python -c "pass"{label} (peer)', f"{base:.1f}", spread(results["pass" + suffix]), "-", "-", "1.00"]
+            )
+            rows.append(
+                [
+                    f'python -c "import {OWN}"{label}{info}',
+                    f"{imported:.1f}",
+                    spread(results["import" + suffix]),
+                    f"{imported - base:+.1f}",
+                    f"{paired:+.1f}",
+                    f"{imported / base:.2f}",
+                ]
+            )
+        print(
+            format_table(
+                ["command", "wall ms", "rounds min..max", "diff ms", "paired diff ms", "ratio"], rows
+            )
+        )
+        print()
+        base = median(results["pass"])
         verdicts.check(
             f"import {OWN}",
-            diff <= BUDGET_MS,
-            f"{diff:+.1f} ms over `python -c pass` ({imported / base:.2f}x; budget <= {BUDGET_MS:.0f} ms)",
+            diffs[""] <= BUDGET_MS,
+            f"{diffs['']:+.1f} ms over `python -c pass` "
+            f"({median(results['import']) / base:.2f}x; budget <= {BUDGET_MS:.0f} ms); "
+            f"without .pyc files {diffs['-nopyc']:+.1f} ms",
         )
         importtime_report(cwd, env)
     return verdicts.report(args.strict)

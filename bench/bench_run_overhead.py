@@ -24,7 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Verdicts, banner, clean_env, format_table, interleave, median, parse_args, spread
+from _common import (
+    BYTECODE_NOTE,
+    PYCACHE_PREFIX,
+    Verdicts,
+    banner,
+    clean_env,
+    format_table,
+    interleave,
+    median,
+    parse_args,
+    spread,
+)
 
 BUDGET = 0.03  # at most 3% more wall time
 
@@ -114,6 +125,7 @@ def main() -> int:
             f"(~{target:g} s here)",
             "jobtrace's fixed start-up cost (importing jobtrace, click, SQLAlchemy; opening "
             "the store) is included in the comparison",
+            BYTECODE_NOTE.format(prefix=PYCACHE_PREFIX),
         ],
     )
     verdicts = Verdicts("bench_run_overhead")
@@ -125,7 +137,6 @@ def main() -> int:
         empty_script = directory / "empty.py"
         empty_script.write_text(EMPTY_SCRIPT)
         env = clean_env(JOBTRACE_DIR=str(directory / "jt"))
-        env.pop("PYTHONPROFILEIMPORTTIME", None)
         store = f"sqlite:///{directory / 'b.db'}"
 
         def jobtrace_cmd(script: Path, *script_args: str) -> list[str]:
