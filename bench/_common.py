@@ -53,7 +53,10 @@ def rotated(names: Sequence[str], round_index: int) -> list[str]:
 
 
 def interleave(
-    cases: Mapping[str, Callable[[], float]], rounds: int, *, on_round: Callable[[int], None] | None = None
+    cases: Mapping[str, Callable[[], float]],
+    rounds: int,
+    *,
+    on_round: Callable[[int], None] | None = None,
 ) -> dict[str, list[float]]:
     """Call every case once per round, in rotating order; collect what each returns."""
     results: dict[str, list[float]] = {name: [] for name in cases}
@@ -80,7 +83,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     def line(cells: Sequence[str]) -> str:
         parts = [
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(cells)
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+            for i, cell in enumerate(cells)
         ]
         return "  ".join(parts).rstrip()
 

@@ -34,6 +34,8 @@ from _common import (
 BUDGET_MS = 30.0
 TOP = 10
 OWN = "jobtrace"
+#: Packages `import jobtrace` should leave to the code paths that need them.
+HEAVY = frozenset({"sqlalchemy", "alembic", "click", "rich", "psycopg", "psutil", "orjson"})
 
 
 @dataclass
@@ -76,6 +78,16 @@ def is_own(name: str) -> bool:
     return name == OWN or name.startswith(OWN + ".")
 
 
+def under_own(entry: Entry, parents: dict[str, str | None]) -> bool:
+    """Whether ``entry`` was imported, directly or not, by a jobtrace module."""
+    name: str | None = entry.parent
+    while name is not None:
+        if is_own(name):
+            return True
+        name = parents.get(name)
+    return False
+
+
 def importtime_report(cwd: Path, env: dict[str, str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {OWN}"],
@@ -86,23 +98,37 @@ def importtime_report(cwd: Path, env: dict[str, str]) -> None:
         check=True,
     )
     entries = parse_importtime(proc.stderr)
-    own = [e for e in entries if is_own(e.name)]
     total = next((e.cumulative_us for e in entries if e.name == OWN and e.depth == 0), 0)
+    if not total:
+        print(f"-X importtime: no line for {OWN} (already imported at start-up?)")
+        return
     print(f"-X importtime, one run: `import {OWN}` took {total / 1000:.1f} ms cumulative")
-    print(f"\n{OWN} modules by self time (top {TOP}):")
+
+    own = sorted((e for e in entries if is_own(e.name)), key=lambda e: e.self_us, reverse=True)
     rows = [
-        [e.name, f"{e.self_us / 1000:.2f}", f"{e.cumulative_us / 1000:.2f}", f"{e.self_us / total:.0%}"]
-        for e in sorted(own, key=lambda e: e.self_us, reverse=True)[:TOP]
-    ] if total else []
+        [
+            e.name,
+            f"{e.self_us / 1000:.2f}",
+            f"{e.cumulative_us / 1000:.2f}",
+            f"{e.self_us / total:.0%}",
+        ]
+        for e in own[:TOP]
+    ]
+    print(f"\n{OWN} modules by self time (top {TOP}):")
     print(format_table(["module", "self ms", "cumulative ms", "share"], rows))
-    outside = [e for e in entries if not is_own(e.name) and e.parent is not None and is_own(e.parent)]
-    print(f"\nmodules {OWN} imports directly from outside itself, by cumulative time (top {TOP}):")
+
+    parents = {e.name: e.parent for e in entries}
+    outside = [e for e in entries if not is_own(e.name) and e.parent and is_own(e.parent)]
+    outside.sort(key=lambda e: e.cumulative_us, reverse=True)
     rows = [
         [e.name, e.parent or "", f"{e.cumulative_us / 1000:.2f}", f"{e.cumulative_us / total:.0%}"]
-        for e in sorted(outside, key=lambda e: e.cumulative_us, reverse=True)[:TOP]
-    ] if total else []
+        for e in outside[:TOP]
+    ]
+    print(f"\nmodules {OWN} imports directly from outside itself, by cumulative time (top {TOP}):")
     print(format_table(["module", "imported by", "cumulative ms", "share"], rows))
-    heavy = sorted({e.name.split(".")[0] for e in entries} & {"sqlalchemy", "alembic", "rich", "click", "psycopg", "psutil"})
+
+    pulled = {e.name.split(".")[0] for e in entries if under_own(e, parents)}
+    heavy = sorted(pulled & HEAVY)
     print(f"\nheavy packages loaded by `import {OWN}`: {', '.join(heavy) if heavy else 'none'}")
 
 
@@ -146,11 +172,23 @@ def main() -> int:
             base = median(results["pass" + suffix])
             imported = median(results["import" + suffix])
             paired = median(
-                [i - p for i, p in zip(results["import" + suffix], results["pass" + suffix], strict=True)]
+                [
+                    i - p
+                    for i, p in zip(
+                        results["import" + suffix], results["pass" + suffix], strict=True
+                    )
+                ]
             )
             diffs[suffix] = imported - base
             rows.append(
-                [f'python -c "pass"{label} (peer)', f"{base:.1f}", spread(results["pass" + suffix]), "-", "-", "1.00"]
+                [
+                    f'python -c "pass"{label} (peer)',
+                    f"{base:.1f}",
+                    spread(results["pass" + suffix]),
+                    "-",
+                    "-",
+                    "1.00",
+                ]
             )
             rows.append(
                 [
@@ -164,7 +202,8 @@ def main() -> int:
             )
         print(
             format_table(
-                ["command", "wall ms", "rounds min..max", "diff ms", "paired diff ms", "ratio"], rows
+                ["command", "wall ms", "rounds min..max", "diff ms", "paired diff ms", "ratio"],
+                rows,
             )
         )
         print()

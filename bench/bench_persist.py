@@ -7,7 +7,7 @@ write inserts rather than updates):
 
 - metric: one job per batch, steps increasing (written to ``metrics`` and ``metric_latest``);
 - span: W3C-sized ids from ``jobtrace._ids``, 50 spans per trace, info ``{"k": 1}``;
-- item: time-ordered ids, no info;
+- item: time-ordered ids from ``jobtrace._ids``, no info;
 - mix: 50% metrics, 30% spans, 20% items, interleaved as a recorder would hand them over;
 - peer: the driver alone (``sqlite3`` / ``psycopg`` ``executemany`` of plain INSERTs) writing
   the same metric rows, pre-built, into a bare copy of the ``metrics`` table, one
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _common import Verdicts, banner, format_table, interleave, median, parse_args, spread
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from _common import Verdicts, banner, format_table, interleave, median, parse_args, spread
 from jobtrace import _config, _ids
 from jobtrace.model import Record
 from jobtrace.recorder import Recorder
@@ -129,7 +129,9 @@ def store_rate(store: Store, make: Callable[[int], Batch], count: int) -> float:
 
 def peer_rows(count: int) -> list[list[tuple[Any, ...]]]:
     """Metric rows in the table's column order (special is None), built before timing."""
-    return [[(r[1], r[2], r[3], r[4], None, r[5]) for r in metric_batch(BATCH)] for _ in range(count)]
+    return [
+        [(r[1], r[2], r[3], r[4], None, r[5]) for r in metric_batch(BATCH)] for _ in range(count)
+    ]
 
 
 def sqlite_peer(path: Path) -> tuple[sqlite3.Connection, Callable[[int], float]]:
@@ -249,7 +251,9 @@ def report_backend(
                 rate >= budget,
                 f"{rate:,.0f} records/s (budget >= {budget:,.0f}), {rate / peer:.2f}x {peer_label}",
             )
-        rows.append([label, f"{rate:,.0f}", spread([r / 1000 for r in results[key]]) + "k", ratio, word])
+        rows.append(
+            [label, f"{rate:,.0f}", spread([r / 1000 for r in results[key]]) + "k", ratio, word]
+        )
     print(f"-- {title} (budget >= {budget:,.0f} records/s) --")
     print(format_table(["case", "records/s", "rounds min..max", "vs peer", "budget"], rows))
     metric = median(results["metric"])
@@ -315,7 +319,9 @@ def main() -> int:
             peer_conn.close()
     report_backend("SQLite", sqlite_results, SQLITE_BUDGET, verdicts, "sqlite3 executemany")
     if lost:
-        verdicts.check("end to end: nothing dropped or spooled", False, f"{lost} records not written")
+        verdicts.check(
+            "end to end: nothing dropped or spooled", False, f"{lost} records not written"
+        )
 
     if pg_problem is not None:
         print(f"-- PostgreSQL: skipped, no server at {pg_base} ({pg_problem}) --")

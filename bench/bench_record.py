@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import Verdicts, banner, format_table, interleave, median, parse_args, spread
-
 from jobtrace import _config
 from jobtrace.model import Record
 from jobtrace.recorder import Recorder
@@ -119,7 +118,10 @@ def main() -> int:
 
     peer_ns = median(results["peer"])
     rows = [["deque.append (peer)", f"{peer_ns:.1f}", spread(results["peer"]), "-", "1.00", "-"]]
-    for key, label in (("idle", "Recorder.record, caller only"), ("busy", "Recorder.record, with writer")):
+    for key, label in (
+        ("idle", "Recorder.record, caller only"),
+        ("busy", "Recorder.record, with writer"),
+    ):
         ns = median(results[key])
         ratio = ns / peer_ns
         word = verdicts.check(
@@ -128,7 +130,9 @@ def main() -> int:
             f"{ns:.0f} ns/record (budget <= {BUDGET_NS:.0f} ns), {ratio:.2f}x deque.append, "
             f"+{ns - peer_ns:.0f} ns",
         )
-        rows.append([label, f"{ns:.1f}", spread(results[key]), f"{ns - peer_ns:+.1f}", f"{ratio:.2f}", word])
+        rows.append(
+            [label, f"{ns:.1f}", spread(results[key]), f"{ns - peer_ns:+.1f}", f"{ratio:.2f}", word]
+        )
     print(
         format_table(
             ["case", "ns/call", "rounds min..max", "diff ns", "ratio", "budget"],

@@ -186,3 +186,23 @@ def test_finish_is_idempotent_and_rejects_nonsense_statuses() -> None:
         job.finish("lost")
     first = job.finish("succeeded")
     assert job.finish("failed") is first and job.status == "succeeded"
+
+
+def test_each_job_of_a_long_lived_worker_gets_its_own_peak() -> None:
+    with jobtrace.job("big") as big:
+        block = bytearray(200 * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])
+        del block
+    with jobtrace.job("small") as small:
+        pass
+    assert big.peak_memory_kb - small.peak_memory_kb >= 150 * 1024
+
+
+def test_peak_memory_includes_child_processes() -> None:
+    import subprocess
+    import sys
+
+    code = "b = bytearray(250 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    with jobtrace.job("parent") as job:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert job.peak_memory_kb >= 200 * 1024

@@ -49,3 +49,11 @@ def test_from_dict_rejects_unknown_kinds_and_fields() -> None:
         model.from_dict({"kind": "nope"})
     with pytest.raises(model.RecordError, match="bogus"):
         model.from_dict({"kind": "metric", "bogus": 1})
+
+
+def test_time_ordered_ids_increase_within_one_millisecond() -> None:
+    from jobtrace import _ids
+
+    ids = [_ids.time_ordered_id() for _ in range(10_000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)

@@ -7,7 +7,9 @@ trace ids follow W3C trace-context sizes as lowercase hex.
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 
 # Crockford's base32 omits I, L, O and U so ids survive being read aloud or retyped.
@@ -24,10 +26,27 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_last = [0, 0]  # the previous id's (milliseconds, random part)
+_last_lock = threading.Lock()
+
+
 def time_ordered_id() -> str:
-    """Return a new ULID-style id, e.g. ``01jd3x4k8f2m9q7r5t6v8w0y1z``."""
+    """Return a new ULID-style id, e.g. ``01jd3x4k8f2m9q7r5t6v8w0y1z``.
+
+    Ids made by one process are strictly increasing: within one millisecond (or if the
+    clock steps back) the random part of the previous id is incremented instead of drawn.
+    """
     millis = time.time_ns() // 1_000_000
-    return _encode(millis, 10) + _encode(_getrandbits(80), 16)
+    with _last_lock:
+        if millis <= _last[0]:
+            millis, rand = _last[0], _last[1] + 1
+            if rand >> 80:  # 2**80 ids in one millisecond: borrow the next millisecond
+                millis, rand = millis + 1, _getrandbits(79)
+        else:
+            # 79 bits leave room to increment many times within one millisecond.
+            rand = _getrandbits(79)
+        _last[0], _last[1] = millis, rand
+    return _encode(millis, 10) + _encode(rand, 16)
 
 
 def is_valid_id(value: str) -> bool:
@@ -38,6 +57,16 @@ def is_valid_id(value: str) -> bool:
         and not any(c.isspace() or c in "/\\" for c in value)
         and value not in {".", ".."}
     )
+
+
+def _reset_after_fork() -> None:
+    global _last_lock
+    _last_lock = threading.Lock()
+    # A child continuing from its parent's last id would make the very same next id.
+    _last[0] = _last[1] = 0
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def span_id() -> str:

@@ -59,6 +59,8 @@ def create_engine(url: str) -> sa.Engine:
             json_serializer=json_dumps,
             json_deserializer=orjson.loads,
             pool_pre_ping=True,
+            # Fail fast when the server is unreachable: the recorder spools and retries.
+            connect_args={"connect_timeout": 10},
         )
     raise ConfigurationError(f"{url!r} is not a database URL (sqlite:/// or postgresql://)")
 
