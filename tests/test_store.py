@@ -248,3 +248,33 @@ def test_a_reader_does_not_create_a_missing_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no jobtrace store"):
         Store(f"sqlite:///{tmp_path}/missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_writer_plans_match_the_schema() -> None:
+    """The SQL-free write plans name exactly the schema's columns, keys and JSON columns."""
+    from jobtrace.store.writer import JOB_EXPERIMENT, PLANS, TablePlan
+
+    for spec in (*PLANS, JOB_EXPERIMENT):
+        table = schema.metadata.tables[spec.table]
+        plan = TablePlan(spec, "sqlite")
+        assert sorted(plan.columns) == sorted(c.name for c in table.columns), spec.table
+        assert list(spec.keys) == [c.name for c in table.primary_key.columns], spec.table
+        json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+        assert set(spec.json) == json_columns, spec.table
+
+
+def test_the_sqlite_sink_does_not_import_sqlalchemy_for_a_current_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    Store(url).close()  # created and migrated beforehand
+    code = (
+        "import sys; from jobtrace.sinks import open_sink\n"
+        f"sink = open_sink({url!r})\n"
+        "sink.write([('metric', 'j', 'x', 1, 1.0, 1.0)])\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert [r["step"] for r in rows(Store(url), schema.metrics)] == [1]

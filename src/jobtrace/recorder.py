@@ -393,9 +393,10 @@ class Recorder:
     def _after_fork_in_child(self) -> None:
         sink = self._sink
         self._init_process_state()
-        if sink is not None and hasattr(sink, "store"):
-            # Drop inherited pooled connections without closing the parent's sockets.
-            sink.store.engine.dispose(close=False)
+        after_fork = getattr(sink, "after_fork", None)
+        if after_fork is not None:
+            # Drop inherited connections without closing the parent's sockets.
+            after_fork()
 
 
 _record_nothing: Callable[[Record], None] = lambda record: None  # noqa: E731

@@ -57,12 +57,13 @@ def _execute(
     try:
         if module is not None:
             sys.argv = [module, *args]  # runpy replaces argv[0] with the module's file
-            sys.path.insert(0, str(Path.cwd()))
+            sys.path[0] = str(Path.cwd())  # as `python -m` does
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             assert script is not None
             sys.argv = [script, *args]
-            sys.path.insert(0, str(Path(script).resolve().parent))
+            # `python script.py` puts the script's directory first, in place of its own.
+            sys.path[0] = str(Path(script).resolve().parent)
             runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         code = exc.code

@@ -1,22 +1,85 @@
-"""``sqlite:///…`` and ``postgresql://…``: write into a jobtrace store."""
+"""``sqlite:///…`` and ``postgresql://…``: write into a jobtrace store.
+
+The SQLite sink runs on ``sqlite3`` alone once the store is at the current schema
+revision; SQLAlchemy and Alembic are imported only to create or migrate a store.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobtrace.errors import StoreError
 from jobtrace.model import Record
+from jobtrace.store.writer import BatchWriter
 
 
 class StoreSink:
     """Opens (and if needed migrates) the store on construction, then writes batches."""
 
     def __init__(self, url: str) -> None:
-        from jobtrace.store import Store
+        self.url = url
+        self._store = None
+        if url.split("://", 1)[0].lower() == "sqlite":
+            self.writer: BatchWriter = _open_sqlite(url)
+        else:
+            from jobtrace.store.core import Store
+            from jobtrace.store.writer import PostgresWriter
 
-        self.store = Store(url)
+            store = self._store = Store(url)
+            self.writer = PostgresWriter(store.engine)
 
     def write(self, records: Sequence[Record]) -> None:
-        self.store.write(records)
+        try:
+            self.writer.write(records)
+        except StoreError:
+            raise
+        except Exception as exc:
+            from jobtrace.store.core import describe_error
+
+            raise StoreError(f"cannot write to {self.url}: {describe_error(exc)}") from exc
 
     def close(self) -> None:
-        self.store.close()
+        self.writer.close()
+        if self._store is not None:
+            self._store.close()
+
+    def after_fork(self) -> None:
+        """Forget inherited connections without closing the parent's.
+
+        SQLite must not see a connection used across ``fork``: even closing it in the child
+        could disturb the parent's. The child keeps a reference so it is never collected.
+        """
+        _inherited.append(self.writer)
+        if self._store is not None:
+            self._store.engine.dispose(close=False)
+
+
+_inherited: list[BatchWriter] = []
+
+
+def _open_sqlite(url: str) -> BatchWriter:
+    import sqlite3
+
+    from jobtrace.store import sqlite
+    from jobtrace.store.versions import HEAD
+    from jobtrace.store.writer import SQLiteWriter
+
+    path = sqlite.path_of(url)
+    current = None
+    if path.exists():
+        try:
+            conn = sqlite.connect(path)
+            try:
+                current = sqlite.revision(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {url}: {exc}") from exc
+    if current != HEAD:
+        from jobtrace.store.core import Store
+
+        Store(url).close()  # creates or migrates the store, once
+    try:
+        return SQLiteWriter(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {url}: {exc}") from exc

@@ -1,125 +1,28 @@
-"""The store: one SQLAlchemy Core schema on SQLite and PostgreSQL, written in batches by
-sinks and read by the CLI, the server and reports.
+"""The store: one schema on SQLite and PostgreSQL, written in batches by sinks and read by
+the CLI, the server and reports.
 
+>>> from jobtrace.store import Store
 >>> store = Store("sqlite:///.jobtrace/jobtrace.db")      # doctest: +SKIP
 >>> store.list_jobs(status="failed")                        # doctest: +SKIP
+
+This package's ``__init__`` stays free of SQLAlchemy: the SQLite write path
+(:mod:`jobtrace.store.sqlite`, :mod:`jobtrace.store.writer`) runs on the standard
+library's ``sqlite3`` alone, so a recorded job does not pay SQLAlchemy's import time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from jobtrace.errors import StoreError
-from jobtrace.model import Record
-from jobtrace.store import jobs as job_queries
-from jobtrace.store.engine import create_engine, sqlite_path
-from jobtrace.store.migrate import current_revision, upgrade
+if TYPE_CHECKING:
+    from jobtrace.store.core import Store, describe_error
 
 __all__ = ["Store", "describe_error"]
 
 
-def describe_error(exc: BaseException) -> str:
-    """A one-line description of a database error (the driver's message, not SQLAlchemy's)."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from jobtrace.store import core
 
-
-class Store:
-    """A jobtrace store at ``url``.
-
-    ``create=False`` refuses to create a missing SQLite file (readers use it, so a typo in a
-    path is an error rather than a new empty store). ``migrate=False`` skips the schema
-    check, for ``jobtrace db upgrade`` which migrates explicitly.
-    """
-
-    def __init__(self, url: str, *, create: bool = True, migrate: bool = True) -> None:
-        self.url = url
-        scheme = url.split("://", 1)[0].lower()
-        self.is_sqlite = scheme == "sqlite"
-        if self.is_sqlite:
-            path = sqlite_path(url)
-            if not path.exists():
-                if not create:
-                    raise StoreError(f"no jobtrace store at {path} (nothing recorded yet?)")
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        self.engine = create_engine(url)
-        from jobtrace.store.writer import StoreWriter
-
-        try:
-            if migrate:
-                upgrade(self.engine)
-            self._writer = StoreWriter(self.engine)
-        except StoreError:
-            self.engine.dispose()
-            raise
-        except Exception as exc:
-            self.engine.dispose()
-            raise StoreError(f"cannot open store {self.safe_url}: {describe_error(exc)}") from exc
-
-    @property
-    def safe_url(self) -> str:
-        """The URL with any password masked, for messages."""
-        try:
-            return sa.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return self.url.split("@")[-1]
-
-    def write(self, records: Sequence[Record], batch_id: str | None = None) -> bool:
-        """Write a batch in one transaction; False if ``batch_id`` was already written."""
-        try:
-            return self._writer.write(records, batch_id)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"cannot write to {self.safe_url}: {describe_error(exc)}") from exc
-
-    def upgrade(self) -> str:
-        """Apply pending migrations; return the revision reached."""
-        try:
-            return upgrade(self.engine)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"cannot migrate {self.safe_url}: {describe_error(exc)}") from exc
-
-    def revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            return current_revision(conn)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            with self.engine.connect() as conn:
-                return fn(conn, *args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"cannot read {self.safe_url}: {describe_error(exc)}") from exc
-
-    def list_jobs(
-        self,
-        *,
-        experiment: str | None = None,
-        status: str | None = None,
-        limit: int | None = 50,
-        now: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Jobs, newest first, with ``lost`` worked out from stale heartbeats."""
-        result: list[dict[str, Any]] = self._read(
-            job_queries.list_jobs, experiment=experiment, status=status, limit=limit, now=now
-        )
-        return result
-
-    def get_job(self, job_id: str, *, now: float | None = None) -> dict[str, Any] | None:
-        """One job by id (or by a unique prefix of it), or ``None``."""
-        result: dict[str, Any] | None = self._read(job_queries.get_job, job_id, now=now)
-        return result
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

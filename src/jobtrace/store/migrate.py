@@ -13,12 +13,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from jobtrace.errors import StoreError
+from jobtrace.store.versions import HEAD, VERSION_TABLE
 
-#: Alembic's bookkeeping table, named so it cannot collide with a user's own Alembic setup
-#: when jobtrace shares a PostgreSQL database with an application.
-VERSION_TABLE = "jobtrace_schema_version"
-#: The newest revision under ``migrations/versions``; a test keeps it equal to Alembic's head.
-HEAD = "0001"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # An arbitrary constant: the advisory-lock key that serialises jobtrace migrations on PostgreSQL.
 _PG_LOCK_KEY = 0x6A6F6274

@@ -1,9 +1,11 @@
 """Writing record batches into the store: one transaction per batch, idempotent upserts.
 
 Every statement is an upsert keyed on the record's identity, so writing the same batch twice
-(a replayed spool, a retried HTTP request) changes nothing. Statements are compiled by
-SQLAlchemy once per dialect and executed through the DB-API driver directly: SQLAlchemy's
-per-row parameter processing would otherwise cost more than SQLite's own work.
+(a replayed spool, a retried HTTP request) changes nothing. The statements are built here
+from :data:`PLANS` — plain data that a test keeps identical to :mod:`jobtrace.store.schema`
+— and run through the DB-API driver directly, so the SQLite path never imports SQLAlchemy
+(its import alone would cost a recorded job a few hundred milliseconds of GIL time), and
+neither path pays SQLAlchemy's per-row parameter processing.
 
 - SQLite: ``executemany`` inside one ``BEGIN IMMEDIATE`` transaction.
 - PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT``
@@ -16,17 +18,17 @@ from __future__ import annotations
 import math
 import operator
 import random
+import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+import orjson
 
 from jobtrace import model
 from jobtrace.errors import StoreError
-from jobtrace.store import schema
-from jobtrace.store.engine import json_dumps
+from jobtrace.store import sqlite
 
 # SQLite's busy handler is unfair under contention (median wait 2 ms, worst over a second),
 # so after it gives up we retry the whole transaction with jittered backoff.
@@ -35,56 +37,103 @@ _LOCK_RETRIES = 20
 Row = tuple[Any, ...]
 
 
-class _TablePlan:
-    """How one record kind becomes rows of one table, and the statement that writes them."""
+def json_dumps(value: Any) -> str:
+    """JSON text for JSON columns; what JSON cannot hold is stored as its repr."""
+    return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
-    def __init__(
-        self,
-        kind: str,
-        table: sa.Table,
-        *,
-        update: bool = True,
-        newer: str | None = None,
-        reduce: bool = False,
-        dialect: sa.Dialect,
-    ) -> None:
-        self.table = table
-        self.columns = [c.name for c in table.columns]
-        fields = model.FIELDS[kind]
+
+class TableSpec(NamedTuple):
+    """How one record kind is written into one table."""
+
+    table: str
+    kind: str
+    keys: tuple[str, ...]
+    #: Columns holding JSON documents (serialised here, not by a driver adapter).
+    json: tuple[str, ...] = ()
+    #: Upsert: True updates the row, False keeps the first row written.
+    update: bool = True
+    #: A column that must not decrease: an update applies only if it is at least as large.
+    newer: str | None = None
+    #: Reduce each batch to one row per key before writing (see module docstring).
+    reduce: bool = False
+    #: The record's ``value`` is split into ``value`` and ``special`` (NaN/±Inf) columns.
+    special: bool = False
+
+
+#: Every table the writer fills, in write order. There are no foreign keys, so order only
+#: makes a half-read batch easier to reason about.
+PLANS: tuple[TableSpec, ...] = (
+    TableSpec("experiments", model.EXPERIMENT, ("name",), json=("tags",)),
+    # A job snapshot replaces the stored one only if it is at least as new.
+    TableSpec("jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq", reduce=True),
+    TableSpec("metrics", model.METRIC, ("job_id", "name", "step"), special=True),
+    TableSpec(
+        "metric_latest", model.METRIC, ("job_id", "name"), newer="step", reduce=True, special=True
+    ),
+    TableSpec("spans", model.SPAN, ("trace_id", "span_id"), json=("info",), update=False),
+    TableSpec("items", model.ITEM, ("id",), json=("info",), update=False),
+    TableSpec(
+        "series",
+        model.SERIES,
+        ("source", "name", "labels"),
+        json=("data",),
+        newer="updated_at",
+        reduce=True,
+        special=True,
+    ),
+    TableSpec("profiles", model.PROFILE, ("id",), update=False),
+)
+#: Jobs name their experiment; this makes sure it exists without touching its fields.
+JOB_EXPERIMENT = TableSpec("experiments", model.EXPERIMENT, ("name",), json=("tags",), update=False)
+_BATCHES = TableSpec("ingested_batches", "", ("id",), update=False)
+_BATCH_COLUMNS = ("id", "received_at", "records")
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'  # quoted: `timestamp`, `type`, `bytes` are keywords somewhere
+
+
+def _conflict_clause(spec: TableSpec, columns: Sequence[str]) -> str:
+    keys = ", ".join(map(_q, spec.keys))
+    if not spec.update:
+        return f"ON CONFLICT ({keys}) DO NOTHING"
+    sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c not in spec.keys)
+    where = f" WHERE {_q(spec.table)}.{_q(spec.newer)} <= excluded.{_q(spec.newer)}" if spec.newer else ""
+    return f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
+
+
+class TablePlan:
+    """A :class:`TableSpec` made executable: row building and the SQL for one dialect."""
+
+    def __init__(self, spec: TableSpec, dialect: str) -> None:
+        self.spec = spec
+        fields = model.FIELDS[spec.kind] if spec.kind else _BATCH_COLUMNS
+        self.columns: list[str] = list(fields) + (["special"] if spec.special else [])
         # Each column reads one record position; `special` reads the value and is fixed up.
-        self._special = self.columns.index("special") if "special" in self.columns else None
-        source_names = ["value" if c == "special" else c for c in self.columns]
-        missing = [c for c in source_names if c not in fields]
-        if missing:
-            raise StoreError(f"{table.name} columns {missing} have no {kind} record field")
-        self._get = operator.itemgetter(*[fields.index(c) + 1 for c in source_names])
-        self._json = tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, sa.JSON))
-        self._value = self.columns.index("value") if self._special is not None else None
-        keys = [c.name for c in table.primary_key.columns]
-        self._key = operator.itemgetter(*[self.columns.index(k) for k in keys])
-        self.update = update
-        self.always_reduce = reduce
-        self.newer_index = self.columns.index(newer) if newer else None
-
-        insert: Any = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-        if dialect.name == "postgresql":
-            source = sa.table(f"_jt_{table.name}", *[sa.column(c) for c in self.columns])
-            stmt = insert(table).from_select(self.columns, sa.select(source))
+        sources = ["value" if c == "special" else c for c in self.columns]
+        self._get = operator.itemgetter(*[fields.index(c) + 1 for c in sources])
+        self._json = tuple(self.columns.index(c) for c in spec.json)
+        self._special = self.columns.index("special") if spec.special else None
+        self._value = self.columns.index("value") if spec.special else None
+        self._key = operator.itemgetter(*[self.columns.index(k) for k in spec.keys])
+        self._newer = self.columns.index(spec.newer) if spec.newer else None
+        cols = ", ".join(map(_q, self.columns))
+        conflict = _conflict_clause(spec, self.columns)
+        # One temporary table per plan: two plans may fill the same table in one transaction.
+        self.temp_table = f"_jt_{spec.table}_{'upsert' if spec.update else 'insert'}"
+        if dialect == "postgresql":
+            source = f"SELECT {cols} FROM {self.temp_table}"
+            self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) {source} {conflict}"
         else:
-            stmt = insert(table)
-        if update:
-            set_ = {c: stmt.excluded[c] for c in self.columns if c not in keys}
-            where = table.c[newer] <= stmt.excluded[newer] if newer else None
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=set_, where=where)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        self.sql = str(stmt.compile(dialect=dialect))
+            marks = ", ".join("?" * len(self.columns))
+            self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) VALUES ({marks}) {conflict}"
+        self.copy_sql = f"COPY {self.temp_table} ({cols}) FROM STDIN"
 
     def rows(self, records: Sequence[model.Record], reduce: bool) -> list[Row]:
         rows: list[Row] = list(map(self._get, records))
         if self._json or self._special is not None:
             rows = list(map(self._fix, rows))
-        if self.update and (reduce or self.always_reduce):
+        if self.spec.update and (reduce or self.spec.reduce):
             rows = self._reduce(rows)
         return rows
 
@@ -109,7 +158,7 @@ class _TablePlan:
         applies an ``executemany`` row by row and reaches the same result), and worth it
         everywhere for tables like ``metric_latest`` where a batch holds many rows per key.
         """
-        key, newer = self._key, self.newer_index
+        key, newer = self._key, self._newer
         kept: dict[Any, Row] = {}
         for row in rows:
             k = key(row)
@@ -119,38 +168,18 @@ class _TablePlan:
         return list(kept.values()) if len(kept) < len(rows) else rows
 
 
-class StoreWriter:
-    """Writes record batches into one engine's store."""
+Work = list[tuple[TablePlan, list[Row]]]
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
-        self._dialect = engine.dialect.name
-        d = engine.dialect
 
-        def plan(kind: str, table: sa.Table, **kw: Any) -> _TablePlan:
-            return _TablePlan(kind, table, dialect=d, **kw)
+class BatchWriter:
+    """Turns record batches into rows per table; subclasses run the SQL."""
 
-        # Order matters only for readability of a half-written batch: there are no foreign
-        # keys, so a metric may arrive before its job.
-        self._plans: list[tuple[str, _TablePlan]] = [
-            (model.EXPERIMENT, plan(model.EXPERIMENT, schema.experiments)),
-            # A job snapshot replaces the stored one only if it is at least as new.
-            (model.JOB, plan(model.JOB, schema.jobs, newer="seq", reduce=True)),
-            (model.METRIC, plan(model.METRIC, schema.metrics)),
-            (model.METRIC, plan(model.METRIC, schema.metric_latest, newer="step", reduce=True)),
-            (model.SPAN, plan(model.SPAN, schema.spans, update=False)),
-            (model.ITEM, plan(model.ITEM, schema.items, update=False)),
-            (model.SERIES, plan(model.SERIES, schema.series, newer="updated_at", reduce=True)),
-            (model.PROFILE, plan(model.PROFILE, schema.profiles, update=False)),
-        ]
-        self._job_experiment = plan(model.EXPERIMENT, schema.experiments, update=False)
-        self._batch_sql = str(
-            (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(
-                schema.ingested_batches
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .compile(dialect=d)
-        )
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self._plans = [TablePlan(spec, self.dialect) for spec in PLANS]
+        self._job_experiment = TablePlan(JOB_EXPERIMENT, self.dialect)
+        self._batches = TablePlan(_BATCHES, self.dialect)
 
     def write(self, records: Sequence[model.Record], batch_id: str | None = None) -> bool:
         """Write ``records`` in one transaction; False if ``batch_id`` was already stored."""
@@ -159,83 +188,98 @@ class StoreWriter:
             if rec[0] not in model.FIELDS:
                 raise StoreError(f"unknown record kind {rec[0]!r}")
             by_kind.setdefault(rec[0], []).append(rec)
+        reduce = self.dialect == "postgresql"
+        work: Work = []
         jobs = by_kind.get(model.JOB, ())
         experiments = {r[4]: r[6] for r in jobs if r[4] is not None}
         if experiments:
-            # Jobs name their experiment; make sure it exists without touching its fields.
-            by_kind["_job_experiment"] = [
-                (model.EXPERIMENT, name, None, None, created)
-                for name, created in experiments.items()
-            ]
-        reduce = self._dialect == "postgresql"
-        work = [(p, p.rows(by_kind[k], reduce)) for k, p in self._plans if k in by_kind]
-        if "_job_experiment" in by_kind:
-            rows = self._job_experiment.rows(by_kind["_job_experiment"], reduce)
-            work.insert(0, (self._job_experiment, rows))
-        write_tables = self._write_pg if self._dialect == "postgresql" else self._write_sqlite
+            named = [(model.EXPERIMENT, n, None, None, t) for n, t in experiments.items()]
+            work.append((self._job_experiment, self._job_experiment.rows(named, reduce)))
+        work += [(p, p.rows(by_kind[p.spec.kind], reduce)) for p in self._plans if p.spec.kind in by_kind]
+        claim = None
+        if batch_id is not None:
+            claim = (self._batches, [(batch_id, time.time(), len(records))])
         for attempt in range(_LOCK_RETRIES):
             try:
-                return write_tables(work, batch_id, len(records))
+                return self._run(work, claim)
             except Exception as exc:
                 if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _batch_row(self, batch_id: str, count: int) -> Any:
-        row = {"id": batch_id, "received_at": time.time(), "records": count}
-        return row if self._dialect == "postgresql" else tuple(row.values())
+    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
+        raise NotImplementedError
 
-    def _write_sqlite(
-        self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int
-    ) -> bool:
+    def close(self) -> None:
+        pass
+
+
+class SQLiteWriter(BatchWriter):
+    """Writes through one ``sqlite3`` connection (the sink's own; not shared across threads)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._conn = sqlite.connect(path)
+
+    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
+        conn = self._conn
+        try:
+            # The first statement writes, so sqlite3 opens the transaction with
+            # BEGIN IMMEDIATE and the write lock is held before anything is read.
+            if claim is not None:
+                plan, rows = claim
+                if conn.execute(plan.sql, rows[0]).rowcount == 0:
+                    conn.rollback()
+                    return False
+            for plan, rows in work:
+                conn.executemany(plan.sql, rows)
+            conn.commit()
+            return True
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresWriter(BatchWriter):
+    """Writes through a connection from a SQLAlchemy engine's pool, with COPY."""
+
+    dialect = "postgresql"
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__()
+        self._engine = engine
+
+    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
         raw = self._engine.raw_connection()
         try:
             cur = raw.cursor()
             try:
-                # The first statement writes, so sqlite3 opens the transaction with
-                # BEGIN IMMEDIATE and the write lock is held before anything is read.
-                if batch_id is not None:
-                    cur.execute(self._batch_sql, self._batch_row(batch_id, count))
+                if claim is not None:
+                    plan, rows = claim
+                    marks = ", ".join(["%s"] * len(rows[0]))
+                    cols = ", ".join(map(_q, plan.columns))
+                    sql = f"INSERT INTO {_q(plan.spec.table)} ({cols}) VALUES ({marks}) "
+                    cur.execute(sql + _conflict_clause(plan.spec, plan.columns), rows[0])
                     if cur.rowcount == 0:
                         raw.rollback()
                         return False
                 for plan, rows in work:
-                    cur.executemany(plan.sql, rows)
-                raw.commit()
-                return True
-            except BaseException:
-                raw.rollback()
-                raise
-            finally:
-                cur.close()
-        finally:
-            raw.close()
-
-    def _write_pg(
-        self, work: list[tuple[_TablePlan, list[Row]]], batch_id: str | None, count: int
-    ) -> bool:
-        raw = self._engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            try:
-                if batch_id is not None:
-                    cur.execute(self._batch_sql, self._batch_row(batch_id, count))
-                    if cur.rowcount == 0:
-                        raw.rollback()
-                        return False
-                for plan, rows in work:
-                    tmp = f"_jt_{plan.table.name}"
-                    cols = ", ".join(plan.columns)
                     # The temp table lives as long as the pooled connection and empties
                     # itself at every commit, so it is created once per connection.
                     cur.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
-                        f"(LIKE {plan.table.name}) ON COMMIT DELETE ROWS"
+                        f"CREATE TEMP TABLE IF NOT EXISTS {plan.temp_table} "
+                        f"(LIKE {_q(plan.spec.table)}) ON COMMIT DELETE ROWS"
                     )
-                    with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+                    with cur.copy(plan.copy_sql) as copy:
+                        write_row: Callable[[Row], None] = copy.write_row
                         for row in rows:
-                            copy.write_row(row)
+                            write_row(row)
                     cur.execute(plan.sql)
                 raw.commit()
                 return True
@@ -249,5 +293,7 @@ class StoreWriter:
 
 
 def _is_locked(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
     text = str(exc).lower()
     return "database is locked" in text or "database is busy" in text
