@@ -17,6 +17,7 @@ CPU-bound script splits into fixed cost and cost while the script runs.
 from __future__ import annotations
 
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,12 @@ if __name__ == "__main__":
 '''
 
 EMPTY_SCRIPT = '"""Does nothing: measures start-up and shut-down alone."""\n'
+
+
+def relative_iqr(values: list[float]) -> float:
+    """Interquartile range over median: how much the rounds of one command disagree."""
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / median(values)
 
 
 def work(n: int) -> int:
@@ -112,7 +119,7 @@ class Runner:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     target = 0.3 if args.quick else 1.5
-    rounds = 3 if args.quick else 7
+    rounds = 3 if args.quick else 9
     n = iterations_for(target)
     banner(
         "bench_run_overhead: jobtrace run vs python on a CPU-bound script",
@@ -189,8 +196,13 @@ def main() -> int:
         )
     print(format_table(["command", "wall s", "rounds min..max", "cpu s", "diff s", "ratio"], rows))
     paired = median([j - p for j, p in zip(results["jobtrace"], results["python"], strict=True)])
+    best = min(results["jobtrace"]) / min(results["python"]) - 1.0
+    noise = relative_iqr(results["python"])
     print(
-        f"\nmedian paired difference (jobtrace - python, same round): {paired:+.3f} s"
+        f"\nmedian paired difference (jobtrace - python, same round): {paired:+.3f} s "
+        f"({paired / py * 100:+.1f}%); best run vs best run: {best * 100:+.1f}%"
+        f"\nnoise: the peer's rounds have an interquartile range of {noise * 100:.1f}% of "
+        f"their median"
         f"\nfixed cost (empty script): {fixed * 1000:+.0f} ms; the rest while the script runs: "
         f"{(jt - py - fixed) * 1000:+.0f} ms"
         f"\njob reports written: {jobs_recorded} (one per jobtrace run, the warm-up's included)"
@@ -199,6 +211,11 @@ def main() -> int:
         print(
             f"with this fixed cost, only scripts running at least {fixed / BUDGET:.1f} s "
             f"stay within +{BUDGET * 100:.0f}%"
+        )
+    if noise > BUDGET:
+        print(
+            f"the noise exceeds the {BUDGET * 100:.0f}% budget: treat this run's verdict as "
+            "indicative and compare the paired and best-run figures, or re-run"
         )
     verdicts.check(
         "jobtrace run wall time over python",

@@ -1,7 +1,7 @@
 """Run every benchmark in sequence and summarise their budget verdicts.
 
-    python bench/run_all.py            # full runs (about 3 minutes in all)
-    python bench/run_all.py --quick    # short runs (about 30 s in all)
+    python bench/run_all.py            # full runs (about 1.5-2 minutes in all)
+    python bench/run_all.py --quick    # short runs (about 20 s in all)
     python bench/run_all.py --strict   # exit 1 if any figure is over budget
 
 Each script runs in its own interpreter, one after another (never in parallel: they would

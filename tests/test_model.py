@@ -57,3 +57,21 @@ def test_time_ordered_ids_increase_within_one_millisecond() -> None:
     ids = [_ids.time_ordered_id() for _ in range(10_000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def test_local_unique_ids_differ_across_a_fork() -> None:
+    import os
+
+    from jobtrace import _ids
+
+    read, write = os.pipe()
+    before = _ids.local_unique_id()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, _ids.local_unique_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    parent = _ids.local_unique_id()
+    assert len({before, child, parent}) == 3 and parent > before
+    assert child[:16] != parent[:16]

@@ -175,3 +175,39 @@ def test_an_unwritable_store_spools_and_a_later_run_replays(tmp_path: Path) -> N
     assert set(jobs) == {"seven", "ok"}
     assert (jobs["seven"]["status"], jobs["seven"]["exit_code"]) == ("failed", 7)
     assert not list((tmp_path / ".jobtrace" / "spool").rglob("*.jsonl"))
+
+
+def test_sigterm_during_a_flush_on_the_main_thread_waits_for_that_flush(tmp_path: Path) -> None:
+    out = tmp_path / "slow.jsonl"
+    script = tmp_path / "slow_flush.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, threading, jobtrace, jobtrace.recorder as r
+            from jobtrace.sinks import register_sink
+            from jobtrace.sinks.file import FileSink
+
+            class SlowSink(FileSink):
+                def write(self, records):
+                    os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-flush, main thread
+                    super().write(records)
+
+            register_sink("slow", "__main__:SlowSink")
+            jobtrace.configure("slow://{out}", flush_interval=60)
+            r.record(("metric", "j", "x", 1, 1.0, 2.0))
+            r.flush()
+            print("not reached", flush=True)
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=cli_env(tmp_path / "jt"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "not reached" not in proc.stdout
+    assert len(out.read_text().splitlines()) == 1

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from jobtrace import model
 from jobtrace.errors import StoreError
 from jobtrace.store import Store, schema
-from jobtrace.store.migrate import HEAD, MIGRATIONS_DIR, VERSION_TABLE
+from jobtrace.store.migrate import MIGRATIONS_DIR
+from jobtrace.store.versions import HEAD, VERSION_TABLE
 
 
 def job_record(

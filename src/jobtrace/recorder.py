@@ -80,6 +80,8 @@ class Recorder:
         self._spool_checked = False
         self._overflowing = False
         self._closed = False
+        self._lock_owner: int | None = None
+        self._deferred_signal: tuple[int, FrameType | None] | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self.dropped = 0
@@ -183,12 +185,18 @@ class Recorder:
         acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
         if not acquired:
             return False
+        self._lock_owner = threading.get_ident()
         try:
             if retry:
                 self._retry_at = 0.0
             self._flush_locked()
         finally:
+            self._lock_owner = None
             self._write_lock.release()
+        deferred = self._deferred_signal
+        if deferred is not None and threading.current_thread() is threading.main_thread():
+            self._deferred_signal = None
+            self._on_signal(*deferred)
         return True
 
     def _flush_locked(self) -> None:
@@ -342,6 +350,11 @@ class Recorder:
                 log.debug("jobtrace: cannot install a handler for %s", signum)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._lock_owner == threading.get_ident():
+            # The signal interrupted a flush on this very thread: waiting for the write
+            # lock would wait for ourselves. Let that flush finish; it handles the signal.
+            self._deferred_signal = (signum, frame)
+            return
         previous = self._previous_handlers.get(signum, signal.SIG_DFL)
         fatal = previous in (signal.SIG_DFL, None)
         for listener in self._terminate_listeners:

@@ -35,4 +35,3 @@ def create_engine(url: str) -> sa.Engine:
             connect_args={"connect_timeout": 10},
         )
     raise ConfigurationError(f"{url!r} is not a database URL (sqlite:/// or postgresql://)")
-

@@ -49,7 +49,7 @@ def tune(conn: Any) -> None:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, **CONNECT_ARGS)
+    conn: sqlite3.Connection = sqlite3.connect(path, **CONNECT_ARGS)
     try:
         tune(conn)
     except BaseException:
@@ -65,5 +65,5 @@ def revision(conn: sqlite3.Connection) -> str | None:
     ).fetchone()
     if row is None:
         return None
-    found = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()  # noqa: S608
+    found = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
     return None if found is None else str(found[0])

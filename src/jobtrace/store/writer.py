@@ -58,6 +58,9 @@ class TableSpec(NamedTuple):
     reduce: bool = False
     #: The record's ``value`` is split into ``value`` and ``special`` (NaN/±Inf) columns.
     special: bool = False
+    #: The value is never None, so SQLite can split it in SQL (it binds NaN as NULL),
+    #: sparing a Python fix-up per row.
+    special_in_sql: bool = False
 
 
 #: Every table the writer fills, in write order. There are no foreign keys, so order only
@@ -65,10 +68,20 @@ class TableSpec(NamedTuple):
 PLANS: tuple[TableSpec, ...] = (
     TableSpec("experiments", model.EXPERIMENT, ("name",), json=("tags",)),
     # A job snapshot replaces the stored one only if it is at least as new.
-    TableSpec("jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq", reduce=True),
-    TableSpec("metrics", model.METRIC, ("job_id", "name", "step"), special=True),
     TableSpec(
-        "metric_latest", model.METRIC, ("job_id", "name"), newer="step", reduce=True, special=True
+        "jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq", reduce=True
+    ),
+    TableSpec(
+        "metrics", model.METRIC, ("job_id", "name", "step"), special=True, special_in_sql=True
+    ),
+    TableSpec(
+        "metric_latest",
+        model.METRIC,
+        ("job_id", "name"),
+        newer="step",
+        reduce=True,
+        special=True,
+        special_in_sql=True,
     ),
     TableSpec("spans", model.SPAN, ("trace_id", "span_id"), json=("info",), update=False),
     TableSpec("items", model.ITEM, ("id",), json=("info",), update=False),
@@ -98,7 +111,11 @@ def _conflict_clause(spec: TableSpec, columns: Sequence[str]) -> str:
     if not spec.update:
         return f"ON CONFLICT ({keys}) DO NOTHING"
     sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c not in spec.keys)
-    where = f" WHERE {_q(spec.table)}.{_q(spec.newer)} <= excluded.{_q(spec.newer)}" if spec.newer else ""
+    where = (
+        f" WHERE {_q(spec.table)}.{_q(spec.newer)} <= excluded.{_q(spec.newer)}"
+        if spec.newer
+        else ""
+    )
     return f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
 
 
@@ -109,14 +126,18 @@ class TablePlan:
         self.spec = spec
         fields = model.FIELDS[spec.kind] if spec.kind else _BATCH_COLUMNS
         self.columns: list[str] = list(fields) + (["special"] if spec.special else [])
-        # Each column reads one record position; `special` reads the value and is fixed up.
-        sources = ["value" if c == "special" else c for c in self.columns]
+        in_sql = spec.special_in_sql and dialect == "sqlite"
+        # Row positions: each reads one record field; `special` reads the value and is fixed
+        # up in Python, unless SQL derives both columns from the one bound value.
+        self._row_columns = list(fields) if in_sql else self.columns
+        sources = ["value" if c == "special" else c for c in self._row_columns]
         self._get = operator.itemgetter(*[fields.index(c) + 1 for c in sources])
-        self._json = tuple(self.columns.index(c) for c in spec.json)
-        self._special = self.columns.index("special") if spec.special else None
-        self._value = self.columns.index("value") if spec.special else None
-        self._key = operator.itemgetter(*[self.columns.index(k) for k in spec.keys])
-        self._newer = self.columns.index(spec.newer) if spec.newer else None
+        self._json = tuple(self._row_columns.index(c) for c in spec.json)
+        split = spec.special and not in_sql
+        self._special = self._row_columns.index("special") if split else None
+        self._value = self._row_columns.index("value") if split else None
+        self._key = operator.itemgetter(*[self._row_columns.index(k) for k in spec.keys])
+        self._newer = self._row_columns.index(spec.newer) if spec.newer else None
         cols = ", ".join(map(_q, self.columns))
         conflict = _conflict_clause(spec, self.columns)
         # One temporary table per plan: two plans may fill the same table in one transaction.
@@ -125,16 +146,26 @@ class TablePlan:
             source = f"SELECT {cols} FROM {self.temp_table}"
             self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) {source} {conflict}"
         else:
-            marks = ", ".join("?" * len(self.columns))
-            self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) VALUES ({marks}) {conflict}"
+            marks = [f"?{i}" for i in range(1, len(self._row_columns) + 1)]
+            if in_sql:
+                v = marks[self._row_columns.index("value")]
+                marks[self._row_columns.index("value")] = (
+                    f"CASE WHEN abs({v}) = 9e999 THEN NULL ELSE {v} END"
+                )
+                marks.append(
+                    f"CASE WHEN {v} IS NULL THEN 'nan' WHEN {v} = 9e999 THEN 'inf' "
+                    f"WHEN {v} = -9e999 THEN '-inf' END"
+                )
+            values = ", ".join(marks)
+            self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) VALUES ({values}) {conflict}"
         self.copy_sql = f"COPY {self.temp_table} ({cols}) FROM STDIN"
 
     def rows(self, records: Sequence[model.Record], reduce: bool) -> list[Row]:
         rows: list[Row] = list(map(self._get, records))
+        if self.spec.update and (reduce or self.spec.reduce):
+            rows = self._reduce(rows)  # first: the fix-ups below are per row
         if self._json or self._special is not None:
             rows = list(map(self._fix, rows))
-        if self.spec.update and (reduce or self.spec.reduce):
-            rows = self._reduce(rows)
         return rows
 
     def _fix(self, row: Row) -> Row:
@@ -195,7 +226,9 @@ class BatchWriter:
         if experiments:
             named = [(model.EXPERIMENT, n, None, None, t) for n, t in experiments.items()]
             work.append((self._job_experiment, self._job_experiment.rows(named, reduce)))
-        work += [(p, p.rows(by_kind[p.spec.kind], reduce)) for p in self._plans if p.spec.kind in by_kind]
+        work += [
+            (p, p.rows(by_kind[p.spec.kind], reduce)) for p in self._plans if p.spec.kind in by_kind
+        ]
         claim = None
         if batch_id is not None:
             claim = (self._batches, [(batch_id, time.time(), len(records))])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from jobtrace.store.migrate import VERSION_TABLE
 from jobtrace.store.schema import metadata
+from jobtrace.store.versions import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable by running the alembic CLI by hand

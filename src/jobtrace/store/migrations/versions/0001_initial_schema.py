@@ -153,11 +153,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("trace_id", "span_id"),
     )
     op.create_index("ix_spans_job_id", "spans", ["job_id"], unique=False)
-    op.create_index("ix_spans_start_ns", "spans", ["start_ns"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_spans_start_ns", table_name="spans")
     op.drop_index("ix_spans_job_id", table_name="spans")
 
     op.drop_table("spans")
