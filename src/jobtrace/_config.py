@@ -77,6 +77,16 @@ def _number(name: str, raw: Any, kind: type[float] | type[int], low: float, high
     return value
 
 
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and files."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+
+
 def default_url(directory: Path) -> str:
     return f"sqlite:///{directory / DB_FILENAME}"
 

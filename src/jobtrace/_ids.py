@@ -15,8 +15,10 @@ import time
 
 # Crockford's base32 omits I, L, O and U so ids survive being read aloud or retyped.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-# `random` is reseeded in forked children by CPython itself, so ids never repeat across a fork.
-_getrandbits = random.getrandbits
+# A private generator: drawing ids from the global `random` stream would change the user's
+# seeded sequences (and make ids predictable after `random.seed`). Reseeded after fork.
+_rng = random.Random(os.urandom(32))
+_getrandbits = _rng.getrandbits
 
 
 # Two base32 characters per 10 bits: 13 lookups encode the 130-bit ULID space (48-bit time
@@ -83,6 +85,7 @@ def local_unique_id() -> str:
 
 def _reset_after_fork() -> None:
     global _last_lock, _process_prefix, _local_counter
+    _rng.seed(os.urandom(32))
     _last_lock = threading.Lock()
     # A child continuing from its parent's last id would make the very same next id.
     _last[0] = _last[1] = 0

@@ -45,10 +45,14 @@ _current: ContextVar[Job | None] = ContextVar("jobtrace_current_job", default=No
 # Jobs running in this process, for heartbeats and signals. Replaced, never edited, so the
 # recorder thread can iterate it without a lock.
 _active: tuple[Job, ...] = ()
-_active_lock = threading.Lock()
+# Reentrant: a SIGTERM handler may finish jobs while this thread is inside start/finish.
+_active_lock = threading.RLock()
 _hooked_recorders: set[int] = set()
 _env_job_id_used = False
 _MAX_ERROR_MESSAGE = 10_000
+# Column widths of the store (see jobtrace.store.schema): longer values are cut, not refused.
+_MAX_NAME = 512
+_MAX_SHORT = 256
 
 
 def current_job() -> Job | None:
@@ -61,6 +65,15 @@ def _error_type_name(exc: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+def exit_status(code: object) -> int:
+    """The status the operating system reports for ``sys.exit(code)``, as Python exits."""
+    if code is None:
+        return 0
+    if isinstance(code, int):  # bool included: sys.exit(True) exits with 1
+        return int(code) & 0xFF if -(2**31) <= code < 2**31 else 255
+    return 1  # sys.exit("message") prints the message and exits with 1
 
 
 def _json_safe(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -82,9 +95,9 @@ def _json_safe(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
                 key,
                 type(value).__name__,
             )
-            out[str(key)] = repr(value)
+            out[model.clean_text(str(key))] = model.clean_text(repr(value))
             continue
-        out[str(key)] = value
+        out[model.clean_text(str(key))] = model.clean(value)
     return out
 
 
@@ -111,11 +124,11 @@ class Job:
             raise ConfigurationError(f"job name must be a string, got {type(name).__name__}")
         self._given_id = job_id
         self.id: str = job_id or ""
-        self.name = name
-        self.experiment = experiment
+        self.name = None if name is None else model.clean_text(name, _MAX_NAME)
+        self.experiment = None if experiment is None else model.clean_text(experiment, _MAX_SHORT)
         self.tags = _json_safe("tags", tags)
         self.params = _json_safe("params", params)
-        self.argv = list(sys.argv) if argv is None else list(argv)
+        self.argv = [model.clean_text(str(a)) for a in (sys.argv if argv is None else argv)]
         self._report = report
         self.status = "created"
         self.start_time: float | None = None
@@ -139,6 +152,7 @@ class Job:
         self._heartbeat_interval = 0.0
         self._pid = 0
         self._host = ""
+        self._enabled = True
 
     def _clone(self) -> Job:
         return Job(
@@ -159,18 +173,20 @@ class Job:
             raise ConfigurationError(f"job {self.id} was already started")
         settings = _config.current()
         if not self.id:
-            env_id = os.environ.get(_config.ENV_JOB_ID)
-            # The environment's id belongs to the process's first job only; nested or later
-            # jobs get their own ids rather than overwrite it.
-            if env_id and not _env_job_id_used and not _active:
-                if not _ids.is_valid_id(env_id):
-                    raise ConfigurationError(
-                        f"{_config.ENV_JOB_ID}={env_id!r} is not a valid job id"
-                    )
-                self.id = env_id
-                _env_job_id_used = True
-            else:
-                self.id = _ids.time_ordered_id()
+            with _active_lock:
+                env_id = os.environ.get(_config.ENV_JOB_ID)
+                # The environment's id belongs to the process's first job only; nested or
+                # later jobs, and child processes, get their own ids rather than take it.
+                if env_id and not _env_job_id_used and not _active:
+                    if not _ids.is_valid_id(env_id):
+                        raise ConfigurationError(
+                            f"{_config.ENV_JOB_ID}={env_id!r} is not a valid job id"
+                        )
+                    self.id = env_id
+                    _env_job_id_used = True
+                    os.environ.pop(_config.ENV_JOB_ID, None)
+                else:
+                    self.id = _ids.time_ordered_id()
         if self.name is None:
             self.name = Path(self.argv[0]).stem if self.argv and self.argv[0] else "job"
         if self.experiment is None:
@@ -178,7 +194,15 @@ class Job:
         self._heartbeat_interval = settings.heartbeat_interval
         self._reports_dir = settings.reports_dir
         self._pid = os.getpid()
-        self._host = os.uname().nodename
+        self._host = model.clean_text(os.uname().nodename, _MAX_SHORT)
+        if not settings.enabled:
+            # Recording is off: the job is inert (current_job() still returns it).
+            self.start_time = time.time()
+            self._mono_start = time.perf_counter()
+            self._cpu_start = _resources.CpuTimes.now()
+            self.status = "running"
+            self._enabled = False
+            return self
 
         with _active_lock:
             # Resetting the process's memory high-water mark would hide the peaks of jobs
@@ -254,6 +278,10 @@ class Job:
         with self._lock:
             if self.status != "running" or os.getpid() != self._pid:
                 return self.result
+            if not self._enabled:
+                self.status = status or ("failed" if error is not None else "succeeded")
+                self.end_time = time.time()
+                return None
             if status is None:
                 status = "failed" if error is not None else "succeeded"
             if status not in model.JOB_STATUSES or status in {"running", "lost"}:
@@ -268,11 +296,13 @@ class Job:
             self._sample()
             self.status = status
             self.exit_code = exit_code
-            if isinstance(error, BaseException):
-                self.error_type = _error_type_name(error)
-                self.error_message = str(error)[:_MAX_ERROR_MESSAGE]
-            elif error is not None:
-                self.error_type, self.error_message = error
+            if error is not None:
+                if isinstance(error, BaseException):
+                    error_type, message = _error_type_name(error), str(error)
+                else:
+                    error_type, message = error
+                self.error_type = model.clean_text(error_type, _MAX_SHORT)
+                self.error_message = model.clean_text(message, _MAX_ERROR_MESSAGE)
             if self._report:
                 try:
                     from jobtrace.report.directory import write_report
@@ -336,10 +366,12 @@ class Job:
 
     def _emit(self) -> None:
         with self._lock:
-            self._seq += 1
+            # Nanosecond time, not a counter: a rerun under the same job id (a retry) must
+            # supersede the earlier run's snapshots, which a restarting counter would not.
+            self._seq = max(self._seq + 1, time.time_ns())
             rec = self._record()
         if self._recorder is not None:
-            self._recorder.record(rec)
+            self._recorder.record_control(rec)
 
     # -- context manager and decorator ----------------------------------------------------
 
@@ -402,11 +434,10 @@ def outcome(
     if exc is None:
         return "succeeded", None, None
     if isinstance(exc, SystemExit):
-        code = exc.code
-        if code is None or code == 0:
+        exit_code = exit_status(exc.code)
+        if exit_code == 0:
             return ("killed", 0, None) if signum else ("succeeded", 0, None)
-        exit_code = code if isinstance(code, int) else 1
-        return ("killed" if signum else "failed"), exit_code, ("SystemExit", str(code))
+        return ("killed" if signum else "failed"), exit_code, ("SystemExit", str(exc.code))
     if isinstance(exc, KeyboardInterrupt):
         return "killed", 128 + signal.SIGINT, ("KeyboardInterrupt", "interrupted")
     return ("killed" if signum else "failed"), 1, exc
@@ -476,9 +507,11 @@ def _on_terminate(signum: int, fatal: bool) -> None:
         if fatal:
             name = signal.Signals(signum).name
             j.finish("killed", exit_code=128 + signum, error=("Signal", f"terminated by {name}"))
-        else:
+        elif signum == signal.SIGTERM:
             # The program has its own handler; if it ends the job with an exception, the
-            # job reads `killed` (see outcome()); if it carries on, nothing changes.
+            # job reads `killed` (see outcome()); if it carries on, nothing changes. SIGINT
+            # needs no note: its KeyboardInterrupt says `killed` by itself, and a program
+            # that catches it and carries on was not killed.
             j._signal = signum
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "SPAN",
     "Record",
     "RecordError",
+    "clean",
+    "clean_text",
     "decode_float",
     "encode_float",
     "from_dict",
@@ -166,6 +168,30 @@ def split_float(value: float) -> tuple[float | None, str | None]:
     encoded = encode_float(value)
     assert isinstance(encoded, str)
     return None, encoded
+
+
+def clean_text(text: str, limit: int | None = None) -> str:
+    """Text every store and encoder accepts: lone surrogates (from undecodable bytes in file
+    names or argv) become backslash escapes, NUL characters are dropped, and the result is
+    cut to ``limit`` characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clean(value: Any) -> Any:
+    """:func:`clean_text` applied through dicts, lists and tuples (keys included)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
 
 
 def to_dict(record: Record) -> dict[str, Any]:

@@ -2,25 +2,30 @@
 
 The API calls :meth:`Recorder.record` with a small tuple. That appends to a bounded deque —
 no I/O, no lock (``deque.append`` and ``len`` are atomic under the GIL) — and returns. A
-daemon thread drains the deque in batches at least every ``flush_interval`` seconds, and
-sooner when the deque passes a high-water mark, and hands each batch to the sink.
+daemon thread drains the deque in batches at least every ``flush_interval`` seconds (and
+every heartbeat interval, whichever is shorter), sooner when the deque passes a high-water
+mark, and hands each batch to the sink.
 
 - Full buffer: the new record is dropped and counted; one log line per overflow episode.
+  Job snapshots (:meth:`Recorder.record_control`) are never dropped, so a job's final
+  state survives a flood of other records.
 - Sink down: the batch is spooled to disk (see :mod:`jobtrace.spool`); the sink is retried
-  with backoff, and spooled batches are replayed after the next successful write, or by the
-  next process that uses the same sink URL.
+  with backoff. When it is back, spooled batches are replayed first, oldest first, then new
+  ones are written, so a later value is never overwritten by an older replayed one. The
+  next process that uses the same sink URL also replays.
 - Exit: ``atexit`` flushes; SIGTERM and SIGINT flush, then chain to the handler the program
   had installed (or to the default action, so the exit status stays truthful).
 - ``fork``: the child starts with an empty buffer and its own thread and sink connections,
-  so nothing recorded before the fork is written twice; a ``multiprocessing`` child flushes
-  at its exit too, although it leaves through ``os._exit``.
+  so nothing recorded before the fork is written twice; ``multiprocessing`` children flush
+  when they exit too, although they leave through ``os._exit``.
 
-Nothing here raises into the caller's code: a failure in the writer thread is logged.
+Nothing here raises into the caller's code: a failure in the writer is logged.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -29,11 +34,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
-from jobtrace._config import Settings
+from jobtrace._config import Settings, mask_url
 from jobtrace.model import Record
 from jobtrace.sinks import Sink, open_sink
 from jobtrace.spool import Spool
@@ -49,6 +54,10 @@ Ticker = Callable[[float], None]
 TerminateListener = Callable[[int, bool], None]
 
 
+def _record_nothing(record: Record) -> None:
+    """The ``record`` of a disabled or closed recorder."""
+
+
 class Recorder:
     """Buffers records and writes them to the configured sink from a background thread."""
 
@@ -61,6 +70,7 @@ class Recorder:
         self._tickers: tuple[Ticker, ...] = ()
         self._terminate_listeners: tuple[TerminateListener, ...] = ()
         self._previous_handlers: dict[int, Any] = {}
+        self._mp_hooked = False
         self._init_process_state()
         self._apply(settings)
 
@@ -72,7 +82,8 @@ class Recorder:
         self._wake = threading.Event()
         self._wake_pending = False
         self._write_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
+        # Reentrant: a signal handler on the thread that holds it may need it again.
+        self._stats_lock = threading.RLock()
         self._sink: Sink | None = None
         self._sink_down_since: float | None = None
         self._retry_at = 0.0
@@ -95,7 +106,8 @@ class Recorder:
         self._capacity = settings.buffer_size
         self._batch_size = settings.batch_size
         self._flush_at = max(1, min(settings.batch_size, settings.buffer_size // 2))
-        self._interval = settings.flush_interval
+        # Heartbeats tick on this thread, so it must wake at least that often.
+        self._interval = min(settings.flush_interval, settings.heartbeat_interval)
         self._spool = Spool(settings.spool_dir, settings.url)
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
         self.record = self._record if settings.enabled else _record_nothing
@@ -107,12 +119,14 @@ class Recorder:
     def reconfigure(self, settings: Settings) -> None:
         """Flush what is buffered to the old sink, then switch to ``settings``."""
         self.flush(timeout=EXIT_FLUSH_TIMEOUT)
-        with self._write_lock:
+        with self._locked(None):
             self._close_sink()
             self._sink_down_since = None
             self._retry_at = 0.0
             self._spool_checked = False
             self._apply(settings)
+        if settings.install_signal_handlers and settings.enabled:
+            self.install_signal_handlers()
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -126,6 +140,14 @@ class Recorder:
         if len(buf) >= self._flush_at and not self._wake_pending:
             self._wake_pending = True
             self._wake.set()
+        if self._thread is None:
+            self._start_thread()
+
+    def record_control(self, record: Record) -> None:
+        """Queue a record that must not be dropped (job snapshots), even past capacity."""
+        if self.record is _record_nothing:
+            return
+        self._buf.append(record)
         if self._thread is None:
             self._start_thread()
 
@@ -163,10 +185,7 @@ class Recorder:
             self._wake_pending = False
             if self._closed:  # set by close() on another thread
                 break
-            try:
-                self.flush(timeout=None, retry=False)
-            except BaseException:  # the thread must outlive any bug in a sink
-                log.exception("jobtrace: recorder flush failed")
+            self.flush(timeout=None, retry=False)
             now = time.time()
             for ticker in self._tickers:
                 try:
@@ -174,29 +193,42 @@ class Recorder:
                 except Exception:
                     log.exception("jobtrace: recorder ticker %r failed", ticker)
 
+    @contextlib.contextmanager
+    def _locked(self, timeout: float | None) -> Iterator[bool]:
+        """Hold the write lock (yields False if ``timeout`` passed), noting the owner so a
+        signal handler on the same thread knows not to wait for it."""
+        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
+        if not acquired:
+            yield False
+            return
+        self._lock_owner = threading.get_ident()
+        try:
+            yield True
+        finally:
+            self._lock_owner = None
+            self._write_lock.release()
+            deferred = self._deferred_signal
+            if deferred is not None and threading.current_thread() is threading.main_thread():
+                self._deferred_signal = None
+                self._on_signal(*deferred)
+
     def flush(self, timeout: float | None = None, *, retry: bool = True) -> bool:
         """Write everything buffered so far; False if the writer was busy past ``timeout``.
 
         An explicit flush tries a sink that is down at once (``retry``); the background
-        thread waits for the backoff delay instead.
+        thread waits for the backoff delay instead. Never raises.
         """
         if os.getpid() != self._pid:  # a fork hook has not run (e.g. os.fork from C)
             self._after_fork_in_child()
-        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
-        if not acquired:
-            return False
-        self._lock_owner = threading.get_ident()
-        try:
-            if retry:
-                self._retry_at = 0.0
-            self._flush_locked()
-        finally:
-            self._lock_owner = None
-            self._write_lock.release()
-        deferred = self._deferred_signal
-        if deferred is not None and threading.current_thread() is threading.main_thread():
-            self._deferred_signal = None
-            self._on_signal(*deferred)
+        with self._locked(timeout) as acquired:
+            if not acquired:
+                return False
+            try:
+                if retry:
+                    self._retry_at = 0.0
+                self._flush_locked()
+            except Exception:  # a bug in a sink or the spool must not reach the caller
+                log.exception("jobtrace: recorder flush failed")
         return True
 
     def _flush_locked(self) -> None:
@@ -220,10 +252,15 @@ class Recorder:
                 self._replay()
 
     def _deliver(self, batch: Sequence[Record]) -> None:
-        now = time.monotonic()
-        if self._sink_down_since is not None and now < self._retry_at:
-            self._to_spool(batch)
-            return
+        if self._sink_down_since is not None:
+            if time.monotonic() < self._retry_at:
+                self._to_spool(batch)
+                return
+            # Older spooled batches go first, so they never overwrite what comes after.
+            self._replay()
+            if self._sink_down_since is not None:
+                self._to_spool(batch)
+                return
         try:
             sink = self._sink
             if sink is None:
@@ -234,14 +271,6 @@ class Recorder:
             self._to_spool(batch)
             return
         self.written += len(batch)
-        if self._sink_down_since is not None:
-            self._mark_up()
-            self._replay()
-
-    def _mark_up(self) -> None:
-        log.warning("jobtrace: %s is reachable again; replaying spooled records", self._safe_url())
-        self._sink_down_since = None
-        self._retry_delay = 0.5
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()
@@ -250,7 +279,7 @@ class Recorder:
             self._sink_down_since = now
             log.warning(
                 "jobtrace: cannot write to %s (%s); spooling records to %s until it is back",
-                self._safe_url(),
+                mask_url(self._settings.url),
                 _one_line(exc),
                 self._spool.directory,
             )
@@ -258,29 +287,37 @@ class Recorder:
             self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
         self._retry_at = now + self._retry_delay
 
+    def _mark_up(self) -> None:
+        log.warning(
+            "jobtrace: %s is reachable again; replaying spooled records",
+            mask_url(self._settings.url),
+        )
+        self._sink_down_since = None
+        self._retry_delay = 0.5
+
     def _to_spool(self, batch: Sequence[Record]) -> None:
         try:
             self._spool.write(batch)
             self.spooled += len(batch)
-        except OSError as exc:
+        except Exception as exc:
             self.lost += len(batch)
             log.error(
                 "jobtrace: lost %d records: the sink is down and the spool %s cannot be "
                 "written (%s)",
                 len(batch),
                 self._spool.directory,
-                exc,
+                _one_line(exc),
             )
 
     def _replay(self) -> None:
-        """Write spooled batches to the (working) sink, oldest first."""
-        sink = self._sink
+        """Write spooled batches to the sink, oldest first; a success means it is up."""
         for path in self._spool.pending():
             claimed = self._spool.claim(path)
             if claimed is None:
                 continue
             try:
                 records = self._spool.read(claimed)
+                sink = self._sink
                 if sink is None:
                     sink = self._sink = open_sink(self._settings.url)
                 for start in range(0, len(records), self._batch_size):
@@ -293,6 +330,15 @@ class Recorder:
             self.replayed += len(records)
             if self._sink_down_since is not None:
                 self._mark_up()
+        if self._sink_down_since is not None:
+            # Nothing was spooled (or it all replayed): probe by opening the sink.
+            try:
+                if self._sink is None:
+                    self._sink = open_sink(self._settings.url)
+            except Exception as exc:
+                self._on_sink_failure(exc)
+                return
+            self._mark_up()
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -301,13 +347,6 @@ class Recorder:
                 sink.close()
             except Exception:
                 log.debug("jobtrace: closing sink failed", exc_info=True)
-
-    def _safe_url(self) -> str:
-        url = self._settings.url
-        if "@" in url:  # never print a password
-            scheme, rest = url.split("://", 1)
-            return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
-        return url
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -341,7 +380,8 @@ class Recorder:
             return
         for signum in (signal.SIGTERM, signal.SIGINT):
             current = signal.getsignal(signum)
-            if current is self._on_signal or current == signal.SIG_IGN:
+            # Bound methods compare equal, never identical: `==` avoids chaining to ourselves.
+            if current in (self._on_signal, signal.SIG_IGN):
                 continue
             self._previous_handlers[signum] = current
             try:
@@ -372,33 +412,42 @@ class Recorder:
 
     def close(self) -> None:
         """Flush and stop the writer thread (the recorder records nothing afterwards)."""
+        self.record = _record_nothing
         self.flush(timeout=EXIT_FLUSH_TIMEOUT)
         self._closed = True
         self._wake.set()
-        self.record = _record_nothing
-        with self._write_lock:
-            self._close_sink()
+        with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
+            if acquired:
+                self._close_sink()
 
     def _at_exit(self) -> None:
         if os.getpid() != self._pid:
             return
         try:
-            self.flush(timeout=EXIT_FLUSH_TIMEOUT)
-            with self._write_lock:
-                self._close_sink()
-        except BaseException:
+            if self.flush(timeout=EXIT_FLUSH_TIMEOUT):
+                with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
+                    if acquired:
+                        self._close_sink()
+            else:
+                log.error(
+                    "jobtrace: the writer was busy for %.0f s at exit; %d buffered records "
+                    "were not written",
+                    EXIT_FLUSH_TIMEOUT,
+                    len(self._buf),
+                )
+        except Exception:
             log.exception("jobtrace: final flush failed")
 
     def _before_fork(self) -> None:
         mp_util = sys.modules.get("multiprocessing.util")
-        if mp_util is not None and not getattr(self, "_mp_hooked", False):
+        if mp_util is not None and not self._mp_hooked:
             # multiprocessing children leave through os._exit, skipping atexit; its own
             # after-fork hooks are the one place to register an exit flush that survives
             # the child's bootstrap (which clears finalizers registered earlier).
             self._mp_hooked = True
-            mp_util.register_after_fork(self, Recorder._mp_after_fork)
+            mp_util.register_after_fork(self, Recorder._register_mp_exit_flush)
 
-    def _mp_after_fork(self) -> None:
+    def _register_mp_exit_flush(self) -> None:
         import multiprocessing.util as mp_util
 
         mp_util.Finalize(self, self._at_exit, exitpriority=0)
@@ -411,8 +460,6 @@ class Recorder:
             # Drop inherited connections without closing the parent's sockets.
             after_fork()
 
-
-_record_nothing: Callable[[Record], None] = lambda record: None  # noqa: E731
 
 _lock = threading.Lock()
 _recorder: Recorder | None = None
@@ -430,7 +477,7 @@ def get_recorder() -> Recorder:
 
             settings = _config.current()
             rec = Recorder(settings)
-            if settings.install_signal_handlers:
+            if settings.install_signal_handlers and settings.enabled:
                 rec.install_signal_handlers()
             ref = weakref.ref(rec)
             atexit.register(_exit_hook, ref)
@@ -438,6 +485,11 @@ def get_recorder() -> Recorder:
                 before=lambda: _call(ref, "_before_fork"),
                 after_in_child=lambda: _call(ref, "_after_fork_in_child"),
             )
+            mp = sys.modules.get("multiprocessing")
+            if mp is not None and mp.parent_process() is not None:
+                # A multiprocessing worker (fork, forkserver) that records for the first
+                # time: it will leave through os._exit, so flush from its own finalizers.
+                rec._register_mp_exit_flush()
             _recorder = rec
         return _recorder
 
@@ -457,13 +509,24 @@ def _exit_hook(ref: weakref.ref[Recorder]) -> None:
         rec._at_exit()
 
 
+def _reset_module_lock() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_module_lock)
+
+
 def record(rec: Record) -> None:
     """Queue one record on the process's recorder."""
     get_recorder().record(rec)
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Write every record buffered so far to the sink (or the spool); see :meth:`Recorder.flush`."""
+    """Write every record buffered so far to the sink (or the spool); never raises.
+
+    Returns False if the writer was still busy after ``timeout`` seconds.
+    """
     return get_recorder().flush(timeout)
 
 

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from jobtrace._config import mask_url
 from jobtrace.model import Record, RecordError, from_dict
 from jobtrace.sinks.file import encode_lines, json_loads
 
@@ -56,7 +57,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         url_file = self.directory / "url.txt"
         if not url_file.exists():
-            url_file.write_text(self.url + "\n")
+            url_file.write_text(mask_url(self.url) + "\n")
         # Names sort by time, so replay keeps the order batches were recorded in.
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}"
         tmp = self.directory / (name + ".tmp")

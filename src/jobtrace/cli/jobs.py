@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 from jobtrace._clock import iso
 from jobtrace.cli._common import (
@@ -43,6 +47,19 @@ def _local_time(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return datetime.fromtimestamp(epoch).astimezone().strftime(fmt)
 
 
+def status_text(status: str) -> Text:
+    from rich.text import Text
+
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def plain_console() -> Console:
+    """A console that prints user strings as they are: no markup, emoji codes or guessing."""
+    from rich.console import Console
+
+    return Console(emoji=False, highlight=False, markup=False)
+
+
 @click.group()
 def jobs() -> None:
     """List and inspect recorded jobs."""
@@ -67,10 +84,10 @@ def list_jobs(
     if as_json:
         print_json([job_json(r) for r in rows])
         return
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    console = plain_console()
     if not rows:
         console.print(
             "No jobs recorded yet." if not (experiment or status) else "No matching jobs."
@@ -91,15 +108,12 @@ def list_jobs(
     table.add_column("PEAK MEM", justify="right", no_wrap=True, min_width=9)
     if show_exit:
         table.add_column("EXIT", justify="right", no_wrap=True)
-    from rich.markup import escape
-
     for r in rows:
-        style = STATUS_STYLE.get(r["status"], "")
-        cells = [escape(r["id"]), escape(r["name"] or "")]
+        cells: list[str | Text] = [Text(r["id"]), Text(r["name"] or "")]
         if show_experiment:
-            cells.append(escape(r["experiment"] or ""))
+            cells.append(Text(r["experiment"] or ""))
         cells += [
-            f"[{style}]{r['status']}[/]",
+            status_text(r["status"]),
             _local_time(r["start_time"], "%m-%d %H:%M"),
             human_duration(r["duration"]) if r["duration"] is not None else "-",
             human_bytes(r["peak_memory_kb"]) if r["peak_memory_kb"] is not None else "-",
@@ -128,19 +142,17 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
     if as_json:
         print_json(job_json(row))
         return
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    style = STATUS_STYLE.get(row["status"], "")
-    display = {
+    display: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "experiment": row["experiment"],
-        "status": f"[{style}]{row['status']}[/]",
+        "status": status_text(row["status"]),
         "started": _local_time(row["start_time"]),
         "ended": _local_time(row["end_time"]),
         "duration": human_duration(row["duration"]) if row["duration"] is not None else "-",
@@ -160,9 +172,8 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
     for key, value in display.items():
         if value is None or value == "":
             continue
-        text = str(value) if key == "status" else escape(str(value))
-        table.add_row(key, text)
-    Console().print(table)
+        table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
+    plain_console().print(table)
 
 
 def _cpu(row: dict[str, Any]) -> str | None:

@@ -7,12 +7,14 @@ exception's traceback (without jobtrace's own frames) all match.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import runpy
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import click
 
 from jobtrace.cli._common import fail, store_option
+from jobtrace.jobs import exit_status
 
 # runpy's frames are named "<frozen runpy>" when the module is frozen (CPython ≥ 3.11).
 _OWN_FILES = {__file__, str(Path(__file__).resolve()), runpy.__file__, "<frozen runpy>"}
@@ -66,13 +69,9 @@ def _execute(
             sys.path[0] = str(Path(script).resolve().parent)
             runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
-        code = exc.code
-        if code is None:
-            return 0, exc
-        if isinstance(code, int):
-            return code, exc
-        print(code, file=sys.stderr)  # what Python does with sys.exit("message")
-        return 1, exc
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)  # what Python does with sys.exit("message")
+        return exit_status(exc.code), exc
     except BaseException as exc:  # the user's uncaught exception, reported like Python does
         tb = _trim(exc.__traceback__)
         exc.__traceback__ = tb
@@ -190,10 +189,14 @@ def run(
     if not quiet:
         jobtrace_log.addHandler(_FallbackHandler())
 
+    # Registered before the script runs, so it runs after the script's own exit handlers.
+    atexit.register(_die_by_sigint_if_interrupted)
     token = _current.set(job)
     code, ended_by = _execute(module, script, args)
     with contextlib.suppress(ValueError):  # the script may have left another context
         _current.reset(token)
+    if not isinstance(ended_by, KeyboardInterrupt):
+        _join_non_daemon_threads()  # Python waits for them before it exits; so does the job
 
     status, _, error = outcome(ended_by, job._signal)
     job.finish(status, exit_code=code, error=error)
@@ -203,7 +206,32 @@ def run(
     get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
     sys.stdout.flush()
     if isinstance(ended_by, KeyboardInterrupt):
-        # Python dies by SIGINT after an uncaught KeyboardInterrupt; so do we.
+        _interrupted.set()
+    sys.exit(code)
+
+
+_interrupted = threading.Event()
+
+
+def _die_by_sigint_if_interrupted() -> None:
+    """Python dies by SIGINT after an uncaught KeyboardInterrupt, once its exit handlers
+    have run; so do we."""
+    if _interrupted.is_set():
+        from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+
+        get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    sys.exit(code)
+
+
+def _join_non_daemon_threads() -> None:
+    main = threading.main_thread()
+    while True:
+        # Threads may start others while we wait, so look again until none is left.
+        waiting = [
+            t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()
+        ]
+        if not waiting:
+            return
+        for thread in waiting:
+            thread.join()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from jobtrace.model import Record, to_dict
+from jobtrace.model import Record, clean, to_dict
 
 
 def json_loads(data: bytes | str) -> object:
@@ -24,7 +25,19 @@ def encode_lines(records: Sequence[Record]) -> bytes:
     import orjson  # imported on the writer thread, keeping `import jobtrace` light
 
     dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-    return b"".join(dumps(to_dict(r), default=repr, option=option) for r in records)
+    try:
+        return b"".join(dumps(to_dict(r), default=repr, option=option) for r in records)
+    except (TypeError, ValueError):
+        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name or
+        # argv). Encode record by record, cleaning only the ones that need it.
+        return b"".join(_encode_one(r, dumps, option) for r in records)
+
+
+def _encode_one(record: Record, dumps: Any, option: int) -> bytes:
+    try:
+        return bytes(dumps(to_dict(record), default=repr, option=option))
+    except (TypeError, ValueError):
+        return bytes(dumps(clean(to_dict(record)), default=repr, option=option))
 
 
 class FileSink:

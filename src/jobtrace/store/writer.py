@@ -15,10 +15,12 @@ neither path pays SQLAlchemy's per-row parameter processing.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import random
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ from jobtrace import model
 from jobtrace.errors import StoreError
 from jobtrace.store import sqlite
 
+log = logging.getLogger("jobtrace.store")
+
 # SQLite's busy handler is unfair under contention (median wait 2 ms, worst over a second),
 # so after it gives up we retry the whole transaction with jittered backoff.
 _LOCK_RETRIES = 20
@@ -39,7 +43,12 @@ Row = tuple[Any, ...]
 
 def json_dumps(value: Any) -> str:
     """JSON text for JSON columns; what JSON cannot hold is stored as its repr."""
-    return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, ValueError):  # e.g. a lone surrogate in a string
+        return orjson.dumps(
+            model.clean(value), default=repr, option=orjson.OPT_NON_STR_KEYS
+        ).decode()
 
 
 class TableSpec(NamedTuple):
@@ -212,8 +221,47 @@ class BatchWriter:
         self._job_experiment = TablePlan(JOB_EXPERIMENT, self.dialect)
         self._batches = TablePlan(_BATCHES, self.dialect)
 
+    rejected = 0
+    #: Log at most this many rejected records per writer, then only count them.
+    _REJECT_LOG_LIMIT = 20
+
     def write(self, records: Sequence[model.Record], batch_id: str | None = None) -> bool:
-        """Write ``records`` in one transaction; False if ``batch_id`` was already stored."""
+        """Write ``records`` in one transaction; False if ``batch_id`` was already stored.
+
+        A record the database refuses (a value too long for its column, a NUL byte for
+        PostgreSQL, a wrong type) must not take its whole batch down, nor make the sink look
+        down and block the spool behind it: the batch is split until the bad records are
+        isolated, and those are dropped, counted and logged. A batch with an id (an
+        idempotent ingest) is all or nothing instead: it raises :class:`StoreError`.
+        """
+        try:
+            return self._write_once(records, batch_id)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+            if batch_id is not None:
+                raise StoreError(f"the store refused a record: {_first_line(exc)}") from exc
+            if len(records) == 1:
+                self._reject(records[0], exc)
+                return True
+        middle = len(records) // 2
+        self.write(records[:middle])
+        self.write(records[middle:])
+        return True
+
+    def _reject(self, record: model.Record, exc: BaseException) -> None:
+        self.rejected += 1
+        if self.rejected <= self._REJECT_LOG_LIMIT:
+            log.warning(
+                "jobtrace: dropped a %s record the store refused (%s)%s",
+                record[0],
+                _first_line(exc),
+                "; further ones are counted only"
+                if self.rejected == self._REJECT_LOG_LIMIT
+                else "",
+            )
+
+    def _write_once(self, records: Sequence[model.Record], batch_id: str | None) -> bool:
         by_kind: dict[str, list[model.Record]] = {}
         for rec in records:
             if rec[0] not in model.FIELDS:
@@ -323,6 +371,21 @@ class PostgresWriter(BatchWriter):
                 cur.close()
         finally:
             raw.close()
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """True when the data, not the database, is at fault: retrying the same rows fails again."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.InterfaceError | sqlite3.DataError):
+        return True
+    if isinstance(exc, UnicodeError | TypeError | ValueError | OverflowError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_locked(exc: BaseException) -> bool:
