@@ -206,3 +206,25 @@ def test_peak_memory_includes_child_processes() -> None:
     with jobtrace.job("parent") as job:
         subprocess.run([sys.executable, "-c", code], check=True)
     assert job.peak_memory_kb >= 200 * 1024
+
+
+def test_heartbeats_sample_the_memory_of_live_children() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]);"
+        "print('ready', flush=True); sys.stdin.readline()"
+    )
+    with jobtrace.job("tree") as job:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        job.heartbeat()
+        # Measured while the child still runs: its ru_maxrss is not ours until it is waited.
+        peak_while_alive = job.peak_memory_kb
+        child.stdin.close()
+        child.wait()
+    assert peak_while_alive >= 300 * 1024

@@ -11,6 +11,7 @@ to catch a process tree that is large all at once.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 from typing import NamedTuple
@@ -19,6 +20,8 @@ log = logging.getLogger("jobtrace.resources")
 
 _KIB = 1 if sys.platform.startswith("linux") else 1024  # ru_maxrss unit divisor to KiB
 _CLEAR_REFS = "/proc/self/clear_refs"
+_PROC = os.path.exists(f"/proc/{os.getpid()}/task")  # noqa: PTH110
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
 
 
 def self_peak_kb() -> int:
@@ -39,19 +42,54 @@ def reset_peak() -> bool:
     return True
 
 
+def _children_of(pid: int) -> list[int] | None:
+    """Direct children of ``pid`` from procfs (all its threads'), or None if unsupported."""
+    try:
+        kids: list[int] = []
+        for task in os.listdir(f"/proc/{pid}/task"):  # noqa: PTH208 - hot, str paths suffice
+            with open(f"/proc/{pid}/task/{task}/children") as handle:  # noqa: PTH123
+                kids.extend(int(p) for p in handle.read().split())
+        return kids
+    except FileNotFoundError:
+        return [] if not os.path.exists(f"/proc/{pid}") else None  # noqa: PTH110
+    except OSError:
+        return None
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as handle:  # noqa: PTH123
+        return int(handle.read().split()[1]) * _PAGE_KB
+
+
 def tree_rss_kb() -> int | None:
-    """Current RSS of this process plus all its live descendants, or None if unknown."""
+    """Current RSS of this process plus all its live descendants, or None if unknown.
+
+    Linux reads procfs directly (a few file reads, no import); elsewhere psutil walks the
+    process table. With no children it is just this process's RSS.
+    """
+    me = os.getpid()
+    kids = _children_of(me) if _PROC else None
+    if kids is not None:
+        total, pending = _rss_kb(me), kids
+        while pending:
+            pid = pending.pop()
+            try:
+                total += _rss_kb(pid)
+            except OSError:  # it exited meanwhile
+                continue
+            pending.extend(_children_of(pid) or ())
+        return total
     try:
         import psutil
 
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
+        proc = psutil.Process()
+        rss = proc.memory_info().rss
+        for child in proc.children(recursive=True):
             try:
-                total += child.memory_info().rss
+                rss += child.memory_info().rss
             except psutil.Error:
                 continue
-        return int(total // 1024)
+        return int(rss // 1024)
     except Exception:
         log.debug("jobtrace: cannot sample the process tree", exc_info=True)
         return None

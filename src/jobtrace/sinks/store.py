@@ -36,7 +36,8 @@ class StoreSink:
         except Exception as exc:
             from jobtrace.store.core import describe_error
 
-            raise StoreError(f"cannot write to {self.url}: {describe_error(exc)}") from exc
+            # The recorder's message already names the (masked) URL.
+            raise StoreError(describe_error(exc)) from exc
 
     def close(self) -> None:
         self.writer.close()

@@ -73,11 +73,10 @@ def get_job(conn: sa.Connection, job_id: str, *, now: float | None = None) -> di
     now = time.time() if now is None else now
     row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
     if row is None and job_id:
-        # Ids are long; accept a unique prefix as `git` does.
-        escaped = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        found = conn.execute(
-            sa.select(jobs).where(jobs.c.id.like(escaped + "%", escape="\\")).limit(2)
-        ).all()
+        # Ids are long; accept a unique prefix as `git` does. substr, not LIKE: LIKE is
+        # case-insensitive on SQLite and case-sensitive on PostgreSQL.
+        prefix = sa.func.substr(jobs.c.id, 1, len(job_id))
+        found = conn.execute(sa.select(jobs).where(prefix == job_id).limit(2)).all()
         if len(found) > 1:
             raise StoreError(f"job id prefix {job_id!r} is ambiguous; give more characters")
         row = found[0] if found else None
