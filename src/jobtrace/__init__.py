@@ -10,7 +10,7 @@ Records go to an embedded SQLite store under ``./.jobtrace/`` unless
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobtrace._config import Settings
 from jobtrace.errors import ConfigurationError, JobtraceError, StoreError
@@ -18,7 +18,42 @@ from jobtrace.jobs import Job, current_job, job
 from jobtrace.recorder import flush
 from jobtrace.report.result import ReportResult
 
+if TYPE_CHECKING:
+    from jobtrace.tracing import (
+        Span,
+        Trace,
+        TracedMeta,
+        current_span,
+        start,
+        stop,
+        trace,
+        trace_cls,
+    )
+
 __version__ = "0.1.0"
+
+_TRACING_NAMES = {
+    "Span",
+    "Trace",
+    "TracedMeta",
+    "current_span",
+    "start",
+    "stop",
+    "trace",
+    "trace_cls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Tracing loads on first use, keeping `import jobtrace` light for programs without it.
+    if name in _TRACING_NAMES:
+        from jobtrace import tracing
+
+        value = getattr(tracing, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigurationError",
@@ -26,12 +61,20 @@ __all__ = [
     "JobtraceError",
     "ReportResult",
     "Settings",
+    "Span",
     "StoreError",
+    "Trace",
+    "TracedMeta",
     "__version__",
     "configure",
     "current_job",
+    "current_span",
     "flush",
     "job",
+    "start",
+    "stop",
+    "trace",
+    "trace_cls",
 ]
 
 
@@ -45,6 +88,8 @@ def configure(
     heartbeat_interval: float | None = None,
     enabled: bool | None = None,
     install_signal_handlers: bool | None = None,
+    trace_sample_rate: float | None = None,
+    trace_max_spans: int | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -65,5 +110,7 @@ def configure(
         "heartbeat_interval": heartbeat_interval,
         "enabled": enabled,
         "install_signal_handlers": install_signal_handlers,
+        "trace_sample_rate": trace_sample_rate,
+        "trace_max_spans": trace_max_spans,
     }
     return _config.configure(**kwargs)

@@ -20,6 +20,15 @@ Environment variables (all optional):
     Seconds between job heartbeats (default 2).
 ``JOBTRACE_DISABLED``
     ``1`` turns recording off: every API call becomes a no-op.
+``JOBTRACE_TRACE_SAMPLE_RATE``
+    Fraction of traces recorded, decided at each trace's root (default 1).
+``JOBTRACE_TRACE_MAX_SPANS``
+    Spans kept per trace in one process; more are dropped and counted (default 10000).
+``JOBTRACE_TRACEPARENT``
+    W3C ``traceparent`` of a span in a parent process: root spans here join its trace.
+    Set for child processes by :func:`jobtrace.tracing.child_env`.
+``JOBTRACE_PARENT_JOB``
+    Job id that spans and metrics of this process belong to when no job runs here.
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ ENV_FLUSH_INTERVAL = "JOBTRACE_FLUSH_INTERVAL"
 ENV_BUFFER_SIZE = "JOBTRACE_BUFFER_SIZE"
 ENV_HEARTBEAT_INTERVAL = "JOBTRACE_HEARTBEAT_INTERVAL"
 ENV_DISABLED = "JOBTRACE_DISABLED"
+ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
+ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
+ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
+ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
 
 DEFAULT_DIR = ".jobtrace"
 DB_FILENAME = "jobtrace.db"
@@ -57,6 +70,8 @@ class Settings(NamedTuple):
     heartbeat_interval: float = 2.0
     enabled: bool = True
     install_signal_handlers: bool = True
+    trace_sample_rate: float = 1.0
+    trace_max_spans: int = 10_000
 
     @property
     def reports_dir(self) -> Path:
@@ -127,6 +142,8 @@ def resolve(
     heartbeat_interval: float | None = None,
     enabled: bool | None = None,
     install_signal_handlers: bool | None = None,
+    trace_sample_rate: float | None = None,
+    trace_max_spans: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -146,6 +163,8 @@ def resolve(
         ("flush_interval", flush_interval, ENV_FLUSH_INTERVAL, float, 0.0, 60.0),
         ("buffer_size", buffer_size, ENV_BUFFER_SIZE, int, 0, 100_000_000),
         ("heartbeat_interval", heartbeat_interval, ENV_HEARTBEAT_INTERVAL, float, 0.0, 3600.0),
+        ("trace_sample_rate", trace_sample_rate, ENV_TRACE_SAMPLE_RATE, float, -1e-12, 1.0),
+        ("trace_max_spans", trace_max_spans, ENV_TRACE_MAX_SPANS, int, 0, 100_000_000),
     ):
         raw = arg if arg is not None else env.get(env_name)
         if raw is not None and raw != "":
@@ -174,13 +193,28 @@ def current() -> Settings:
 def configure(**kwargs: Any) -> Settings:
     """Resolve new settings and point the process's recorder at them.
 
-    Records buffered before the call are flushed to the previous sink first.
+    Records buffered before the call are flushed to the previous sink first. The store URL
+    and directory are also exported to ``os.environ``, so that processes this one starts
+    (subprocesses, spawned workers) record into the same place.
     """
     global _current
     settings = resolve(**kwargs)
     with _lock:
         _current = settings
+    os.environ[ENV_URL] = settings.url
+    os.environ[ENV_DIR] = str(settings.directory)
     from jobtrace.recorder import get_recorder
 
     get_recorder().reconfigure(settings)
+    for listener in _listeners:
+        listener(settings)
     return settings
+
+
+_listeners: list[Any] = []
+
+
+def on_configure(listener: Any) -> None:
+    """Call ``listener(settings)`` after every :func:`configure` (modules that decide
+    things once, like tracing's enabled flag, re-decide then)."""
+    _listeners.append(listener)

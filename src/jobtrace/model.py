@@ -28,6 +28,7 @@ __all__ = [
     "PROFILE",
     "SERIES",
     "SPAN",
+    "SPAN_HEX_IDS",
     "Record",
     "RecordError",
     "clean",
@@ -127,6 +128,10 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     EXPERIMENT: ("name", "description", "tags", "created_at"),
 }
 
+# Span ids travel as ints from the hot path (hex formatting is done off it) and as
+# fixed-width lowercase hex everywhere else.
+SPAN_HEX_IDS: Final = (("trace_id", "032x"), ("span_id", "016x"), ("parent_id", "016x"))
+
 # Fields holding floats that may be NaN or infinite and must survive JSON.
 _SPECIAL_FLOAT_FIELDS: Final = {METRIC: ("value",), SERIES: ("value",)}
 _SPECIAL_NAMES: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -203,6 +208,10 @@ def to_dict(record: Record) -> dict[str, Any]:
         value = out[name]
         if isinstance(value, float):
             out[name] = encode_float(value)
+    if kind == SPAN:
+        for name, fmt in SPAN_HEX_IDS:
+            if type(out[name]) is int:
+                out[name] = format(out[name], fmt)
     return out
 
 

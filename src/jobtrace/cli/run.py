@@ -166,9 +166,8 @@ def run(
             reason = "No such file or directory" if not path.exists() else "not a readable file"
             fail(f"can't open file {str(path.absolute())!r}: {reason}", 2)
     try:
+        # Also exports the store URL, so child processes record into the same store.
         settings = _config.configure(url=store_url, experiment=experiment)
-        # Child processes the job starts record into the same store.
-        os.environ[_config.ENV_URL] = settings.url
         job = Job(
             name or module or Path(script or "job").stem,
             experiment=settings.experiment,

@@ -70,6 +70,8 @@ class TableSpec(NamedTuple):
     #: The value is never None, so SQLite can split it in SQL (it binds NaN as NULL),
     #: sparing a Python fix-up per row.
     special_in_sql: bool = False
+    #: Id columns the hot path leaves as ints, written as fixed-width hex: (column, digits).
+    hex_ids: tuple[tuple[str, int], ...] = ()
 
 
 #: Every table the writer fills, in write order. There are no foreign keys, so order only
@@ -92,7 +94,14 @@ PLANS: tuple[TableSpec, ...] = (
         special=True,
         special_in_sql=True,
     ),
-    TableSpec("spans", model.SPAN, ("trace_id", "span_id"), json=("info",), update=False),
+    TableSpec(
+        "spans",
+        model.SPAN,
+        ("trace_id", "span_id"),
+        json=("info",),
+        update=False,
+        hex_ids=(("trace_id", 32), ("span_id", 16), ("parent_id", 16)),
+    ),
     TableSpec("items", model.ITEM, ("id",), json=("info",), update=False),
     TableSpec(
         "series",
@@ -142,6 +151,7 @@ class TablePlan:
         sources = ["value" if c == "special" else c for c in self._row_columns]
         self._get = operator.itemgetter(*[fields.index(c) + 1 for c in sources])
         self._json = tuple(self._row_columns.index(c) for c in spec.json)
+        self._hex = tuple((self._row_columns.index(c), f"0{w}x") for c, w in spec.hex_ids)
         split = spec.special and not in_sql
         self._special = self._row_columns.index("special") if split else None
         self._value = self._row_columns.index("value") if split else None
@@ -173,12 +183,15 @@ class TablePlan:
         rows: list[Row] = list(map(self._get, records))
         if self.spec.update and (reduce or self.spec.reduce):
             rows = self._reduce(rows)  # first: the fix-ups below are per row
-        if self._json or self._special is not None:
+        if self._json or self._special is not None or self._hex:
             rows = list(map(self._fix, rows))
         return rows
 
     def _fix(self, row: Row) -> Row:
         out = list(row)
+        for i, fmt in self._hex:
+            if type(out[i]) is int:
+                out[i] = format(out[i], fmt)
         for i in self._json:
             if out[i] is not None:
                 out[i] = json_dumps(out[i])

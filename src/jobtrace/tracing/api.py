@@ -1,0 +1,413 @@
+"""The five ways to add a trace point, as OSProfiler offers them.
+
+>>> import jobtrace
+>>> with jobtrace.Trace("load", info={"path": path}) as span:      # doctest: +SKIP
+...     span.set("rows", len(rows))
+>>> @jobtrace.trace("parse", hide_args=True)                         # doctest: +SKIP
+... def parse(text): ...
+>>> jobtrace.start("step"); ...; jobtrace.stop({"ok": True})        # doctest: +SKIP
+
+Everything is decided when decorating: the span name, the function's qualified name, which
+of args and result to keep, and which wrapper fits the function (plain, ``async def``,
+generator, async generator). Each call gets its own info dict. Exceptions propagate
+unchanged; the span records their type and message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from jobtrace.tracing.spans import UNSAMPLED, AnySpan, Span, _settings, begin, current_span_var
+
+log = logging.getLogger("jobtrace.tracing")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
+
+
+def _check_name(name: Any) -> str:
+    if isinstance(name, str):
+        return name
+    _warn_once(
+        f"name:{type(name).__name__}",
+        "jobtrace: trace point name %r is not a string; using str()",
+        name,
+    )
+    return str(name)
+
+
+def _check_info(info: Any) -> dict[str, Any] | None:
+    if info is None or isinstance(info, dict):
+        return info
+    _warn_once(
+        f"info:{type(info).__name__}",
+        "jobtrace: trace info must be a dict, got %s; ignored",
+        type(info).__name__,
+    )
+    return None
+
+
+def _short_repr(value: Any, limit: int = 1000) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the traced call
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- with Trace(...) ------------------------------------------------------------------------
+
+
+class Trace(Span):
+    """A trace point around a block: ``with jobtrace.Trace("name", info={...}) as span:``.
+
+    The object is its own span (one allocation per trace point, not two), and a plain
+    ``__init__`` is the cheapest way to make one; whether recording is on is checked when
+    the block is entered.
+    """
+
+    __slots__ = ("_token",)
+
+    def __init__(self, name: str, info: dict[str, Any] | None = None) -> None:
+        self.name = name if type(name) is str else _check_name(name)
+        # A copy per call: the caller's dict is never shared between spans.
+        self.info = (
+            None if info is None else dict(info) if type(info) is dict else _check_info(info)
+        )
+
+    def __enter__(self) -> AnySpan:
+        if not _settings.enabled:
+            self._token = None
+            return UNSAMPLED
+        span = self._open()
+        self._token = current_span_var.set(span)
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        try:
+            current_span_var.reset(token)
+        except ValueError:  # left in another context (a generator, a callback)
+            current_span_var.set(getattr(self, "_parent", None))
+        if hasattr(self, "_t0"):  # False when the trace is not sampled
+            self.end(exc)
+
+
+# -- start() / stop() -------------------------------------------------------------------------
+
+
+def start(name: str, info: dict[str, Any] | None = None) -> None:
+    """Open a trace point that a later :func:`stop` in the same context closes."""
+    if not _settings.enabled:
+        return
+    span = begin(_check_name(name), _copy(_check_info(info)))
+    if isinstance(span, Span):
+        span._manual = True  # only start() spans may be closed by stop()
+    current_span_var.set(span)
+
+
+def stop(info: dict[str, Any] | None = None) -> None:
+    """Close the trace point the last :func:`start` opened; ``info`` is added to it."""
+    if not _settings.enabled:
+        return
+    span = current_span_var.get()
+    if span is UNSAMPLED:
+        current_span_var.set(None)  # an unsampled start: nothing to record
+        return
+    if not isinstance(span, Span) or not getattr(span, "_manual", False):
+        _warn_once("stop", "jobtrace: stop() without a matching start(); ignored")
+        return
+    span.update(_check_info(info))
+    # Restore the parent by reference, not by token: start() and stop() may run in
+    # different (copied) contexts, where a token cannot be used.
+    current_span_var.set(span._parent)
+    span.end()
+
+
+def _copy(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if info is None else dict(info)
+
+
+# -- @trace ------------------------------------------------------------------------------------
+
+
+def trace(
+    name: str,
+    info: dict[str, Any] | None = None,
+    hide_args: bool = False,
+    hide_result: bool = True,
+    allow_multiple_trace: bool = True,
+) -> Callable[[F], F]:
+    """Decorate a function (sync or ``async``, generator or async generator) as a trace point.
+
+    The span's info holds ``function.name`` (the qualified name), ``function.args`` and
+    ``function.kwargs`` unless ``hide_args``, and ``function.result`` unless ``hide_result``.
+    """
+    span_name = _check_name(name)
+    base_info = _check_info(info)
+
+    def decorator(fn: F) -> F:
+        if not allow_multiple_trace and getattr(fn, "__jobtrace_traced__", False):
+            raise ValueError(f"{fn!r} is already traced (allow_multiple_trace=False)")
+        wrapped = _wrap(fn, span_name, base_info, hide_args, hide_result)
+        wrapped.__jobtrace_traced__ = True  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn)))
+    return f"{module}.{qualname}" if module else qualname
+
+
+def _wrap(
+    fn: Callable[..., Any],
+    name: str,
+    base_info: dict[str, Any] | None,
+    hide_args: bool,
+    hide_result: bool,
+) -> Callable[..., Any]:
+    import inspect  # here, not at module level: it costs `import jobtrace` ~5 ms
+
+    qualname = _qualified(fn)
+    settings = _settings
+    var = current_span_var
+
+    def call_info(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": qualname}
+        if not hide_args:
+            function["args"] = _short_repr(args)
+            function["kwargs"] = _short_repr(kwargs)
+        info = {} if base_info is None else dict(base_info)
+        info["function"] = function
+        return info
+
+    def finish(span: AnySpan, result: Any) -> None:
+        if not hide_result and isinstance(span, Span) and span.info is not None:
+            span.info["function"]["result"] = _short_repr(result)
+
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def traced_agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            if not settings.enabled:
+                async for item in fn(*args, **kwargs):
+                    yield item
+                return
+            span = begin(name, call_info(args, kwargs))
+            agen = fn(*args, **kwargs)
+            sent: Any = None
+            error: BaseException | None = None
+            try:
+                while True:
+                    # The span is current only while the generator's own code runs: the
+                    # consumer's context must not see it between items.
+                    token = var.set(span)
+                    try:
+                        item = await (agen.athrow(error) if error is not None else agen.asend(sent))
+                    except StopAsyncIteration:
+                        span.end()
+                        return
+                    except BaseException as exc:
+                        span.end(exc)
+                        raise
+                    finally:
+                        var.reset(token)
+                    error = None
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        await agen.aclose()
+                        span.end()
+                        raise
+                    except BaseException as exc:
+                        error = exc
+            finally:
+                span.end()  # no-op if already ended
+
+        return traced_agen
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def traced_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            if not settings.enabled:
+                result: Any = yield from fn(*args, **kwargs)
+                return result
+            span = begin(name, call_info(args, kwargs))
+            gen = fn(*args, **kwargs)
+            sent: Any = None
+            error: BaseException | None = None
+            try:
+                while True:
+                    token = var.set(span)
+                    try:
+                        item = gen.throw(error) if error is not None else gen.send(sent)
+                    except StopIteration as stop:
+                        finish(span, stop.value)
+                        span.end()
+                        value: Any = stop.value
+                        return value
+                    except BaseException as exc:
+                        span.end(exc)
+                        raise
+                    finally:
+                        var.reset(token)
+                    error = None
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        gen.close()
+                        span.end()
+                        raise
+                    except BaseException as exc:
+                        error = exc
+            finally:
+                span.end()
+
+        return traced_gen
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def traced_async(*args: Any, **kwargs: Any) -> Any:
+            if not settings.enabled:
+                return await fn(*args, **kwargs)
+            # Runs when awaited, in the awaiting task's context: timed until it finishes.
+            span = begin(name, call_info(args, kwargs))
+            token = var.set(span)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                var.reset(token)
+                span.end(exc)
+                raise
+            var.reset(token)
+            finish(span, result)
+            span.end()
+            return result
+
+        return traced_async
+
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        if not settings.enabled:
+            return fn(*args, **kwargs)
+        span = begin(name, call_info(args, kwargs))
+        token = var.set(span)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            var.reset(token)
+            span.end(exc)
+            raise
+        var.reset(token)
+        finish(span, result)
+        span.end()
+        return result
+
+    return traced
+
+
+# -- @trace_cls and TracedMeta -------------------------------------------------------------------
+
+
+def _trace_members(
+    cls: type,
+    name: str,
+    info: dict[str, Any] | None,
+    hide_args: bool,
+    hide_result: bool,
+    trace_private: bool,
+    trace_static_methods: bool,
+    trace_class_methods: bool,
+) -> None:
+    import inspect
+
+    for attr, value in list(vars(cls).items()):
+        if attr.startswith("__") and attr.endswith("__"):
+            continue  # dunders: construction, repr and friends are not the interesting work
+        if attr.startswith("_") and not trace_private:
+            continue
+        if isinstance(value, staticmethod):
+            if trace_static_methods:
+                fn = _wrap(value.__func__, name, info, hide_args, hide_result)
+                setattr(cls, attr, staticmethod(fn))
+        elif isinstance(value, classmethod):
+            if trace_class_methods:
+                fn = _wrap(value.__func__, name, info, hide_args, hide_result)
+                setattr(cls, attr, classmethod(fn))
+        elif inspect.isfunction(value) and not getattr(value, "__jobtrace_traced__", False):
+            fn = _wrap(value, name, info, hide_args, hide_result)
+            fn.__jobtrace_traced__ = True  # type: ignore[attr-defined]
+            setattr(cls, attr, fn)
+
+
+def trace_cls(
+    name: str,
+    info: dict[str, Any] | None = None,
+    hide_args: bool = False,
+    hide_result: bool = True,
+    trace_private: bool = False,
+    trace_static_methods: bool = False,
+    trace_class_methods: bool = False,
+) -> Callable[[type], type]:
+    """Trace every public method of a class (private ones too with ``trace_private``)."""
+    span_name = _check_name(name)
+    base_info = _check_info(info)
+
+    def decorator(cls: type) -> type:
+        _trace_members(
+            cls, span_name, base_info, hide_args, hide_result,
+            trace_private, trace_static_methods, trace_class_methods,
+        )  # fmt: skip
+        return cls
+
+    return decorator
+
+
+class TracedMeta(type):
+    """A metaclass that traces a class's methods, configured by ``__trace_args__``::
+
+    class Api(metaclass=jobtrace.TracedMeta):
+        __trace_args__ = {"name": "rpc", "info": None, "hide_args": False}
+    """
+
+    def __init__(cls, cls_name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(cls_name, bases, namespace)
+        options = dict(
+            namespace.get("__trace_args__") or getattr(cls, "__trace_args__", None) or {}
+        )
+        if "name" not in options:
+            raise TypeError(f"{cls_name}: TracedMeta needs __trace_args__ = {{'name': ...}}")
+        _trace_members(
+            cls,
+            _check_name(options.pop("name")),
+            _check_info(options.pop("info", None)),
+            bool(options.pop("hide_args", False)),
+            bool(options.pop("hide_result", True)),
+            bool(options.pop("trace_private", False)),
+            bool(options.pop("trace_static_methods", False)),
+            bool(options.pop("trace_class_methods", False)),
+        )
+        if options:
+            raise TypeError(f"{cls_name}: unknown __trace_args__ keys {sorted(options)}")

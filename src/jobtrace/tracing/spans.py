@@ -1,0 +1,327 @@
+"""Spans and the trace context: which span is current, in this thread or asyncio task.
+
+The current span lives in a :class:`contextvars.ContextVar`, so every thread and every
+asyncio task has its own: concurrent tasks never see each other's spans, and a task
+created inside a span starts with that span as its parent (asyncio copies the context).
+
+A span is written once, when it ends, as one record through the recorder: ids, parent,
+name, start (epoch ns), duration (ns, from the monotonic clock), info, error, job, host,
+pid and thread. Sampling is decided at a trace's root and inherited by its children; an
+unsampled trace carries a marker instead of spans, so its children cost almost nothing.
+A per-trace cap bounds what one runaway loop can record; overflow is counted on the root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from jobtrace import _config, model
+from jobtrace.jobs import _current as _current_job
+from jobtrace.recorder import get_recorder
+
+log = logging.getLogger("jobtrace.tracing")
+
+_perf_ns = time.perf_counter_ns
+_wall_ns = time.time_ns
+_current_thread = threading.current_thread
+_rng = random.Random(os.urandom(16))  # never the program's own random stream
+_random = _rng.random
+_bits = _rng.getrandbits
+_thread_local = threading.local()
+_job_var = _current_job.get
+_ms_prefix = [0, 0]  # [millisecond, millisecond << 80] of the last root span
+
+DROPPED_KEY = "jobtrace.dropped_spans"
+
+
+# The spans of one trace within one process share a two-item list, [kept, dropped], for
+# the per-trace cap: a list literal costs a fraction of constructing a small object.
+TraceState = list
+
+
+class RemoteParent:
+    """A parent span in another process or service, known by its ids only."""
+
+    __slots__ = ("_state", "sampled", "span_id", "trace_id")
+
+    def __init__(self, trace_id: int, span_id: int, sampled: bool) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self._state = [0, 0]
+
+    def traceparent(self) -> str:
+        flags = "01" if self.sampled else "00"
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"
+
+
+class Span:
+    """A timed trace point. Add attributes while it runs with :meth:`set`."""
+
+    # Ids are kept as ints on the hot path (formatting hex costs more than the rest of a
+    # span); the store's writer and the JSON codec turn them into W3C hex strings.
+    __slots__ = (
+        "_manual",
+        "_parent",
+        "_state",
+        "_t0",
+        "info",
+        "job_id",
+        "name",
+        "parent_id",
+        "span_id",
+        "start_ns",
+        "trace_id",
+    )
+
+    name: str
+    info: dict[str, Any] | None
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    job_id: str | None
+    _state: list[int]
+    _parent: Span | RemoteParent | None
+    _t0: int
+    _manual: bool
+
+    def __init__(self, name: str, info: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.info = info
+
+    def _open(self) -> Span | _Unsampled:
+        """Become a running span under the current one; UNSAMPLED if the trace is not
+        recorded. One method, not several calls: this is the hot path of every span."""
+        parent = _current_get()
+        start_ns = _wall_ns()
+        if parent is None:
+            parent = _settings.remote_parent
+            if parent is None:
+                rate = _settings.sample_rate
+                if rate < 1.0 and _random() >= rate:
+                    return UNSAMPLED
+                self._state = [0, 0]
+                # 48-bit milliseconds, then 80 random bits (see jobtrace._ids.trace_id);
+                # the shifted millisecond is cached, big-int shifts cost more than a lookup.
+                ms = start_ns // 1_000_000
+                if ms != _ms_prefix[0]:
+                    _ms_prefix[0], _ms_prefix[1] = ms, ms << 80
+                self.trace_id = _ms_prefix[1] | _bits(80)
+                self.parent_id = None
+            elif not parent.sampled:
+                return UNSAMPLED
+            else:
+                self._state = parent._state
+                self.trace_id = parent.trace_id
+                self.parent_id = parent.span_id
+        elif isinstance(parent, _Unsampled):
+            return UNSAMPLED
+        else:
+            self._state = parent._state
+            self.trace_id = parent.trace_id
+            self.parent_id = parent.span_id
+        self._parent = parent
+        job = _job_var()
+        self.job_id = _settings.parent_job if job is None else job.id
+        self.span_id = _bits(64) or 1
+        self.start_ns = start_ns
+        self._t0 = _perf_ns()
+        return self
+
+    def set(self, key: str, value: Any) -> None:
+        """Attach an attribute to this span's info (recorded when the span ends)."""
+        info = self.info
+        if info is None:
+            self.info = {key: value}
+        else:
+            info[key] = value
+
+    def update(self, values: dict[str, Any] | None) -> None:
+        if values:
+            if self.info is None:
+                self.info = dict(values)
+            else:
+                self.info.update(values)
+
+    def traceparent(self) -> str:
+        """This span as a W3C ``traceparent`` header value."""
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
+
+    @property
+    def ids(self) -> tuple[str, str, str | None]:
+        """(trace id, span id, parent id) as hex strings."""
+        parent = None if self.parent_id is None else f"{self.parent_id:016x}"
+        return f"{self.trace_id:032x}", f"{self.span_id:016x}", parent
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Record the span (once); ``error`` is the exception that ended it, if any."""
+        duration = _perf_ns() - self._t0
+        if self._t0 < 0:  # already ended
+            return
+        self._t0 = -1
+        state = self._state
+        parent = self._parent
+        if parent is None or parent.__class__ is RemoteParent:
+            # This process's root of the trace is always kept, and reports the overflow.
+            if state[1]:
+                self.set(DROPPED_KEY, state[1])
+        elif state[0] >= _settings.max_spans:
+            state[1] += 1
+            return
+        state[0] += 1
+        try:
+            thread = _thread_local.name
+        except AttributeError:
+            thread = _thread_local.name = _current_thread().name
+        _settings.record(
+            (
+                model.SPAN,
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self.name,
+                self.start_ns,
+                duration,
+                self.info,
+                None if error is None else _type_name(error),
+                None if error is None else _message(error),
+                self.job_id,
+                _process.host,
+                _process.pid,
+                thread,
+            )
+        )
+
+
+class _Unsampled:
+    """The current 'span' of a trace that is not recorded: children stay unrecorded."""
+
+    __slots__ = ()
+    trace_id = 0
+    span_id = 0
+
+    def set(self, key: str, value: Any) -> None:
+        pass
+
+    def update(self, values: dict[str, Any] | None) -> None:
+        pass
+
+    def traceparent(self) -> str:
+        return "00-" + "0" * 31 + "1-" + "0" * 15 + "1-00"
+
+    def end(self, error: BaseException | None = None) -> None:
+        pass
+
+
+UNSAMPLED = _Unsampled()
+AnySpan = Span | _Unsampled
+
+current_span_var: ContextVar[Span | _Unsampled | RemoteParent | None] = ContextVar(
+    "jobtrace_current_span", default=None
+)
+_current_get = current_span_var.get
+
+
+class _Settings:
+    """Tracing's share of the settings, decided once per configure, read on the hot path."""
+
+    __slots__ = ("enabled", "max_spans", "parent_job", "record", "remote_parent", "sample_rate")
+
+    def __init__(self) -> None:
+        settings = _config.current()
+        self.enabled = settings.enabled
+        self.sample_rate = settings.trace_sample_rate
+        self.max_spans = settings.trace_max_spans
+        # The recorder is created by the first span, not by importing jobtrace (which must
+        # not install signal handlers in a program that never records anything).
+        self.record: Any = self._first_record
+        self.remote_parent = _remote_parent_from_env()
+        self.parent_job = os.environ.get(_config.ENV_PARENT_JOB) or None
+
+    def _first_record(self, record: model.Record) -> None:
+        self.record = get_recorder().record
+        self.record(record)
+
+    def apply(self, settings: _config.Settings) -> None:
+        self.enabled = settings.enabled
+        self.sample_rate = settings.trace_sample_rate
+        self.max_spans = settings.trace_max_spans
+        # The bound method of the process's recorder, replaced on reconfigure.
+        self.record = get_recorder().record
+
+
+class _Process:
+    __slots__ = ("host", "pid")
+
+    def __init__(self) -> None:
+        self.host = os.uname().nodename
+        self.pid = os.getpid()
+
+
+def _remote_parent_from_env() -> RemoteParent | None:
+    value = os.environ.get(_config.ENV_TRACEPARENT)
+    return parse_traceparent(value) if value else None
+
+
+def parse_traceparent(value: str) -> RemoteParent | None:
+    """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex flags>``), or None if malformed."""
+    parts = value.strip().split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    version, trace, span, flags = parts
+    try:
+        int(version, 16)
+        trace_id, span_id = int(trace, 16), int(span, 16)
+        sampled = bool(int(flags, 16) & 1)
+    except ValueError:
+        return None
+    if version.lower() == "ff" or trace_id == 0 or span_id == 0:
+        return None
+    return RemoteParent(trace_id, span_id, sampled)
+
+
+_settings = _Settings()
+_process = _Process()
+_config.on_configure(_settings.apply)
+
+
+def _after_fork() -> None:
+    global _process, _thread_local
+    _process = _Process()
+    _rng.seed(os.urandom(16))
+    _thread_local = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not lose the span
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def begin(name: str, info: dict[str, Any] | None) -> Span | _Unsampled:
+    """Open a span under the current one (not made current; callers do that)."""
+    return Span(name, info)._open()
+
+
+def current_span() -> Span | None:
+    """The span running in this context (thread or task), or None."""
+    span = current_span_var.get()
+    return span if isinstance(span, Span) else None
