@@ -431,3 +431,21 @@ def test_a_subprocess_joins_the_trace_through_its_environment(tmp_path: Path) ->
     assert rows["in-child"]["trace_id"] == rows["spawn"]["trace_id"]
     assert rows["in-child"]["job_id"] == job.id
     assert span is not None
+
+
+def test_processes_started_by_a_run_belong_to_its_job(tmp_path: Path) -> None:
+    from tests.cli_helpers import jobtrace_cli
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import subprocess, sys
+            code = "import jobtrace\\nwith jobtrace.Trace('child-work'): pass"
+            subprocess.run([sys.executable, "-c", code], check=True)
+            """
+        )
+    )
+    jobtrace_cli("run", "--job-id", "run-7", str(script), cwd=tmp_path, check=True)
+    [row] = store_spans(f"sqlite:///{tmp_path}/.jobtrace/jobtrace.db")
+    assert (row["name"], row["job_id"]) == ("child-work", "run-7")

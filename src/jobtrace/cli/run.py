@@ -178,6 +178,9 @@ def run(
             report=not no_report,
         )
         job.start()
+        # Processes the script starts (subprocesses, spawned workers) record their spans
+        # and metrics as part of this job when they use jobtrace without a job of their own.
+        os.environ[_config.ENV_PARENT_JOB] = job.id
     except JobtraceError as exc:
         fail(str(exc), 2)
         return
