@@ -60,13 +60,6 @@ def current_job() -> Job | None:
     return _current.get()
 
 
-def _error_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
 def exit_status(code: object) -> int:
     """The status the operating system reports for ``sys.exit(code)``, as Python exits."""
     if code is None:
@@ -298,7 +291,7 @@ class Job:
             self.exit_code = exit_code
             if error is not None:
                 if isinstance(error, BaseException):
-                    error_type, message = _error_type_name(error), str(error)
+                    error_type, message = model.error_type_name(error), str(error)
                 else:
                     error_type, message = error
                 self.error_type = model.clean_text(error_type, _MAX_SHORT)

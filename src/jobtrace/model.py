@@ -35,6 +35,7 @@ __all__ = [
     "clean_text",
     "decode_float",
     "encode_float",
+    "error_type_name",
     "from_dict",
     "split_float",
     "to_dict",
@@ -197,6 +198,14 @@ def clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean(v) for v in value]
     return value
+
+
+def error_type_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, ``package.module.Error`` for everything else."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def to_dict(record: Record) -> dict[str, Any]:

@@ -190,7 +190,7 @@ class Span:
                 self.start_ns,
                 duration,
                 self.info,
-                None if error is None else _type_name(error),
+                None if error is None else model.error_type_name(error),
                 None if error is None else _message(error),
                 self.job_id,
                 _process.host,
@@ -300,13 +300,6 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 def _message(exc: BaseException) -> str:
