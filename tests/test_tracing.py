@@ -449,3 +449,29 @@ def test_processes_started_by_a_run_belong_to_its_job(tmp_path: Path) -> None:
     jobtrace_cli("run", "--job-id", "run-7", str(script), cwd=tmp_path, check=True)
     [row] = store_spans(f"sqlite:///{tmp_path}/.jobtrace/jobtrace.db")
     assert (row["name"], row["job_id"]) == ("child-work", "run-7")
+
+
+def test_unserialisable_info_is_stored_as_repr_with_one_log_line(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<Opaque>"
+
+    from jobtrace.store import writer
+
+    writer._unserialisable_seen.clear()  # said once per type and process
+    _config.configure(url=store_url, install_signal_handlers=False)
+    with caplog.at_level(logging.WARNING, logger="jobtrace"):
+        for i in range(3):
+            with jobtrace.Trace("opaque", info={"value": Opaque(), "i": i}):
+                pass
+        jobtrace.flush()
+    rows = store_spans(store_url)
+    assert sorted(r["info"]["i"] for r in rows) == [0, 1, 2]
+    assert {r["info"]["value"] for r in rows} == {"<Opaque>"}
+    # One line per type and process: the writer thread logs it.
+    assert (
+        sum("Opaque values are not JSON-serialisable" in r.getMessage() for r in caplog.records)
+        == 1
+    )

@@ -41,14 +41,28 @@ _LOCK_RETRIES = 20
 Row = tuple[Any, ...]
 
 
+_unserialisable_seen: set[str] = set()
+
+
+def _as_repr(value: Any) -> str:
+    """orjson's fallback: store the repr, and say so once per type."""
+    name = type(value).__qualname__
+    if name not in _unserialisable_seen:
+        _unserialisable_seen.add(name)
+        log.warning("jobtrace: %s values are not JSON-serialisable; stored as their repr", name)
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {name}>"
+
+
 def json_dumps(value: Any) -> str:
     """JSON text for JSON columns; what JSON cannot hold is stored as its repr."""
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
     try:
-        return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, default=_as_repr, option=option).decode()
     except (TypeError, ValueError):  # e.g. a lone surrogate in a string
-        return orjson.dumps(
-            model.clean(value), default=repr, option=orjson.OPT_NON_STR_KEYS
-        ).decode()
+        return orjson.dumps(model.clean(value), default=_as_repr, option=option).decode()
 
 
 class TableSpec(NamedTuple):
