@@ -8,6 +8,7 @@ from jobtrace import __version__
 from jobtrace.cli.db import db
 from jobtrace.cli.jobs import jobs
 from jobtrace.cli.run import run
+from jobtrace.cli.trace import trace
 
 __all__ = ["cli", "main"]
 
@@ -23,6 +24,7 @@ def cli() -> None:
         jobtrace run examples/wordfreq.py
         jobtrace jobs list
         jobtrace jobs show <job id>
+        jobtrace trace list --job <job id>
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -30,6 +32,7 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(jobs)
+cli.add_command(trace)
 cli.add_command(db)
 
 

@@ -12,6 +12,7 @@ from jobtrace.errors import StoreError
 from jobtrace.model import Record
 from jobtrace.store import jobs as job_queries
 from jobtrace.store import sqlite
+from jobtrace.store import traces as trace_queries
 from jobtrace.store.engine import create_engine
 from jobtrace.store.migrate import current_revision, upgrade
 from jobtrace.store.writer import BatchWriter, PostgresWriter, SQLiteWriter
@@ -129,4 +130,25 @@ class Store:
     def get_job(self, job_id: str, *, now: float | None = None) -> dict[str, Any] | None:
         """One job by id (or by a unique prefix of it), or ``None``."""
         result: dict[str, Any] | None = self._read(job_queries.get_job, job_id, now=now)
+        return result
+
+    def get_trace(self, trace_id: str) -> list[dict[str, Any]] | None:
+        """Every span of one trace (by id or a unique prefix of it), ordered by start, or
+        ``None`` if no span has that trace id."""
+        result: list[dict[str, Any]] | None = self._read(trace_queries.get_trace, trace_id)
+        return result
+
+    def list_traces(
+        self, *, job_id: str | None = None, limit: int | None = 50
+    ) -> list[dict[str, Any]]:
+        """Summaries of the newest traces (root name, job, start, duration, span and error
+        counts), newest first; only traces with a span in job ``job_id`` if given."""
+        result: list[dict[str, Any]] = self._read(
+            trace_queries.list_traces, job_id=job_id, limit=limit
+        )
+        return result
+
+    def job_trace_ids(self, job_id: str) -> list[str]:
+        """The ids of every trace with a span in job ``job_id``, newest first."""
+        result: list[str] = self._read(trace_queries.job_trace_ids, job_id)
         return result
