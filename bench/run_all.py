@@ -1,6 +1,6 @@
 """Run every benchmark in sequence and summarise their budget verdicts.
 
-    python bench/run_all.py            # full runs (about 1.5-2 minutes in all)
+    python bench/run_all.py            # full runs (about 3-4 minutes in all)
     python bench/run_all.py --quick    # short runs (about 20 s in all)
     python bench/run_all.py --strict   # exit 1 if any figure is over budget
 
@@ -19,7 +19,13 @@ from pathlib import Path
 from _common import EXIT_OVER_BUDGET, format_table
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_record.py", "bench_persist.py", "bench_run_overhead.py", "bench_import.py")
+SCRIPTS = (
+    "bench_record.py",
+    "bench_tracing.py",
+    "bench_persist.py",
+    "bench_run_overhead.py",
+    "bench_import.py",
+)
 RESULT_PREFIX = "RESULT "
 
 
