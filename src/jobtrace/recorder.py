@@ -133,15 +133,22 @@ class Recorder:
     def _record(self, record: Record) -> None:
         """Queue one record; never blocks, never raises."""
         buf = self._buf
-        if len(buf) >= self._capacity:
+        n = len(buf)
+        if n >= self._capacity:
             self._drop()
             return
         buf.append(record)
-        if len(buf) >= self._flush_at and not self._wake_pending:
-            self._wake_pending = True
-            self._wake.set()
+        # One test on the common path; the rare cases (buffer past its high-water mark,
+        # no writer thread yet in this process) are sorted out by _wake_writer.
+        if n >= self._flush_at or self._thread is None:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
         if self._thread is None:
             self._start_thread()
+        if len(self._buf) >= self._flush_at and not self._wake_pending:
+            self._wake_pending = True
+            self._wake.set()
 
     def record_control(self, record: Record) -> None:
         """Queue a record that must not be dropped (job snapshots), even past capacity."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Generator
-from types import TracebackType
 from typing import Any, TypeVar
 
 from jobtrace.tracing.spans import UNSAMPLED, AnySpan, Span, _settings, begin, current_span_var
@@ -71,12 +70,11 @@ def _short_repr(value: Any, limit: int = 1000) -> str:
 class Trace(Span):
     """A trace point around a block: ``with jobtrace.Trace("name", info={...}) as span:``.
 
-    The object is its own span (one allocation per trace point, not two), and a plain
-    ``__init__`` is the cheapest way to make one; whether recording is on is checked when
-    the block is entered.
+    The object is its own span (one allocation per trace point, not two); entering and
+    leaving are :class:`Span`'s, without a further layer of calls.
     """
 
-    __slots__ = ("_token",)
+    __slots__ = ()
 
     def __init__(self, name: str, info: dict[str, Any] | None = None) -> None:
         self.name = name if type(name) is str else _check_name(name)
@@ -84,30 +82,6 @@ class Trace(Span):
         self.info = (
             None if info is None else dict(info) if type(info) is dict else _check_info(info)
         )
-
-    def __enter__(self) -> AnySpan:
-        if not _settings.enabled:
-            self._token = None
-            return UNSAMPLED
-        span = self._open()
-        self._token = current_span_var.set(span)
-        return span
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        token = self._token
-        if token is None:
-            return
-        try:
-            current_span_var.reset(token)
-        except ValueError:  # left in another context (a generator, a callback)
-            current_span_var.set(getattr(self, "_parent", None))
-        if hasattr(self, "_t0"):  # False when the trace is not sampled
-            self.end(exc)
 
 
 # -- start() / stop() -------------------------------------------------------------------------
@@ -117,10 +91,9 @@ def start(name: str, info: dict[str, Any] | None = None) -> None:
     """Open a trace point that a later :func:`stop` in the same context closes."""
     if not _settings.enabled:
         return
-    span = begin(_check_name(name), _copy(_check_info(info)))
+    _, span = begin(_check_name(name), _copy(_check_info(info)))
     if isinstance(span, Span):
         span._manual = True  # only start() spans may be closed by stop()
-    current_span_var.set(span)
 
 
 def stop(info: dict[str, Any] | None = None) -> None:
@@ -192,17 +165,22 @@ def _wrap(
     settings = _settings
     var = current_span_var
 
+    # Decided here, once: each call only builds its own (fresh) info dicts.
     def call_info(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        function: dict[str, Any] = {"name": qualname}
-        if not hide_args:
-            function["args"] = _short_repr(args)
-            function["kwargs"] = _short_repr(kwargs)
-        info = {} if base_info is None else dict(base_info)
+        if hide_args:
+            function: dict[str, Any] = {"name": qualname}
+        else:
+            function = {"name": qualname, "args": _short_repr(args), "kwargs": _short_repr(kwargs)}
+        if base_info is None:
+            return {"function": function}
+        info = dict(base_info)
         info["function"] = function
         return info
 
+    keep_result = not hide_result
+
     def finish(span: AnySpan, result: Any) -> None:
-        if not hide_result and isinstance(span, Span) and span.info is not None:
+        if isinstance(span, Span) and span.info is not None:
             span.info["function"]["result"] = _short_repr(result)
 
     if inspect.isasyncgenfunction(fn):
@@ -213,7 +191,9 @@ def _wrap(
                 async for item in fn(*args, **kwargs):
                     yield item
                 return
-            span = begin(name, call_info(args, kwargs))
+            holder, span = begin(name, call_info(args, kwargs))
+            if holder._token is not None:  # the span is current only while the generator runs
+                var.reset(holder._token)
             agen = fn(*args, **kwargs)
             sent: Any = None
             error: BaseException | None = None
@@ -253,7 +233,9 @@ def _wrap(
             if not settings.enabled:
                 result: Any = yield from fn(*args, **kwargs)
                 return result
-            span = begin(name, call_info(args, kwargs))
+            holder, span = begin(name, call_info(args, kwargs))
+            if holder._token is not None:  # the span is current only while the generator runs
+                var.reset(holder._token)
             gen = fn(*args, **kwargs)
             sent: Any = None
             error: BaseException | None = None
@@ -263,7 +245,8 @@ def _wrap(
                     try:
                         item = gen.throw(error) if error is not None else gen.send(sent)
                     except StopIteration as stop:
-                        finish(span, stop.value)
+                        if keep_result:
+                            finish(span, stop.value)
                         span.end()
                         value: Any = stop.value
                         return value
@@ -293,17 +276,15 @@ def _wrap(
             if not settings.enabled:
                 return await fn(*args, **kwargs)
             # Runs when awaited, in the awaiting task's context: timed until it finishes.
-            span = begin(name, call_info(args, kwargs))
-            token = var.set(span)
+            holder, span = begin(name, call_info(args, kwargs))
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                var.reset(token)
-                span.end(exc)
+                holder.__exit__(None, exc, None)
                 raise
-            var.reset(token)
-            finish(span, result)
-            span.end()
+            if keep_result:
+                finish(span, result)
+            holder.__exit__(None, None, None)
             return result
 
         return traced_async
@@ -312,17 +293,15 @@ def _wrap(
     def traced(*args: Any, **kwargs: Any) -> Any:
         if not settings.enabled:
             return fn(*args, **kwargs)
-        span = begin(name, call_info(args, kwargs))
-        token = var.set(span)
+        holder, span = begin(name, call_info(args, kwargs))
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            var.reset(token)
-            span.end(exc)
+            holder.__exit__(None, exc, None)
             raise
-        var.reset(token)
-        finish(span, result)
-        span.end()
+        if keep_result:
+            finish(span, result)
+        holder.__exit__(None, None, None)
         return result
 
     return traced

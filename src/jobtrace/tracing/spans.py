@@ -71,6 +71,7 @@ class Span:
         "_parent",
         "_state",
         "_t0",
+        "_token",
         "info",
         "job_id",
         "name",
@@ -96,9 +97,14 @@ class Span:
         self.name = name
         self.info = info
 
-    def _open(self) -> Span | _Unsampled:
-        """Become a running span under the current one; UNSAMPLED if the trace is not
-        recorded. One method, not several calls: this is the hot path of every span."""
+    def __enter__(self) -> Span | _Unsampled:
+        """Start under the current span and become the current one; returns UNSAMPLED
+        (a no-op span) if the trace is not recorded. One method, not several calls: this
+        is the hot path of every span."""
+        if not _settings.enabled:
+            self._t0 = -1
+            self._token = None
+            return UNSAMPLED
         parent = _current_get()
         t0 = _perf_ns()
         start_ns = t0 + _clock.offset
@@ -107,7 +113,7 @@ class Span:
             if parent is None:
                 rate = _settings.sample_rate
                 if rate < 1.0 and _random() >= rate:
-                    return UNSAMPLED
+                    return self._unsampled()
                 self._state = [0, 0]
                 # 48-bit milliseconds, then 80 random bits (see jobtrace._ids.trace_id);
                 # the shifted millisecond is cached, big-int shifts cost more than a lookup.
@@ -117,13 +123,13 @@ class Span:
                 self.trace_id = _ms_prefix[1] | _bits(80)
                 self.parent_id = None
             elif not parent.sampled:
-                return UNSAMPLED
+                return self._unsampled()
             else:
                 self._state = parent._state
                 self.trace_id = parent.trace_id
                 self.parent_id = parent.span_id
         elif isinstance(parent, _Unsampled):
-            return UNSAMPLED
+            return self._unsampled()
         else:
             self._state = parent._state
             self.trace_id = parent.trace_id
@@ -134,7 +140,28 @@ class Span:
         self.span_id = _bits(64) or 1
         self.start_ns = start_ns
         self._t0 = t0
+        self._token = _current_set(self)
         return self
+
+    def _unsampled(self) -> _Unsampled:
+        self._t0 = -1
+        self._token = _current_set(UNSAMPLED)
+        return UNSAMPLED
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            try:
+                _current_reset(token)
+            except ValueError:  # left in another context (a generator, a callback)
+                _current_set(self._parent if self._t0 >= 0 else None)
+        if self._t0 >= 0:
+            self.end(exc)
 
     def set(self, key: str, value: Any) -> None:
         """Attach an attribute to this span's info (recorded when the span ends)."""
@@ -228,6 +255,8 @@ current_span_var: ContextVar[Span | _Unsampled | RemoteParent | None] = ContextV
     "jobtrace_current_span", default=None
 )
 _current_get = current_span_var.get
+_current_set = current_span_var.set
+_current_reset = current_span_var.reset
 
 
 class _Settings:
@@ -334,9 +363,11 @@ def _message(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
-def begin(name: str, info: dict[str, Any] | None) -> Span | _Unsampled:
-    """Open a span under the current one (not made current; callers do that)."""
-    return Span(name, info)._open()
+def begin(name: str, info: dict[str, Any] | None) -> tuple[Span, Span | _Unsampled]:
+    """Open a span under the current one and make it current: (the span object, what
+    ``with`` would bind: the span itself, or UNSAMPLED)."""
+    span = Span(name, info)
+    return span, span.__enter__()
 
 
 def current_span() -> Span | None:
