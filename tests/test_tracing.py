@@ -475,3 +475,16 @@ def test_unserialisable_info_is_stored_as_repr_with_one_log_line(
         sum("Opaque values are not JSON-serialisable" in r.getMessage() for r in caplog.records)
         == 1
     )
+
+
+def test_work_for_an_unsampled_caller_stays_unrecorded(memory_sink: MemorySink) -> None:
+    _config.configure(
+        url=f"memory://{memory_sink.name}", trace_sample_rate=0.0, install_signal_handlers=False
+    )
+    with jobtrace.Trace("unsampled-root"):
+        prepared = in_process(work_in_process)
+    _config.configure(
+        url=f"memory://{memory_sink.name}", trace_sample_rate=1.0, install_signal_handlers=False
+    )
+    assert prepared(3) == 9  # runs here, as a worker would, under the carried context
+    assert spans(memory_sink) == []

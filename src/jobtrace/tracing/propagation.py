@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 
 from jobtrace import _config
 from jobtrace.jobs import current_job
-from jobtrace.tracing.spans import RemoteParent, Span, current_span_var, parse_traceparent
+from jobtrace.tracing.spans import (
+    UNSAMPLED,
+    RemoteParent,
+    Span,
+    current_span_var,
+    parse_traceparent,
+)
 
 T = TypeVar("T")
 
@@ -90,7 +96,8 @@ class _InProcess:
 
         parent = parse_traceparent(self.context.get(_config.ENV_TRACEPARENT, ""))
         if parent is not None:
-            current_span_var.set(parent)
+            # An unsampled caller's work stays unrecorded here too.
+            current_span_var.set(parent if parent.sampled else UNSAMPLED)
         job_id = self.context.get(_config.ENV_PARENT_JOB)
         previous_job = spans._settings.parent_job
         if job_id and current_job() is None:
