@@ -488,3 +488,13 @@ def test_work_for_an_unsampled_caller_stays_unrecorded(memory_sink: MemorySink) 
     )
     assert prepared(3) == 9  # runs here, as a worker would, under the carried context
     assert spans(memory_sink) == []
+
+
+def test_a_process_started_under_a_trace_passes_it_on_to_its_own_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobtrace.tracing import carrier, spans
+
+    parent = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+    monkeypatch.setattr(spans._settings, "remote_parent", spans.parse_traceparent(parent))
+    assert carrier()[_config.ENV_TRACEPARENT] == parent

@@ -25,8 +25,6 @@ from jobtrace import _config
 from jobtrace.jobs import current_job
 from jobtrace.tracing.spans import (
     UNSAMPLED,
-    RemoteParent,
-    Span,
     current_span_var,
     parse_traceparent,
 )
@@ -59,8 +57,11 @@ class Thread(threading.Thread):
 def carrier() -> dict[str, str]:
     """The current trace and job as plain strings, for another process."""
     out: dict[str, str] = {}
-    span = current_span_var.get()
-    if isinstance(span, Span | RemoteParent) or span is not None:
+    from jobtrace.tracing import spans
+
+    # The current span; else the parent this process was started under, if any.
+    span = current_span_var.get() or spans._settings.remote_parent
+    if span is not None:  # an unsampled trace travels as such (its flags say so)
         out[_config.ENV_TRACEPARENT] = span.traceparent()
     job = current_job()
     if job is not None and job.id:
