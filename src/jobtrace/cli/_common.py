@@ -5,11 +5,16 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from jobtrace.errors import JobtraceError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from jobtrace.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,8 +51,16 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_store(url: str | None) -> Any:
-    """Open the store for reading (a missing SQLite file is an error, not a new store)."""
+def plain_console() -> Console:
+    """A console that prints user strings as they are: no markup, emoji codes or guessing."""
+    from rich.console import Console
+
+    return Console(emoji=False, highlight=False, markup=False)
+
+
+def open_store(url: str | None) -> Store:
+    """Open the store for reading (a missing SQLite file is an error, not a new store);
+    use it as ``with open_store(url) as store:`` so it is closed."""
     from jobtrace import _config
     from jobtrace.store import Store
 

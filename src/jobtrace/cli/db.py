@@ -21,12 +21,9 @@ def upgrade(store_url: str | None) -> None:
     from jobtrace.store import Store
 
     settings = _config.resolve(url=store_url)
-    store = Store(settings.url, migrate=False)
-    try:
+    with Store(settings.url, migrate=False) as store:
         before = store.revision()
         after = store.upgrade()
-    finally:
-        store.close()
     if before == after:
         click.echo(f"{store.safe_url}: schema is current (revision {after})")
     else:

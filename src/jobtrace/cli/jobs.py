@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from rich.text import Text
 
 from jobtrace._clock import iso
@@ -17,6 +16,7 @@ from jobtrace.cli._common import (
     handle_errors,
     json_option,
     open_store,
+    plain_console,
     print_json,
     store_option,
 )
@@ -53,13 +53,6 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def plain_console() -> Console:
-    """A console that prints user strings as they are: no markup, emoji codes or guessing."""
-    from rich.console import Console
-
-    return Console(emoji=False, highlight=False, markup=False)
-
-
 @click.group()
 def jobs() -> None:
     """List and inspect recorded jobs."""
@@ -76,11 +69,8 @@ def list_jobs(
     experiment: str | None, status: str | None, limit: int, as_json: bool, store_url: str | None
 ) -> None:
     """List jobs, newest first."""
-    store = open_store(store_url)
-    try:
+    with open_store(store_url) as store:
         rows = store.list_jobs(experiment=experiment, status=status, limit=limit)
-    finally:
-        store.close()
     if as_json:
         print_json([job_json(r) for r in rows])
         return
@@ -131,11 +121,8 @@ def list_jobs(
 @handle_errors
 def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
     """Show every recorded field of one job (JOB_ID may be a unique prefix)."""
-    store = open_store(store_url)
-    try:
+    with open_store(store_url) as store:
         row = store.get_job(job_id)
-    finally:
-        store.close()
     if row is None:
         fail(f"no job {job_id!r} in {store.safe_url}")
         return

@@ -18,10 +18,10 @@ from jobtrace.cli._common import (
     handle_errors,
     json_option,
     open_store,
+    plain_console,
     print_json,
     store_option,
 )
-from jobtrace.cli.jobs import plain_console
 from jobtrace.report.traces import format_ms, iso_utc, trace_json
 
 #: The terminal view lists at most this many span names in its statistics table.
@@ -86,11 +86,8 @@ def list_traces(job_id: str | None, limit: int, as_json: bool, store_url: str | 
     Each row shows the trace id, its root span's name, the job, the start time, the total
     duration, and how many spans were recorded and how many failed.
     """
-    store = open_store(store_url)
-    try:
+    with open_store(store_url) as store:
         rows = store.list_traces(job_id=job_id, limit=limit)
-    finally:
-        store.close()
     if as_json:
         print_json([summary_json(r) for r in rows])
         return
@@ -188,11 +185,8 @@ def show_trace(
         raise click.UsageError(f"choose one output format, not {' and '.join(chosen)}")
     if osprofiler and (as_html or as_dot):
         raise click.UsageError("--osprofiler prints JSON; it cannot go with --html or --dot")
-    store = open_store(store_url)
-    try:
+    with open_store(store_url) as store:
         spans = store.get_trace(trace_id)
-    finally:
-        store.close()
     if spans is None:
         fail(f"no trace {trace_id!r} in {store.safe_url}")
         return

@@ -6,8 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
+from jobtrace._config import mask_url
 from jobtrace.errors import StoreError
 from jobtrace.model import Record
 from jobtrace.store import jobs as job_queries
@@ -65,10 +64,13 @@ class Store:
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for messages."""
-        try:
-            return sa.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return self.url.split("@")[-1]
+        return mask_url(self.url)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def write(self, records: Sequence[Record], batch_id: str | None = None) -> bool:
         """Write a batch in one transaction; False if ``batch_id`` was already written."""

@@ -84,8 +84,8 @@ class TableSpec(NamedTuple):
     #: The value is never None, so SQLite can split it in SQL (it binds NaN as NULL),
     #: sparing a Python fix-up per row.
     special_in_sql: bool = False
-    #: Id columns the hot path leaves as ints, written as fixed-width hex: (column, digits).
-    hex_ids: tuple[tuple[str, int], ...] = ()
+    #: Id columns the hot path leaves as ints, written as fixed-width hex: (column, format).
+    hex_ids: tuple[tuple[str, str], ...] = ()
 
 
 #: Every table the writer fills, in write order. There are no foreign keys, so order only
@@ -114,7 +114,7 @@ PLANS: tuple[TableSpec, ...] = (
         ("trace_id", "span_id"),
         json=("info",),
         update=False,
-        hex_ids=(("trace_id", 32), ("span_id", 16), ("parent_id", 16)),
+        hex_ids=model.SPAN_HEX_IDS,
     ),
     TableSpec("items", model.ITEM, ("id",), json=("info",), update=False),
     TableSpec(
@@ -165,7 +165,7 @@ class TablePlan:
         sources = ["value" if c == "special" else c for c in self._row_columns]
         self._get = operator.itemgetter(*[fields.index(c) + 1 for c in sources])
         self._json = tuple(self._row_columns.index(c) for c in spec.json)
-        self._hex = tuple((self._row_columns.index(c), f"0{w}x") for c, w in spec.hex_ids)
+        self._hex = tuple((self._row_columns.index(c), fmt) for c, fmt in spec.hex_ids)
         split = spec.special and not in_sql
         self._special = self._row_columns.index("special") if split else None
         self._value = self._row_columns.index("value") if split else None

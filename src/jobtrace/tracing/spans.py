@@ -40,11 +40,6 @@ _ms_prefix = [0, 0]  # [millisecond, millisecond << 80] of the last root span
 DROPPED_KEY = "jobtrace.dropped_spans"
 
 
-# The spans of one trace within one process share a two-item list, [kept, dropped], for
-# the per-trace cap: a list literal costs a fraction of constructing a small object.
-TraceState = list
-
-
 class RemoteParent:
     """A parent span in another process or service, known by its ids only."""
 
@@ -88,6 +83,8 @@ class Span:
     parent_id: int | None
     start_ns: int
     job_id: str | None
+    # The spans of one trace within one process share a two-item list, [kept, dropped],
+    # for the per-trace cap: a list literal costs a fraction of constructing an object.
     _state: list[int]
     _parent: Span | RemoteParent | None
     _t0: int
