@@ -42,7 +42,7 @@ from _common import Verdicts, banner, format_table, interleave, median, parse_ar
 from jobtrace import _config, _ids
 from jobtrace.model import Record
 from jobtrace.recorder import Recorder
-from jobtrace.store import Store, schema
+from jobtrace.store import Store, schema, sqlite
 
 BATCH = 20_000
 SQLITE_BUDGET = 200_000.0
@@ -136,11 +136,8 @@ def peer_rows(count: int) -> list[list[tuple[Any, ...]]]:
 
 
 def sqlite_peer(path: Path) -> tuple[sqlite3.Connection, Callable[[int], float]]:
-    """A bare sqlite3 connection tuned like jobtrace's, and its timed writer."""
-    conn = sqlite3.connect(path, isolation_level="IMMEDIATE", check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA cache_size=-65536")
+    """A bare sqlite3 connection with jobtrace's own pragmas, and its timed writer."""
+    conn = sqlite.connect(path)
     conn.execute(create_peer_table_sql(sqlite_dialect.dialect()))
     conn.commit()
     sql = PEER_SQL.format(p="?")
