@@ -29,6 +29,9 @@ Environment variables (all optional):
     Set for child processes by :func:`jobtrace.tracing.child_env`.
 ``JOBTRACE_PARENT_JOB``
     Job id that spans and metrics of this process belong to when no job runs here.
+``JOBTRACE_NO_EXTENSIONS``
+    Set to 1 to trace with the pure-Python implementation instead of the compiled one
+    (read once, at import; the compiled one is used when it was built and this is unset).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NamedTuple
 
 from jobtrace.errors import ConfigurationError
@@ -53,6 +57,20 @@ ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
 ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
 ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
+ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
+
+
+def load_speedups() -> ModuleType | None:
+    """The compiled hot paths (``jobtrace._speedups``), or None when they were not built or
+    ``JOBTRACE_NO_EXTENSIONS`` is set: then the pure-Python implementations run."""
+    if os.environ.get(ENV_NO_EXTENSIONS, "").strip() not in ("", "0"):
+        return None
+    try:
+        from jobtrace import _speedups
+    except ImportError:  # no compiler at install time: the Python code does the same work
+        return None
+    return _speedups
+
 
 DEFAULT_DIR = ".jobtrace"
 DB_FILENAME = "jobtrace.db"

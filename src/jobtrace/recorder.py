@@ -38,10 +38,13 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
-from jobtrace._config import Settings, mask_url
+from jobtrace._config import Settings, load_speedups, mask_url
 from jobtrace.model import Record
 from jobtrace.sinks import Sink, open_sink
 from jobtrace.spool import Spool
+
+#: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
+_speedups = load_speedups()
 
 log = logging.getLogger("jobtrace.recorder")
 
@@ -79,6 +82,13 @@ class Recorder:
     def _init_process_state(self) -> None:
         """State that must be fresh in every process (called again after ``fork``)."""
         self._buf: deque[Record] = deque()
+        # The compiled `record` stays the same object across a fork (tracing holds on to
+        # it), pointed at the child's own buffer.
+        appender = getattr(self, "_appender", None)
+        if appender is not None:
+            appender.retarget(self._buf)
+        elif _speedups is not None:
+            self._appender = _speedups.Appender(self._buf, self._wake_writer, self._drop, 1, 1)
         self._wake = threading.Event()
         self._wake_pending = False
         self._write_lock = threading.Lock()
@@ -110,7 +120,14 @@ class Recorder:
         self._interval = min(settings.flush_interval, settings.heartbeat_interval)
         self._spool = Spool(settings.spool_dir, settings.url)
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
-        self.record = self._record if settings.enabled else _record_nothing
+        if not settings.enabled:
+            self.record = _record_nothing
+        elif _speedups is not None:
+            self._appender.capacity = self._capacity
+            self._appender.flush_at = self._flush_at
+            self.record = self._appender
+        else:
+            self.record = self._record
 
     @property
     def settings(self) -> Settings:
@@ -131,7 +148,7 @@ class Recorder:
     # -- the hot path --------------------------------------------------------------------
 
     def _record(self, record: Record) -> None:
-        """Queue one record; never blocks, never raises."""
+        """Queue one record; never blocks, never raises (``_speedups.Appender`` in C)."""
         buf = self._buf
         n = len(buf)
         if n >= self._capacity:

@@ -20,68 +20,27 @@ import logging
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, TypeVar
 
-from jobtrace.tracing.spans import UNSAMPLED, AnySpan, Span, _settings, begin, current_span_var
+from jobtrace.tracing import spans
+from jobtrace.tracing.spans import (
+    UNSAMPLED,
+    AnySpan,
+    Span,
+    _check_info,
+    _check_name,
+    _settings,
+    _short_repr,
+    _warn_once,
+    begin,
+    current_span_var,
+)
 
 log = logging.getLogger("jobtrace.tracing")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_warned: set[str] = set()
 
-
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
-
-
-def _check_name(name: Any) -> str:
-    if isinstance(name, str):
-        return name
-    _warn_once(
-        f"name:{type(name).__name__}",
-        "jobtrace: trace point name %r is not a string; using str()",
-        name,
-    )
-    return str(name)
-
-
-def _check_info(info: Any) -> dict[str, Any] | None:
-    if info is None or isinstance(info, dict):
-        return info
-    _warn_once(
-        f"info:{type(info).__name__}",
-        "jobtrace: trace info must be a dict, got %s; ignored",
-        type(info).__name__,
-    )
-    return None
-
-
-def _short_repr(value: Any, limit: int = 1000) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not break the traced call
-        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# -- with Trace(...) ------------------------------------------------------------------------
-
-
-class Trace(Span):
-    """A trace point around a block: ``with jobtrace.Trace("name", info={...}) as span:``.
-
-    The object is its own span (one allocation per trace point, not two); entering and
-    leaving are :class:`Span`'s, without a further layer of calls.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, name: str, info: dict[str, Any] | None = None) -> None:
-        self.name = name if type(name) is str else _check_name(name)
-        # A copy per call: the caller's dict is never shared between spans.
-        self.info = (
-            None if info is None else dict(info) if type(info) is dict else _check_info(info)
-        )
+#: ``with jobtrace.Trace("name", info={...}) as span:`` — a trace point around a block. It is
+#: the :class:`Span` type itself: the object is its own span and context manager.
+Trace = Span
 
 
 # -- start() / stop() -------------------------------------------------------------------------
@@ -91,7 +50,7 @@ def start(name: str, info: dict[str, Any] | None = None) -> None:
     """Open a trace point that a later :func:`stop` in the same context closes."""
     if not _settings.enabled:
         return
-    _, span = begin(_check_name(name), _copy(_check_info(info)))
+    _, span = begin(name, info)  # Span() checks the name and copies the info
     if isinstance(span, Span):
         span._manual = True  # only start() spans may be closed by stop()
 
@@ -112,10 +71,6 @@ def stop(info: dict[str, Any] | None = None) -> None:
     # different (copied) contexts, where a token cannot be used.
     current_span_var.set(span._parent)
     span.end()
-
-
-def _copy(info: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if info is None else dict(info)
 
 
 # -- @trace ------------------------------------------------------------------------------------
@@ -288,6 +243,10 @@ def _wrap(
             return result
 
         return traced_async
+
+    if spans._c is not None:  # the compiled wrapper: one C call around the function
+        wrapper = spans._c.TracedFunction(fn, name, qualname, base_info, hide_args, hide_result)
+        return functools.update_wrapper(wrapper, fn)
 
     @functools.wraps(fn)
     def traced(*args: Any, **kwargs: Any) -> Any:
