@@ -14,18 +14,26 @@ Every case times the same kind of loop, with nothing subtracted:
   ``@jobtrace.trace("x")`` (default arguments, and ``hide_args=True``) and under
   ``@profiler.trace("x")`` (likewise).
 
-jobtrace records to ``memory://bench-tracing`` with its writer thread running as in
-production (flush interval 1 s, a batch every 20,000 records), a buffer of 2n+2 records
-and a per-trace cap of 2n+2 spans, so nothing is dropped (the default cap of 10,000 would
-turn the rest of the child loop into cheaper, unrecorded drops). Recording off is
-``jobtrace.configure(..., enabled=False)``. OpenTelemetry runs a ``TracerProvider`` with a
-``BatchSpanProcessor`` (default batch size and delay, queue raised to 2n+2 so nothing is
-dropped) over an ``InMemorySpanExporter``. OSProfiler is initialised once with
-``profiler.init(hmac_key=...)`` and a no-op notifier installed with
+jobtrace runs every case twice, once per sink, with its writer thread running as in
+production (flush interval 1 s, a batch every 20,000 records), a buffer of 2n+2 records and
+a per-trace cap of 2n+2 spans, so nothing is dropped (the default cap of 10,000 would turn
+the rest of the child loop into cheaper, unrecorded drops):
+
+- "kept": ``memory://bench-tracing``, which keeps every record, as OpenTelemetry's
+  in-memory exporter keeps every span; compared with OpenTelemetry, and held to the
+  absolute budgets;
+- "discarded": a sink that counts the records it is handed and keeps none, as OSProfiler's
+  no-op notifier drops every message; compared with OSProfiler. Everything on the caller's
+  side is the same; what differs is that nothing stays alive for the garbage collector.
+
+Recording off is ``jobtrace.configure(..., enabled=False)``. OpenTelemetry runs a
+``TracerProvider`` with a ``BatchSpanProcessor`` (default batch size and delay, queue
+raised to 2n+2 so nothing is dropped) over an ``InMemorySpanExporter``. OSProfiler is
+initialised once with ``profiler.init(hmac_key=...)`` and a no-op notifier installed with
 ``osprofiler.notifier.set``.
 
 After every case the spans are flushed, counted (every span must have been recorded) and
-cleared: jobtrace's memory sink, OpenTelemetry's exporter. The garbage collector stays on
+cleared: jobtrace's sinks, OpenTelemetry's exporter. The garbage collector stays on
 during the loops, as in a traced program, and a full collection runs before each loop so
 none inherits another's garbage; the time spent in collections during the loop is shown
 per span. Every case runs the same number of spans per round, so each side's in-memory
@@ -40,7 +48,7 @@ import gc
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +57,7 @@ from typing import Any
 import jobtrace
 from _common import Verdicts, banner, format_table, interleave, median, parse_args
 from jobtrace.recorder import get_recorder
+from jobtrace.sinks import register_sink
 from jobtrace.sinks.memory import MemorySink
 
 SPAN_BUDGET_NS = 1500.0
@@ -56,6 +65,10 @@ OFF_BUDGET_NS = 300.0
 MIN_PEER_RATIO = 10.0
 SINK_NAME = "bench-tracing"
 URL = f"memory://{SINK_NAME}"
+DISCARD_SCHEME = "bench-discard"
+KEPT = "kept"
+DISCARDED = "discarded"
+OFF = "jobtrace Trace, recording off"
 HMAC_KEY = "bench-tracing"
 
 OpenSpan = Callable[[str], AbstractContextManager[Any]]
@@ -148,9 +161,9 @@ def runner(case: Case, gc_clock: GcClock) -> Callable[[], float]:
 # -- the sides -----------------------------------------------------------------------------
 
 
-def configure_jobtrace(directory: Path, n: int, *, enabled: bool) -> None:
+def configure_jobtrace(url: str, directory: Path, n: int, *, enabled: bool = True) -> None:
     jobtrace.configure(
-        URL,
+        url,
         directory=str(directory),
         enabled=enabled,
         flush_interval=1.0,
@@ -160,42 +173,66 @@ def configure_jobtrace(directory: Path, n: int, *, enabled: bool) -> None:
     )
 
 
-def jobtrace_cases(directory: Path, n: int) -> list[Case]:
-    configure_jobtrace(directory, n, enabled=True)
-    sink = MemorySink.named(SINK_NAME)
+class DiscardingSink:
+    """Counts what it is given and keeps nothing: jobtrace's no-op notifier."""
+
+    received = 0
+
+    def __init__(self, url: str) -> None:
+        pass
+
+    def write(self, records: Sequence[Any]) -> None:
+        DiscardingSink.received += len(records)
+
+    def close(self) -> None:
+        pass
+
+
+register_sink(DISCARD_SCHEME, f"{__name__}:DiscardingSink")
+
+
+def jobtrace_cases(directory: Path, n: int, url: str, where: str) -> list[Case]:
+    """jobtrace's cases recording to ``url``: the memory sink (``where`` = "kept") or the
+    discarding one ("discarded"). Each case points the recorder at its sink first."""
+
+    def count() -> int:
+        if url == URL:
+            records = MemorySink.named(SINK_NAME).records
+            counted = len(records)
+            records.clear()
+            return counted
+        counted, DiscardingSink.received = DiscardingSink.received, 0
+        return counted
+
+    def on() -> None:
+        configure_jobtrace(url, directory, n)
+        count()
+
+    def off() -> None:
+        configure_jobtrace(url, directory, n, enabled=False)
 
     def drain() -> int:
         jobtrace.flush()
-        count = len(sink.records)
-        sink.records.clear()
-        sink.batches.clear()
-        return count
-
-    def recording_off() -> None:
-        configure_jobtrace(directory, n, enabled=False)
-
-    def drain_and_turn_on() -> int:
-        count = drain()
-        configure_jobtrace(directory, n, enabled=True)
-        return count
+        return count()
 
     open_span: OpenSpan = jobtrace.Trace
     traced: Work = jobtrace.trace("x")(work)
     traced_hidden: Work = jobtrace.trace("x", hide_args=True)(work)
-    return [
-        Case("jobtrace Trace, root", n, lambda k: loop_spans(open_span, k),
-             after=drain, expected=n),
-        Case("jobtrace Trace, child", n, lambda k: loop_child_spans(open_span, k),
-             after=drain, expected=n + 1),
-        Case("jobtrace Trace, recording off", n,
-             lambda k: loop_spans(open_span, k),
-             before=recording_off, after=drain_and_turn_on, expected=0),
-        Case("jobtrace @trace call", n, lambda k: loop_calls(traced, k),
-             after=drain, expected=n),
-        Case("jobtrace @trace(hide_args) call", n,
-             lambda k: loop_calls(traced_hidden, k), after=drain, expected=n),
-        Case("undecorated call", n, lambda k: loop_calls(work, k)),
+    cases = [
+        Case(f"jobtrace Trace, root, {where}", n, lambda k: loop_spans(open_span, k),
+             before=on, after=drain, expected=n),
+        Case(f"jobtrace Trace, child, {where}", n, lambda k: loop_child_spans(open_span, k),
+             before=on, after=drain, expected=n + 1),
+        Case(f"jobtrace @trace call, {where}", n, lambda k: loop_calls(traced, k),
+             before=on, after=drain, expected=n),
+        Case(f"jobtrace @trace(hide_args) call, {where}", n,
+             lambda k: loop_calls(traced_hidden, k), before=on, after=drain, expected=n),
     ]  # fmt: skip
+    if where == KEPT:
+        cases.append(
+            Case(OFF, n, lambda k: loop_spans(open_span, k), before=off, after=drain, expected=0)
+        )
+    return cases
 
 
 @dataclass
@@ -306,7 +343,11 @@ def main() -> int:
     verdicts = Verdicts("bench_tracing")
 
     with tempfile.TemporaryDirectory(prefix="jt-bench-tracing-") as tmp:
-        cases = jobtrace_cases(Path(tmp), n)
+        cases = [
+            *jobtrace_cases(Path(tmp), n, URL, KEPT),
+            *jobtrace_cases(Path(tmp), n, f"{DISCARD_SCHEME}://", DISCARDED),
+            Case("undecorated call", n, lambda k: loop_calls(work, k)),
+        ]
         peers = [p for p in (otel_peer(n), osprofiler_peer(n)) if p is not None]
         for peer in peers:
             cases.extend(peer.cases)
@@ -328,9 +369,9 @@ def main() -> int:
 
     ns = {label: median(values) for label, values in results.items()}
     budgets = {
-        "jobtrace Trace, root": SPAN_BUDGET_NS,
-        "jobtrace Trace, child": SPAN_BUDGET_NS,
-        "jobtrace Trace, recording off": OFF_BUDGET_NS,
+        f"jobtrace Trace, root, {KEPT}": SPAN_BUDGET_NS,
+        f"jobtrace Trace, child, {KEPT}": SPAN_BUDGET_NS,
+        OFF: OFF_BUDGET_NS,
     }
     rows = []
     for label, case in by_label.items():
@@ -353,16 +394,18 @@ def main() -> int:
 
     plain = ns["undecorated call"]
     print("\n@trace overhead over the undecorated call (information, no budget):")
-    for label in ("jobtrace @trace call", "jobtrace @trace(hide_args) call"):
+    for label in (f"jobtrace @trace call, {KEPT}", f"jobtrace @trace(hide_args) call, {KEPT}"):
         print(f"  {label}: +{ns[label] - plain:.0f} ns, {ns[label] / plain:.1f}x")
 
+    # Like against like: OpenTelemetry's in-memory exporter keeps every span, as the memory
+    # sink does; OSProfiler's no-op notifier drops every message, as the discarding sink does.
     pairs = [
-        ("OTel span, root", "jobtrace Trace, root"),
-        ("OTel span, child", "jobtrace Trace, child"),
-        ("OSProfiler Trace", "jobtrace Trace, root"),
-        ("OSProfiler Trace", "jobtrace Trace, child"),
-        ("OSProfiler @trace call", "jobtrace @trace call"),
-        ("OSProfiler @trace(hide_args) call", "jobtrace @trace(hide_args) call"),
+        ("OTel span, root", f"jobtrace Trace, root, {KEPT}"),
+        ("OTel span, child", f"jobtrace Trace, child, {KEPT}"),
+        ("OSProfiler Trace", f"jobtrace Trace, root, {DISCARDED}"),
+        ("OSProfiler Trace", f"jobtrace Trace, child, {DISCARDED}"),
+        ("OSProfiler @trace call", f"jobtrace @trace call, {DISCARDED}"),
+        ("OSProfiler @trace(hide_args) call", f"jobtrace @trace(hide_args) call, {DISCARDED}"),
     ]
     ratio_rows = []
     for peer_label, own_label in pairs:

@@ -480,6 +480,13 @@ static void span_finish(SpanObject *self, PyObject *error)
         goto error;
     }
     PyTuple_SET_ITEM(record, 13, item);
+    /* A record that holds no container the collector tracks cannot be part of a cycle, so
+       it is untracked now rather than at its first collection: thousands of them wait in
+       the buffer for the writer, and every collection would walk them all. */
+    if (self->info == NULL || self->info == Py_None ||
+        (PyDict_CheckExact(self->info) && !PyObject_GC_IsTracked(self->info))) {
+        PyObject_GC_UnTrack(record);
+    }
     /* the recorder's append never raises; whatever happens, the traced code goes on */
     item = PyObject_CallOneArg(S.record, record);
     Py_DECREF(record);
@@ -623,6 +630,8 @@ typedef struct {
     char keep_result;
 } TracedFunctionObject;
 
+#define REPR_LIMIT 1000 /* characters of an argument list or result kept, as _short_repr */
+
 static PyObject *short_repr(PyObject *value)
 {
     PyObject *text = PyObject_Repr(value);
@@ -631,11 +640,93 @@ static PyObject *short_repr(PyObject *value)
         PyErr_Clear();
         return PyObject_CallOneArg(S.short_repr, value);
     }
-    if (PyUnicode_GET_LENGTH(text) > 1000) {
+    if (PyUnicode_GET_LENGTH(text) > REPR_LIMIT) {
         PyObject *out = PyObject_CallOneArg(S.short_repr, value);
         Py_DECREF(text);
         return out;
     }
+    return text;
+}
+
+#define FAST_REPR_MAX_ARGS 8
+
+/* repr(args) for the common case, arguments that are ints, strings, floats, bools, None or
+   bytes: the same text as the tuple's repr, without its recursion guard (these cannot
+   recurse), which costs more than the rest. NULL without an error means "not this case". */
+static PyObject *atoms_repr(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > FAST_REPR_MAX_ARGS) {
+        return NULL;
+    }
+    PyObject *parts[FAST_REPR_MAX_ARGS];
+    Py_ssize_t length = 2 + (nargs == 1) + 2 * (nargs > 1 ? nargs - 1 : 0);
+    Py_UCS4 maxchar = 127;
+    Py_ssize_t done = 0;
+    PyObject *result = NULL;
+    for (; done < nargs; done++) {
+        PyObject *arg = args[done];
+        PyTypeObject *type = Py_TYPE(arg);
+        if (!(type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
+              type == &PyBool_Type || type == &PyBytes_Type || arg == Py_None)) {
+            goto out;
+        }
+        PyObject *part = type->tp_repr(arg);
+        if (part == NULL) {
+            PyErr_Clear();
+            goto out;
+        }
+        parts[done] = part;
+        length += PyUnicode_GET_LENGTH(part);
+        if (PyUnicode_MAX_CHAR_VALUE(part) > maxchar) {
+            maxchar = PyUnicode_MAX_CHAR_VALUE(part);
+        }
+        if (length > REPR_LIMIT) { /* the general path truncates */
+            done++;
+            goto out;
+        }
+    }
+    result = PyUnicode_New(length, maxchar);
+    if (result == NULL) {
+        PyErr_Clear();
+        goto out;
+    }
+    Py_ssize_t at = 0;
+    PyUnicode_WriteChar(result, at++, '(');
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (i > 0) {
+            PyUnicode_WriteChar(result, at++, ',');
+            PyUnicode_WriteChar(result, at++, ' ');
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(parts[i]);
+        PyUnicode_CopyCharacters(result, at, parts[i], 0, n);
+        at += n;
+    }
+    if (nargs == 1) {
+        PyUnicode_WriteChar(result, at++, ',');
+    }
+    PyUnicode_WriteChar(result, at, ')');
+out:
+    for (Py_ssize_t i = 0; i < done; i++) {
+        Py_DECREF(parts[i]);
+    }
+    return result;
+}
+
+static PyObject *args_repr(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *text = atoms_repr(args, nargs);
+    if (text != NULL) {
+        return text;
+    }
+    PyObject *tuple = PyTuple_New(nargs);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    }
+    text = short_repr(tuple);
+    Py_DECREF(tuple);
     return text;
 }
 
@@ -653,15 +744,7 @@ static PyObject *call_info(TracedFunctionObject *self, PyObject *const *args, si
     }
     if (!self->hide_args) {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-        PyObject *tuple = PyTuple_New(nargs);
-        if (tuple == NULL) {
-            goto fail;
-        }
-        for (Py_ssize_t i = 0; i < nargs; i++) {
-            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
-        }
-        PyObject *text = short_repr(tuple);
-        Py_DECREF(tuple);
+        PyObject *text = args_repr(args, nargs);
         if (text == NULL || PyDict_SetItem(function, str_args, text) < 0) {
             Py_XDECREF(text);
             goto fail;
@@ -693,6 +776,12 @@ static PyObject *call_info(TracedFunctionObject *self, PyObject *const *args, si
     if (info == NULL || PyDict_SetItem(info, str_function, function) < 0) {
         Py_XDECREF(info);
         goto fail;
+    }
+    /* Inserting a dict makes the collector track `info`; but `function` holds only strings
+       (untracked), so unless the decorator's info holds containers there is no cycle. */
+    if (!PyObject_GC_IsTracked(function) &&
+        (self->base_info == Py_None || !PyObject_GC_IsTracked(self->base_info))) {
+        PyObject_GC_UnTrack(info);
     }
     Py_DECREF(function);
     return info;
