@@ -9,6 +9,7 @@ traceback); bad input never does.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -125,8 +126,28 @@ async def _on_store_error(request: Request, exc: Exception) -> Response:
 
     if isinstance(exc, QueryError):
         return error_response(422, str(exc), "invalid_query")
+    assert isinstance(exc, StoreError)
+    if not _is_database_failure(exc):
+        # The store wraps everything a query raises; a Python error in it is a bug.
+        cause = exc.__cause__
+        return await _on_bug(request, cause if isinstance(cause, Exception) else exc)
     log.warning("jobtrace server: store error on %s %s: %s", request.method, request.url, exc)
     return error_response(503, str(exc))
+
+
+def _is_database_failure(exc: StoreError) -> bool:
+    """Whether a store error comes from the database or its connection (answered 503)."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    cause = exc.__cause__
+    if cause is None or isinstance(
+        cause, sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | OSError | StoreError
+    ):
+        return True
+    psycopg = sys.modules.get("psycopg")  # the PostgreSQL writer uses it directly
+    return psycopg is not None and isinstance(cause, psycopg.Error)
 
 
 async def _on_bug(request: Request, exc: Exception) -> Response:
