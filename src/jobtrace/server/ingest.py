@@ -1,6 +1,8 @@
-"""Decoding and checking an ingest batch: ``{"id": "…", "records": [{"kind": …}, …]}``.
+"""Decoding and checking an ingest batch: ``{"id": "…", "records": [record, …]}``.
 
-Records use the model's own codec (:func:`jobtrace.model.to_dict`): the recorder's fields,
+Records use the model's own codecs: an object (:func:`jobtrace.model.to_dict`, readable)
+or an array in the record tuple's order (:func:`jobtrace.model.to_list`, what the
+``http://`` sink sends: no keys to build or check). Either way: the recorder's fields,
 epoch-second times, span ids as hex, special floats as ``"nan"``/``"inf"``/``"-inf"``. This
 endpoint carries many thousands of records per request, so there is no per-record pydantic
 model: orjson parses the body and checks derived once from the store's schema (type,
@@ -177,6 +179,17 @@ def check_record(record: model.Record, index: int) -> None:
             raise _bad(index, kind, name, problem)
 
 
+def _kind_of(item: Any) -> str | None:
+    kind = (
+        item.get("kind")
+        if isinstance(item, dict)
+        else item[0]
+        if item and isinstance(item, list)
+        else None
+    )
+    return kind if isinstance(kind, str) else None
+
+
 def decode_batch(body: bytes) -> tuple[str, list[model.Record]]:
     """(batch id, records) from a request body, or an :class:`APIError` (400 or 422)."""
     try:
@@ -200,16 +213,15 @@ def decode_batch(body: bytes) -> tuple[str, list[model.Record]]:
         )
     items = data.get("records")
     if type(items) is not list:
-        raise APIError(422, "a batch needs records: a list of record objects")
+        raise APIError(422, "a batch needs records: a list of record objects or arrays")
     records: list[model.Record] = []
     append = records.append
-    from_dict = model.from_dict
+    from_dict, from_list = model.from_dict, model.from_list
     for index, item in enumerate(items):
         try:
-            record = from_dict(item)
+            record = from_list(item) if type(item) is list else from_dict(item)
         except model.RecordError as exc:
-            kind = item.get("kind") if isinstance(item, dict) else None
-            raise _bad(index, kind if isinstance(kind, str) else None, None, str(exc)) from None
+            raise _bad(index, _kind_of(item), None, str(exc)) from None
         check_record(record, index)
         append(record)
     return batch_id, records

@@ -30,8 +30,8 @@ from jobtrace import __version__
 from jobtrace._config import mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
-from jobtrace.model import Record
-from jobtrace.sinks.file import encode_lines, json_loads
+from jobtrace.model import Record, clean, to_list
+from jobtrace.sinks.file import json_loads
 
 __all__ = ["BATCHES_PATH", "HTTPSink", "encode_batch"]
 
@@ -52,13 +52,17 @@ _REJECT_LOG_LIMIT = 20
 
 
 def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
-    """The request body: ``{"id": …, "records": [record dicts]}`` in the model's codec."""
+    """The request body: ``{"id": …, "records": [[kind, field, …], …]}`` (the model's
+    positional codec, :func:`jobtrace.model.to_list`)."""
     import orjson
 
-    lines = encode_lines(records)
-    # JSON text never holds a raw newline, so the lines' separators are the only ones.
-    items = lines[:-1].replace(b"\n", b",") if lines else b""
-    return b'{"id":' + orjson.dumps(batch_id) + b',"records":[' + items + b"]}"
+    body = {"id": batch_id, "records": [to_list(r) for r in records]}
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    try:
+        return orjson.dumps(body, default=repr, option=option)
+    except (TypeError, ValueError):
+        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name).
+        return orjson.dumps(clean(body), default=repr, option=option)
 
 
 class HTTPSink:
