@@ -1,5 +1,6 @@
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -75,3 +76,18 @@ def test_local_unique_ids_differ_across_a_fork() -> None:
     parent = _ids.local_unique_id()
     assert len({before, child, parent}) == 3 and parent > before
     assert child[:16] != parent[:16]
+
+
+def test_the_positional_codec_round_trips_special_floats_and_span_ids() -> None:
+    metric = ("metric", "j", "loss", 3, math.inf, 1.5)
+    span = ("span", 1, 2, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t")
+    assert model.from_list(orjson.loads(orjson.dumps(model.to_list(metric)))) == metric
+    decoded = model.from_list(orjson.loads(orjson.dumps(model.to_list(span))))
+    assert decoded[1:3] == (f"{1:032x}", f"{2:016x}")
+    nan = model.from_list(["metric", "j", "loss", 0, "nan", 1.0])[4]
+    assert math.isnan(nan)
+
+
+def test_the_positional_codec_refuses_a_wrong_field_count() -> None:
+    with pytest.raises(model.RecordError, match="5 fields"):
+        model.from_list(["metric", "j", "loss", 0])

@@ -9,6 +9,7 @@ import threading
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -205,3 +206,40 @@ if __name__ == '__main__':
     )
     steps = sorted(orjson.loads(line)["step"] for line in out.read_bytes().splitlines())
     assert steps == list(range(30))
+
+
+class _IdSink:
+    """A deduplicating sink whose first write stores the batch and then fails, as when a
+    server commits a batch but its response is lost."""
+
+    accepts_batch_id = True
+    stored: ClassVar[dict[str, list[Record]]] = {}
+    calls: ClassVar[list[str | None]] = []
+    lose_next_response: ClassVar[bool] = True
+
+    def __init__(self, url: str) -> None:
+        pass
+
+    def write(self, records: Sequence[Record], batch_id: str | None = None) -> None:
+        assert batch_id is not None
+        _IdSink.calls.append(batch_id)
+        _IdSink.stored.setdefault(batch_id, list(records))
+        if _IdSink.lose_next_response:
+            _IdSink.lose_next_response = False
+            raise ConnectionError("response lost")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_spooled_batch_keeps_its_id_so_a_replay_is_not_stored_twice() -> None:
+    register_sink("idtest", f"{__name__}:_IdSink")
+    _config.configure(url="idtest://x", install_signal_handlers=False)
+    recorder = get_recorder()
+    recorder.record(("metric", "j", "loss", 0, 1.0, 1.0))
+    recorder.record(("metric", "j", "loss", 1, 2.0, 2.0))
+    assert recorder.flush(timeout=10)  # stored, but the sink raised: spooled
+    assert recorder.flush(timeout=10)  # replayed under the same id
+    first, replay = _IdSink.calls
+    assert first == replay
+    assert list(_IdSink.stored) == [first] and len(_IdSink.stored[first]) == 2

@@ -3,7 +3,9 @@
 On the hot path a record is a plain tuple whose first element names its kind and whose
 other elements follow that kind's field order in :data:`FIELDS` — a tuple literal costs a
 fraction of any object construction. Off the hot path (spool files, JSON-lines sinks, the
-HTTP wire) a record is a dict with a ``"kind"`` key, via :func:`to_dict` / :func:`from_dict`.
+HTTP wire) a record is a dict with a ``"kind"`` key, via :func:`to_dict` / :func:`from_dict`,
+or — where volume matters more than reading it (the ``http://`` sink's batches) — a JSON
+array in the tuple's own order, via :func:`to_list` / :func:`from_list`.
 
 Floats that JSON cannot carry (NaN, +Inf, -Inf) travel as the strings ``"nan"``, ``"inf"``
 and ``"-inf"`` (Dioptra's convention) and are stored exactly, never clamped.
@@ -37,8 +39,10 @@ __all__ = [
     "encode_float",
     "error_type_name",
     "from_dict",
+    "from_list",
     "split_float",
     "to_dict",
+    "to_list",
 ]
 
 Record = tuple[Any, ...]
@@ -243,3 +247,47 @@ def from_dict(data: object) -> Record:
         if value is not None:
             values[index] = decode_float(value)
     return (kind, *values)
+
+
+# Tuple positions (kind at 0) of the special-float fields and of span ids left as ints.
+_SPECIAL_POSITIONS: Final = {
+    kind: tuple(FIELDS[kind].index(name) + 1 for name in names)
+    for kind, names in _SPECIAL_FLOAT_FIELDS.items()
+}
+_HEX_POSITIONS: Final = tuple((FIELDS[SPAN].index(name) + 1, fmt) for name, fmt in SPAN_HEX_IDS)
+
+
+def to_list(record: Record) -> Record:
+    """A record as a JSON-safe sequence in its tuple order (``[kind, field, …]`` in JSON):
+    special floats as strings, span ids as hex. Cheaper than :func:`to_dict` on both ends."""
+    kind = record[0]
+    positions = _SPECIAL_POSITIONS.get(kind)
+    if positions is not None:
+        for i in positions:
+            value = record[i]
+            if type(value) is float and not math.isfinite(value):
+                record = (*record[:i], encode_float(value), *record[i + 1 :])
+    elif kind == SPAN:
+        for i, fmt in _HEX_POSITIONS:
+            if type(record[i]) is int:
+                record = (*record[:i], format(record[i], fmt), *record[i + 1 :])
+    return record
+
+
+def from_list(data: object) -> Record:
+    """Decode a sequence made by :func:`to_list`; raises :class:`RecordError`."""
+    if not isinstance(data, list | tuple) or not data:
+        raise RecordError(f"a record must be a non-empty array, got {type(data).__name__}")
+    kind = data[0]
+    if not isinstance(kind, str) or kind not in FIELDS:
+        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+    fields = FIELDS[kind]
+    if len(data) != len(fields) + 1:
+        raise RecordError(
+            f"a {kind} record has {len(fields)} fields ({', '.join(fields)}), got {len(data) - 1}"
+        )
+    values = list(data)
+    for i in _SPECIAL_POSITIONS.get(kind, ()):
+        if values[i] is not None:
+            values[i] = decode_float(values[i])
+    return tuple(values)

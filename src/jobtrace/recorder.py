@@ -36,11 +36,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from jobtrace._config import Settings, load_speedups, mask_url
+from jobtrace._ids import time_ordered_id
 from jobtrace.model import Record
-from jobtrace.sinks import Sink, open_sink
+from jobtrace.sinks import BatchIdSink, Sink, open_sink
 from jobtrace.spool import Spool
 
 #: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
@@ -276,25 +277,34 @@ class Recorder:
                 self._replay()
 
     def _deliver(self, batch: Sequence[Record]) -> None:
+        # One id per batch, kept through spooling and replay, so a sink that deduplicates
+        # by id (a server) stores a batch once however often it is retried.
+        batch_id = time_ordered_id()
         if self._sink_down_since is not None:
             if time.monotonic() < self._retry_at:
-                self._to_spool(batch)
+                self._to_spool(batch, batch_id)
                 return
             # Older spooled batches go first, so they never overwrite what comes after.
             self._replay()
             if self._sink_down_since is not None:
-                self._to_spool(batch)
+                self._to_spool(batch, batch_id)
                 return
         try:
-            sink = self._sink
-            if sink is None:
-                sink = self._sink = open_sink(self._settings.url)
-            sink.write(batch)
+            self._write(batch, batch_id)
         except Exception as exc:
             self._on_sink_failure(exc)
-            self._to_spool(batch)
+            self._to_spool(batch, batch_id)
             return
         self.written += len(batch)
+
+    def _write(self, batch: Sequence[Record], batch_id: str | None) -> None:
+        sink = self._sink
+        if sink is None:
+            sink = self._sink = open_sink(self._settings.url)
+        if getattr(sink, "accepts_batch_id", False):
+            cast(BatchIdSink, sink).write(batch, batch_id=batch_id)
+        else:
+            sink.write(batch)
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()
@@ -319,9 +329,9 @@ class Recorder:
         self._sink_down_since = None
         self._retry_delay = 0.5
 
-    def _to_spool(self, batch: Sequence[Record]) -> None:
+    def _to_spool(self, batch: Sequence[Record], batch_id: str | None) -> None:
         try:
-            self._spool.write(batch)
+            self._spool.write(batch, batch_id)
             self.spooled += len(batch)
         except Exception as exc:
             self.lost += len(batch)
@@ -341,11 +351,15 @@ class Recorder:
                 continue
             try:
                 records = self._spool.read(claimed)
-                sink = self._sink
-                if sink is None:
-                    sink = self._sink = open_sink(self._settings.url)
-                for start in range(0, len(records), self._batch_size):
-                    sink.write(records[start : start + self._batch_size])
+                batch_id = self._spool.batch_id(claimed)
+                size = self._batch_size
+                for start in range(0, len(records), size):
+                    # A file bigger than today's batch size is split; each part gets an
+                    # id derived from the file's, the same on every replay.
+                    part_id = batch_id
+                    if batch_id is not None and len(records) > size:
+                        part_id = f"{batch_id}.{start // size}"
+                    self._write(records[start : start + size], part_id)
             except Exception as exc:
                 self._spool.release(claimed)
                 self._on_sink_failure(exc)

@@ -5,7 +5,9 @@ URL, with the URL in ``url.txt``). A batch becomes one JSON-lines file, written 
 temporary name and renamed into place so a reader never sees half a file. A replaying
 process claims a file by renaming it (atomic), so two processes never replay the same file;
 a claim left by a process that died is taken over. Replays are idempotent anyway: every
-store write is an upsert on the record's identity.
+store write is an upsert on the record's identity, and a batch spooled with a batch id
+keeps it in its file name, so a sink that deduplicates by id (``http://``) sees the same
+id on every attempt.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ log = logging.getLogger("jobtrace.spool")
 
 _SUFFIX = ".jsonl"
 _CLAIM = ".claimed-"
+#: Separates the time-ordered part of a file name from the batch id.
+_ID_SEP = "~"
 _counter = itertools.count()
 
 
@@ -52,14 +56,16 @@ class Spool:
         self.directory = base / digest
         self.url = url
 
-    def write(self, records: Sequence[Record]) -> Path:
-        """Store a batch; raises ``OSError`` if the disk refuses too."""
+    def write(self, records: Sequence[Record], batch_id: str | None = None) -> Path:
+        """Store a batch (with its id, if any); raises ``OSError`` if the disk refuses too."""
         self.directory.mkdir(parents=True, exist_ok=True)
         url_file = self.directory / "url.txt"
         if not url_file.exists():
             url_file.write_text(mask_url(self.url) + "\n")
         # Names sort by time, so replay keeps the order batches were recorded in.
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}"
+        if batch_id is not None and _safe_id(batch_id):
+            name += _ID_SEP + batch_id
         tmp = self.directory / (name + ".tmp")
         tmp.write_bytes(encode_lines(records))
         final = self.directory / (name + _SUFFIX)
@@ -104,11 +110,24 @@ class Spool:
         return list(_read_lines(path))
 
     @staticmethod
+    def batch_id(path: Path) -> str | None:
+        """The batch id a file was spooled with (pending or claimed), or ``None``."""
+        name = path.name.split(_CLAIM, 1)[0].removesuffix(_SUFFIX)
+        return name.split(_ID_SEP, 1)[1] if _ID_SEP in name else None
+
+    @staticmethod
     def done(claimed: Path) -> None:
         claimed.unlink(missing_ok=True)
 
     def count(self) -> int:
         return len(self.pending())
+
+
+def _safe_id(batch_id: str) -> bool:
+    """Whether an id can go into a file name as it is (recorder ids always can)."""
+    if not 0 < len(batch_id) <= 128:
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "-_.") for c in batch_id)
 
 
 def _read_lines(path: Path) -> Iterator[Record]:

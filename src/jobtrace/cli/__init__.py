@@ -8,6 +8,7 @@ from jobtrace import __version__
 from jobtrace.cli.db import db
 from jobtrace.cli.jobs import jobs
 from jobtrace.cli.run import run
+from jobtrace.cli.serve import serve
 from jobtrace.cli.trace import trace
 
 __all__ = ["cli", "main"]
@@ -25,6 +26,7 @@ def cli() -> None:
         jobtrace jobs list
         jobtrace jobs show <job id>
         jobtrace trace list --job <job id>
+        jobtrace serve                      # the REST API, docs at /docs
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -34,6 +36,7 @@ cli.add_command(run)
 cli.add_command(jobs)
 cli.add_command(trace)
 cli.add_command(db)
+cli.add_command(serve)
 
 
 def main() -> None:

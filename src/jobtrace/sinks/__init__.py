@@ -3,6 +3,10 @@
 A sink is a small protocol — ``write(records)`` and ``close()`` — and each scheme maps to a
 module imported only when that scheme is used, so ``psycopg`` loads only for
 ``postgresql://`` and nothing heavy loads for ``memory://``.
+
+A sink that deduplicates batches (a server) sets ``accepts_batch_id = True`` and takes
+``write(records, batch_id=…)`` (:class:`BatchIdSink`): the recorder gives every batch an id
+that it keeps through spooling and replay.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Protocol
 from jobtrace.errors import ConfigurationError
 from jobtrace.model import Record
 
-__all__ = ["Sink", "known_schemes", "open_sink", "register_sink", "scheme_of"]
+__all__ = ["BatchIdSink", "Sink", "known_schemes", "open_sink", "register_sink", "scheme_of"]
 
 
 class Sink(Protocol):
@@ -27,6 +31,15 @@ class Sink(Protocol):
         """Release connections and files."""
 
 
+class BatchIdSink(Sink, Protocol):
+    """A sink that stores each batch id once: a retried or replayed batch is not stored twice."""
+
+    accepts_batch_id: bool
+
+    def write(self, records: Sequence[Record], batch_id: str | None = None) -> None:
+        """Persist ``records`` as batch ``batch_id`` (if not already stored) or raise."""
+
+
 _REGISTRY: dict[str, str] = {
     "sqlite": "jobtrace.sinks.store:StoreSink",
     "postgresql": "jobtrace.sinks.store:StoreSink",
@@ -34,6 +47,8 @@ _REGISTRY: dict[str, str] = {
     "postgresql+psycopg": "jobtrace.sinks.store:StoreSink",
     "file": "jobtrace.sinks.file:FileSink",
     "memory": "jobtrace.sinks.memory:MemorySink",
+    "http": "jobtrace.sinks.http:HTTPSink",
+    "https": "jobtrace.sinks.http:HTTPSink",
 }
 
 

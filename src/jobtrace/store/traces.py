@@ -84,7 +84,7 @@ def job_trace_ids(conn: sa.Connection, job_id: str) -> list[str]:
 
 
 def list_traces(
-    conn: sa.Connection, *, job_id: str | None = None, limit: int | None = 50
+    conn: sa.Connection, *, job_id: str | None = None, limit: int | None = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Summaries of the newest traces (of job ``job_id`` if given), newest first.
 
@@ -92,7 +92,7 @@ def list_traces(
     parent, else the earliest span), ``job_id`` (the root's, else any span's),
     ``start_ns`` (earliest start), ``duration_ns`` (latest end minus earliest start),
     ``spans``, ``errors`` (spans with an error type) and ``dropped_spans`` (counted by the
-    per-trace cap on the root).
+    per-trace cap on the root). ``offset`` skips that many of the newest traces first.
     """
     if limit is not None and limit < 1:
         raise StoreError(f"limit must be at least 1, got {limit}")
@@ -125,6 +125,8 @@ def list_traces(
     summary = summary.order_by(spans.c.trace_id.desc())
     if limit is not None:
         summary = summary.limit(limit)
+    if offset:
+        summary = summary.offset(offset)
     top = summary.subquery("top")
     root = spans.alias("root")
     query = (

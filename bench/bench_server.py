@@ -1,0 +1,183 @@
+"""HTTP batch ingest: metric points sent by the ``http://`` sink to ``jobtrace serve``.
+
+Budget: >= 50,000 points/s on loopback (DESIGN.md §7), server and client on the same
+2-core machine.
+
+Cases, each timed over fresh points (a new job id every batch, so every write inserts):
+
+- http batch: ``HTTPSink.write`` of 20,000 metric points, as the recorder's writer thread
+  does — encoding, one POST to ``/api/v1/batches``, the server decoding, checking and
+  storing them in one transaction, the reply;
+- direct: ``Store.write`` of the same batches in this process, no HTTP — the floor the
+  server stands on; http batch divided by it is what the HTTP hop costs;
+- peer, 1 per request: the same points posted one per request over the same keep-alive
+  connection, as a client logging each metric with its own call does (Dioptra's
+  ``append_metric_by_id``, MLflow's ``log_metric``). MLflow itself is not installed in the
+  bench environment; on this machine its ``log_batch`` into a local SQLite store measured
+  ~7,500 points/s and ``log_metric`` 5.4 ms per point (issue 4).
+
+The server runs as ``jobtrace serve`` in a subprocess on a free loopback port. PostgreSQL
+comes from ``JOBTRACE_TEST_POSTGRES_URL`` as in ``bench_persist.py``, and is skipped with a
+note when unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from _common import (
+    Verdicts,
+    banner,
+    clean_env,
+    format_table,
+    interleave,
+    median,
+    parse_args,
+    spread,
+)
+from bench_persist import PG_DEFAULT_URL, metric_batch, postgres_problem, postgres_schema
+from jobtrace import _ids
+from jobtrace.sinks.http import HTTPSink
+from jobtrace.store import Store
+
+BATCH = 20_000
+BUDGET = 50_000.0
+SINGLES = 300  # points posted one per request per round
+
+
+@contextmanager
+def served(store_url: str, directory: Path) -> Iterator[str]:
+    """``jobtrace serve`` for ``store_url`` on a free port; yields its URL once healthy."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "jobtrace", "serve", "--store", store_url]
+    command += ["--port", str(port), "--log-level", "warning"]
+    env = clean_env(JOBTRACE_DIR=str(directory))
+    process = subprocess.Popen(command, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"jobtrace serve exited with status {process.returncode}")
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobtrace serve did not answer at {url}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def http_rate(sink: HTTPSink, count: int) -> float:
+    batches = [metric_batch(BATCH) for _ in range(count)]
+    start = time.perf_counter()
+    for batch in batches:
+        sink.write(batch, batch_id=_ids.time_ordered_id())
+    return count * BATCH / (time.perf_counter() - start)
+
+
+def direct_rate(store: Store, count: int) -> float:
+    batches = [metric_batch(BATCH) for _ in range(count)]
+    start = time.perf_counter()
+    for batch in batches:
+        store.write(batch, _ids.time_ordered_id())
+    return count * BATCH / (time.perf_counter() - start)
+
+
+def single_rate(sink: HTTPSink) -> float:
+    points = metric_batch(SINGLES)
+    start = time.perf_counter()
+    for point in points:
+        sink.write([point], batch_id=_ids.time_ordered_id())
+    return SINGLES / (time.perf_counter() - start)
+
+
+def measure(store_url: str, directory: Path, rounds: int, per_round: int) -> dict[str, list[float]]:
+    Store(store_url).close()  # created and migrated before anything is timed
+    with served(store_url, directory) as url:
+        sink = HTTPSink(url)
+        store = Store(store_url)
+        try:
+            sink.write(metric_batch(100), batch_id="warm-up")
+            cases: dict[str, Callable[[], float]] = {
+                "http batch": lambda: http_rate(sink, per_round),
+                "direct": lambda: direct_rate(store, per_round),
+                "peer": lambda: single_rate(sink),
+            }
+            return interleave(cases, rounds)
+        finally:
+            sink.close()
+            store.close()
+
+
+def report(backend: str, results: dict[str, list[float]], verdicts: Verdicts) -> None:
+    http, direct, peer = (median(results[k]) for k in ("http batch", "direct", "peer"))
+    word = verdicts.check(
+        f"{backend}: HTTP batch ingest",
+        http >= BUDGET,
+        f"{http:,.0f} points/s (budget {BUDGET:,.0f}); {http / peer:.0f}x one-per-request",
+    )
+    rows = [
+        ["http batch (20k/request)", f"{http:,.0f}", spread(results["http batch"]), word],
+        ["direct Store.write", f"{direct:,.0f}", spread(results["direct"]), ""],
+        ["peer: 1 point/request", f"{peer:,.0f}", spread(results["peer"]), ""],
+    ]
+    print(f"-- {backend} --")
+    print(format_table(["case", "points/s", "rounds min..max", "budget"], rows))
+    print(
+        f"http batch / 1-per-request peer: {http / peer:.1f}x; "
+        f"http batch / direct store write: {http / direct:.2f} "
+        "(the share of the store's own rate the HTTP hop keeps)"
+    )
+    print(f"vs MLflow log_batch (~7,500 points/s, quoted): {http / 7500:.1f}x")
+    print()
+    sys.stdout.flush()
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
+    rounds = 3 if args.quick else 7
+    per_round = 1 if args.quick else 3
+    pg_base = os.environ.get("JOBTRACE_TEST_POSTGRES_URL", PG_DEFAULT_URL)
+    pg_problem = postgres_problem(pg_base)
+    banner(
+        "bench_server: HTTP batch ingest into jobtrace serve vs one point per request",
+        args.quick,
+        [
+            f"{rounds} rounds x {per_round} batch(es) of {BATCH:,} metric points; "
+            f"the peer posts {SINGLES} points one per request per round",
+            "client and server share this machine's cores; point generation is not timed",
+        ],
+    )
+    verdicts = Verdicts("bench_server")
+    with tempfile.TemporaryDirectory(prefix="jt-bench-server-") as tmp:
+        directory = Path(tmp)
+        url = f"sqlite:///{directory / 'server.db'}"
+        report("SQLite", measure(url, directory, rounds, per_round), verdicts)
+        if pg_problem is not None:
+            print(f"-- PostgreSQL: skipped, no server at {pg_base} ({pg_problem}) --")
+        else:
+            with postgres_schema(pg_base) as (pg_url, _):
+                report("PostgreSQL", measure(pg_url, directory, rounds, per_round), verdicts)
+    return verdicts.report(args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The FastAPI application: :func:`create_app` builds one for a store URL.
+
+>>> from jobtrace.server import create_app
+>>> app = create_app("sqlite:///.jobtrace/jobtrace.db")     # doctest: +SKIP
+>>> import uvicorn; uvicorn.run(app, port=8000)             # doctest: +SKIP
+
+Layout: the routers of :mod:`jobtrace.server.routes` under ``/api/v1``; errors through
+:mod:`jobtrace.server.errors` (one body for all); docs pages from
+:mod:`jobtrace.server.docs`. An app holds nothing but its store's connections, so any number
+of workers and instances can share one PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from jobtrace import __version__
+from jobtrace.server.docs import install_docs
+from jobtrace.server.errors import BodyLimit, install_handlers
+from jobtrace.server.routes import ROUTERS
+from jobtrace.server.wire import JSONBody
+from jobtrace.store.core import Store
+
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "app_from_env", "create_app"]
+
+API_PREFIX = "/api/v1"
+#: Request bodies above this are refused with a 413 (the http sink then halves its batch).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+_DESCRIPTION = """\
+REST API of a jobtrace store: jobs, experiments, traces and batch ingest.
+
+Every list is paged with one envelope (`index` is an element offset; `pageLength` defaults
+to 10, at most 1000). Every error has one body: `{"error", "message", "detail", "status"}`.
+Times are ISO-8601 with an offset; special floats travel as `"nan"`, `"inf"`, `"-inf"`.
+"""
+
+
+def create_app(store_url: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """A FastAPI app serving the store at ``store_url`` (created and migrated if needed)."""
+    store = Store(store_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The app's own objects (routes, models, SQLAlchemy metadata) live as long as the
+        # process: freezing them keeps the collector from rescanning them every time an
+        # ingest batch's many small objects trigger a full collection.
+        gc.freeze()
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="jobtrace",
+        version=__version__,
+        description=_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSONBody,
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    install_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    install_docs(app, "jobtrace")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, Any]:
+        return {"name": "jobtrace", "version": __version__, "api": API_PREFIX, "docs": "/docs"}
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for the store ``JOBTRACE_URL`` names: uvicorn's factory for worker processes."""
+    from jobtrace import _config
+
+    return create_app(_config.resolve().url)

@@ -1,0 +1,42 @@
+"""Query parameters and request-body conventions shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from jobtrace.server.errors import APIError
+from jobtrace.server.wire import camel, snake
+
+__all__ = ["APIModel", "Descending", "Search", "SortBy", "sort_field"]
+
+SortBy = Annotated[
+    str | None,
+    Query(alias="sortBy", max_length=64, description="Field to sort by (camelCase)."),
+]
+Descending = Annotated[bool | None, Query(description="Sort in descending order.")]
+Search = Annotated[str | None, Query(max_length=2000, description="A search query.")]
+
+
+class APIModel(BaseModel):
+    """Request bodies: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def sort_field(sort_by: str | None, fields: tuple[str, ...]) -> str | None:
+    """The store column a ``sortBy`` names (camelCase or snake_case), or a 422."""
+    if sort_by is None:
+        return None
+    name = snake(sort_by)
+    if name not in fields:
+        raise APIError(
+            422,
+            f"cannot sort by {sort_by!r}; sortable fields: {', '.join(map(camel, fields))}",
+            kind="invalid_query",
+            detail={"field": "sortBy", "allowed": [camel(f) for f in fields]},
+        )
+    return name

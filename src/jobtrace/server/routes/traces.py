@@ -1,0 +1,45 @@
+"""``/traces``: trace summaries and the spans of one trace."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from jobtrace.server.deps import StoreDep, read
+from jobtrace.server.errors import APIError
+from jobtrace.server.paging import PageDep, envelope
+from jobtrace.server.wire import JSONBody, span_out, trace_summary_out
+from jobtrace.store import pages
+from jobtrace.store import traces as trace_queries
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["traces"])
+
+TraceId = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{32}$", description="The trace id: 32 lowercase hex digits.")
+]
+
+
+@router.get("/traces", summary="Trace summaries, newest first (paged)")
+def list_traces(
+    request: Request,
+    store: StoreDep,
+    page: PageDep,
+    job_id: Annotated[
+        str | None, Query(alias="jobId", max_length=128, description="Only this job's traces.")
+    ] = None,
+) -> JSONBody:
+    total, rows = read(
+        store, pages.page_traces, offset=page.index, limit=page.page_length, job_id=job_id
+    )
+    return JSONBody(envelope(request, page, total, [trace_summary_out(r) for r in rows]))
+
+
+@router.get("/traces/{trace_id}", summary="Every span of one trace, by start")
+def get_trace(trace_id: TraceId, store: StoreDep) -> JSONBody:
+    spans = read(store, trace_queries.get_trace, trace_id)
+    if spans is None:
+        raise APIError(404, f"no trace with id {trace_id!r}", detail={"id": trace_id})
+    return JSONBody({"traceId": trace_id, "spans": [span_out(s) for s in spans]})

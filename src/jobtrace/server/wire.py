@@ -1,0 +1,112 @@
+"""How resources look on the wire: camelCase keys, ISO-8601 times with an offset, special
+floats as ``"nan"``/``"inf"``/``"-inf"``, and JSON rendered by orjson."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from jobtrace._clock import iso
+from jobtrace.model import encode_float
+
+__all__ = [
+    "JSONBody",
+    "camel",
+    "experiment_out",
+    "job_out",
+    "parse_time",
+    "snake",
+    "span_out",
+    "special_value",
+    "trace_summary_out",
+]
+
+_JOB_TIMES = frozenset({"start_time", "end_time", "last_heartbeat"})
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+class JSONBody(Response):
+    """A JSON response rendered by orjson (several times faster than the json module)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=_OPTIONS, default=repr)
+
+
+@functools.cache
+def camel(name: str) -> str:
+    """``peak_memory_kb`` → ``peakMemoryKb``."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@functools.cache
+def snake(name: str) -> str:
+    """``peakMemoryKb`` → ``peak_memory_kb`` (snake_case passes through)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def special_value(value: float | None, special: str | None) -> float | str | None:
+    """A stored (value, special) column pair as it goes on the wire."""
+    return special if special is not None else value
+
+
+def job_out(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row as the API returns it."""
+    return {camel(k): iso(v) if k in _JOB_TIMES else v for k, v in row.items()}
+
+
+def experiment_out(row: dict[str, Any]) -> dict[str, Any]:
+    """An experiment row as the API returns it (``id`` is its name)."""
+    return {
+        "id": row["name"],
+        "name": row["name"],
+        "description": row["description"],
+        "tags": row["tags"],
+        "createdAt": iso(row["created_at"]),
+        "jobCount": row.get("job_count", 0),
+    }
+
+
+def _ns_iso(ns: int | None) -> str | None:
+    return None if ns is None else iso(ns / 1e9)
+
+
+def span_out(row: dict[str, Any]) -> dict[str, Any]:
+    """A span: ids as hex, start as ISO time and exact nanoseconds."""
+    out = {camel(k): v for k, v in row.items()}
+    out["startTime"] = _ns_iso(row.get("start_ns"))
+    return out
+
+
+def trace_summary_out(row: dict[str, Any]) -> dict[str, Any]:
+    out = {camel(k): v for k, v in row.items()}
+    out["startTime"] = _ns_iso(row.get("start_ns"))
+    return out
+
+
+def float_out(value: float | None) -> float | str | None:
+    """A float for the wire: specials as strings (orjson would write NaN as null)."""
+    return None if value is None else encode_float(value)
+
+
+def parse_time(value: str | float | int | None, what: str = "timestamp") -> float | None:
+    """Epoch seconds from an ISO-8601 string (an offset is required) or a number."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an ISO-8601 time or epoch seconds, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{what} {value!r} has no UTC offset; add one, e.g. +00:00 or Z")
+    return parsed.timestamp()
