@@ -6,7 +6,9 @@ import click
 
 from jobtrace import __version__
 from jobtrace.cli.db import db
+from jobtrace.cli.experiments import experiments
 from jobtrace.cli.jobs import jobs
+from jobtrace.cli.metrics import metrics
 from jobtrace.cli.run import run
 from jobtrace.cli.trace import trace
 
@@ -24,6 +26,7 @@ def cli() -> None:
         jobtrace run examples/wordfreq.py
         jobtrace jobs list
         jobtrace jobs show <job id>
+        jobtrace metrics show <job id> [metric name]
         jobtrace trace list --job <job id>
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
@@ -32,6 +35,8 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(jobs)
+cli.add_command(metrics)
+cli.add_command(experiments)
 cli.add_command(trace)
 cli.add_command(db)
 

@@ -98,7 +98,7 @@ def insert_if_absent(conn: sa.Connection, table: sa.Table, values: Mapping[str, 
 
         stmt = sqlite_insert(table).on_conflict_do_nothing()
     # RETURNING rather than rowcount, which psycopg reports as -1 here.
-    key = list(table.primary_key)[0]
+    key = next(iter(table.primary_key))
     return conn.execute(stmt.values(**values).returning(key)).first() is not None
 
 

@@ -5,7 +5,7 @@ Values come back as floats exactly as logged: the store keeps NaN and ±Inf in a
 column beside the finite ``value`` (SQLite would store NaN as NULL), and every query puts
 them back together. "Latest" reads come from ``metric_latest``, which the writer keeps at
 the highest step of each (job, name): one index lookup per job rather than a scan of the
-history (field notes: 32 ms for 1,000 jobs × 20 names, against 282 ms with LATERAL).
+history (field notes: 32 ms for 1,000 jobs x 20 names, against 282 ms with LATERAL).
 """
 
 from __future__ import annotations

@@ -418,35 +418,32 @@ def special_compare(
     Ordering is -inf < finite < inf; NaN equals only ``nan`` (so ``metric.loss=nan`` finds
     diverged runs) and is neither greater nor smaller than anything, as in IEEE 754.
     """
+    not_nan = sa.or_(value.is_not(None), special.in_(("inf", "-inf")))
     if math.isnan(number):
-        is_nan = special == "nan"
-        if op == "=":
-            return is_nan
-        if op == "!=":
-            return sa.or_(special.is_(None), special != "nan")
-        return sa.false()
+        nan = {"=": special == "nan", "!=": sa.or_(special.is_(None), special != "nan")}
+        return nan.get(op, sa.false())
     if math.isinf(number):
-        name = "inf" if number > 0 else "-inf"
-        other = "-inf" if number > 0 else "inf"
-        below_or_above = sa.or_(value.is_not(None), special == other)
-        if op in {"=", ">=" if number > 0 else "<="}:
-            return special == name
-        if op == "!=":
-            return sa.or_(special.is_(None), special != name)
-        if op in {"<=", ">="}:  # inf >= x / -inf <= x: everything but NaN
-            return sa.or_(value.is_not(None), special.in_(("inf", "-inf")))
-        if op == ("<" if number > 0 else ">"):
-            return below_or_above
-        return sa.false()  # nothing is > inf or < -inf
-    comparisons: dict[str, Callable[[], sa.ColumnElement[bool]]] = {
-        ">": lambda: sa.or_(value > number, special == "inf"),
-        ">=": lambda: sa.or_(value >= number, special == "inf"),
-        "<": lambda: sa.or_(value < number, special == "-inf"),
-        "<=": lambda: sa.or_(value <= number, special == "-inf"),
-        "=": lambda: value == number,
-        "!=": lambda: sa.or_(value != number, value.is_(None)),
+        top, other = ("inf", "-inf") if number > 0 else ("-inf", "inf")
+        # Towards the infinity named (>= inf, <= -inf) only it matches; away from it
+        # (< inf, > -inf) everything but it and NaN; nothing lies beyond it.
+        toward, away = (">=", "<") if number > 0 else ("<=", ">")
+        infinite = {
+            "=": special == top,
+            toward: special == top,
+            "!=": sa.or_(special.is_(None), special != top),
+            away: sa.or_(value.is_not(None), special == other),
+            "<=" if number > 0 else ">=": not_nan,
+        }
+        return infinite.get(op, sa.false())
+    finite: dict[str, sa.ColumnElement[bool]] = {
+        ">": sa.or_(value > number, special == "inf"),
+        ">=": sa.or_(value >= number, special == "inf"),
+        "<": sa.or_(value < number, special == "-inf"),
+        "<=": sa.or_(value <= number, special == "-inf"),
+        "=": value == number,
+        "!=": sa.or_(value != number, value.is_(None)),
     }
-    return comparisons[op]()
+    return finite[op]
 
 
 def _number_compare(column: sa.ColumnElement[Any], op: str, number: float) -> Any:
