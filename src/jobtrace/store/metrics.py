@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 _SPECIALS: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+#: Rows fetched at a time by the reads that return many.
+_FETCH_SLICE: Final = 2000
 #: Fewest points a downsampled series may ask for: the first and the last.
 MIN_SERIES_POINTS: Final = 2
 
@@ -79,11 +81,13 @@ def _value(value: float | None, special: str | None) -> float:
 
 
 def _points(name: str, rows: Any) -> list[MetricPoint]:
-    specials, point = _SPECIALS, MetricPoint
+    specials, new, cls = _SPECIALS, tuple.__new__, MetricPoint
     # The common row (finite value) costs one test and one tuple; this runs 10,000 times
-    # for a full history read, so it avoids a function call per row.
+    # for a full history read, so it avoids a Python call per row (tuple.__new__ is what
+    # MetricPoint's own __new__ calls). `rows` comes from `.all()`: iterating a result
+    # fetches row by row, several times slower.
     return [
-        point(name, value if special is None else specials[special], step, ts)
+        new(cls, (name, value if special is None else specials[special], step, ts))
         for step, value, special, ts in rows
     ]
 
@@ -132,9 +136,13 @@ def latest_metrics_of_jobs(
         .where(metric_latest.c.job_id.in_(list(job_ids)))
         .order_by(metric_latest.c.job_id, metric_latest.c.name)
     )
-    specials, point = _SPECIALS, MetricPoint
-    for job_id, name, value, special, step, ts in conn.execute(query):
-        out[job_id].append(point(name, value if special is None else specials[special], step, ts))
+    specials, new, cls = _SPECIALS, tuple.__new__, MetricPoint
+    # Fetched in slices: each slice's rows die young, so 20,000 of them never live at
+    # once long enough to be promoted and set off full garbage collections.
+    for rows in conn.execute(query).partitions(_FETCH_SLICE):
+        for job_id, name, value, special, step, ts in rows:
+            value = value if special is None else specials[special]
+            out[job_id].append(new(cls, (name, value, step, ts)))
     return out
 
 
@@ -163,7 +171,7 @@ def metric_history(
         .offset(index)
         .limit(limit)
     )
-    return Page(_points(name, conn.execute(query)), index, limit, count)
+    return Page(_points(name, conn.execute(query).all()), index, limit, count)
 
 
 def metric_series(
@@ -186,7 +194,7 @@ def metric_series(
     count = int(total.scalar_one())
     if count <= max_points:
         query = sa.select(*_POINT_COLUMNS).where(*_of(job_id, name)).order_by(metrics.c.step)
-        return _points(name, conn.execute(query))
+        return _points(name, conn.execute(query).all())
     buckets = (max_points - MIN_SERIES_POINTS) // 2
     rn = (sa.func.row_number().over(order_by=metrics.c.step) - 1).label("rn")
     numbered = sa.select(*_POINT_COLUMNS, rn).where(*_of(job_id, name)).subquery("numbered")
@@ -216,7 +224,7 @@ def metric_series(
         .where(sa.or_(*keep))
         .order_by(ranked.c.step)
     )
-    return _points(name, conn.execute(query))
+    return _points(name, conn.execute(query).all())
 
 
 def metric_summary(conn: sa.Connection, job_id: str, name: str) -> MetricSummary:
