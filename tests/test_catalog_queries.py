@@ -160,7 +160,7 @@ def test_unknown_search_fields_and_bad_syntax_are_search_errors(store: Store) ->
     assert info.value.position == 8
     with pytest.raises(SearchError, match="unterminated quote"):
         store.find_experiments(search='"open')
-    with pytest.raises(SearchError, match="unknown number field 'metric.acc'"):
+    with pytest.raises(SearchError, match=r"unknown number field 'metric\.acc'"):
         store.find_experiments(search="metric.acc>1")
 
 

@@ -140,8 +140,8 @@ def latest_metrics_of_jobs(
     # Fetched in slices: each slice's rows die young, so 20,000 of them never live at
     # once long enough to be promoted and set off full garbage collections.
     for rows in conn.execute(query).partitions(_FETCH_SLICE):
-        for job_id, name, value, special, step, ts in rows:
-            value = value if special is None else specials[special]
+        for job_id, name, finite, special, step, ts in rows:
+            value = finite if special is None else specials[special]
             out[job_id].append(new(cls, (name, value, step, ts)))
     return out
 
