@@ -48,6 +48,13 @@ def test_latest_is_the_highest_step_whatever_the_write_order(store: Store) -> No
     assert latest[1] == MetricPoint("loss", 9.0, 9, 1009.0)
 
 
+def test_rewriting_the_latest_step_replaces_the_latest_value(store: Store) -> None:
+    store.write([metric(9, 9.0), metric(3, 3.0)])
+    store.write([metric(9, 1.0), metric(9, math.inf)])
+    [latest] = store.latest_metrics("j1")
+    assert (latest.step, latest.value) == (9, math.inf)
+
+
 SPECIALS = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308]
 
 

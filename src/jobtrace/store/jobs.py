@@ -171,23 +171,7 @@ def create_job(
 
 # -- finding ---------------------------------------------------------------------------------
 
-#: Job fields ``sort_by`` accepts (camelCase spellings too), besides ``metric.NAME``.
-JOB_SORT_FIELDS: Final = (
-    "id",
-    "name",
-    "experiment",
-    "status",
-    "host",
-    "start_time",
-    "end_time",
-    "duration",
-    "peak_memory_kb",
-    "cpu_user",
-    "cpu_sys",
-    "exit_code",
-    "pid",
-    "last_heartbeat",
-)
+#: Numeric job fields: searchable with comparisons (``duration>60``) and sortable.
 _NUMBER_FIELDS: Final = (
     "start_time",
     "end_time",
@@ -199,6 +183,8 @@ _NUMBER_FIELDS: Final = (
     "pid",
     "last_heartbeat",
 )
+#: Job fields ``sort_by`` accepts (camelCase spellings too), besides ``metric.NAME``.
+JOB_SORT_FIELDS: Final = ("id", "name", "experiment", "status", "host", *_NUMBER_FIELDS)
 
 
 def _metric_condition(name: str, op: str, number: float) -> sa.ColumnElement[bool]:
