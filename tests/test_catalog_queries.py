@@ -13,6 +13,7 @@ from jobtrace import model
 from jobtrace.errors import (
     ConflictError,
     ExperimentNotFoundError,
+    JobNotFoundError,
     QueryError,
     SearchError,
 )
@@ -208,6 +209,12 @@ def test_jobs_are_created_once_with_checked_fields(store: Store) -> None:
     with pytest.raises(QueryError):
         store.create_experiment("")
     assert store.get_job(job["id"]) is not None
+
+
+def test_job_by_id_takes_exact_ids_only(store: Store) -> None:
+    assert store.job_by_id("a1")["name"] == "ResNet-50"
+    with pytest.raises(JobNotFoundError):
+        store.job_by_id("a")
 
 
 def test_a_created_job_takes_later_snapshots(store: Store) -> None:

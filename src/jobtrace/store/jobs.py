@@ -104,6 +104,14 @@ def get_job(conn: sa.Connection, job_id: str, *, now: float | None = None) -> di
     return None if row is None else _to_dict(row, now)
 
 
+def job_by_id(conn: sa.Connection, job_id: str, *, now: float | None = None) -> dict[str, Any]:
+    """The job with exactly this id (no prefixes); :class:`JobNotFoundError` if none."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return _to_dict(row, time.time() if now is None else now)
+
+
 def require_job(conn: sa.Connection, job_id: str) -> None:
     """Raise :class:`JobNotFoundError` unless a job has exactly this id."""
     if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:

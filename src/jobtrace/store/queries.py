@@ -88,6 +88,11 @@ class StoreQueries:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    def job_by_id(self, job_id: str, *, now: float | None = None) -> dict[str, Any]:
+        """The job with exactly this id (unlike ``get_job``, no prefixes); raises
+        JobNotFoundError."""
+        return self._read(job_queries.job_by_id, job_id, now=now)
+
     def find_jobs(
         self,
         *,
