@@ -19,6 +19,7 @@ from jobtrace.recorder import flush
 from jobtrace.report.result import ReportResult
 
 if TYPE_CHECKING:
+    from jobtrace.metrics import log_metric
     from jobtrace.tracing import (
         Span,
         Trace,
@@ -45,13 +46,18 @@ _TRACING_NAMES = {
 
 
 def __getattr__(name: str) -> Any:
-    # Tracing loads on first use, keeping `import jobtrace` light for programs without it.
+    # Tracing and metrics load on first use, keeping `import jobtrace` light without them.
     if name in _TRACING_NAMES:
         from jobtrace import tracing
 
         value = getattr(tracing, name)
         globals()[name] = value
         return value
+    if name == "log_metric":
+        from jobtrace.metrics import log_metric
+
+        globals()[name] = log_metric
+        return log_metric
     raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
 
 
@@ -71,6 +77,7 @@ __all__ = [
     "current_span",
     "flush",
     "job",
+    "log_metric",
     "start",
     "stop",
     "trace",

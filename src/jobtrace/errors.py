@@ -1,8 +1,23 @@
-"""The package's exception hierarchy: one root, a few kinds users can catch."""
+"""The package's exception hierarchy: one root, a few kinds users can catch.
+
+Readers (the CLI, the REST server) map the query errors to responses: :class:`NotFoundError`
+to 404, :class:`ConflictError` to 409, :class:`SearchError` to 422 and any other
+:class:`QueryError` to 400.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "JobtraceError", "StoreError"]
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "ExperimentNotFoundError",
+    "JobNotFoundError",
+    "JobtraceError",
+    "NotFoundError",
+    "QueryError",
+    "SearchError",
+    "StoreError",
+]
 
 
 class JobtraceError(Exception):
@@ -15,3 +30,45 @@ class ConfigurationError(JobtraceError, ValueError):
 
 class StoreError(JobtraceError):
     """A store could not be opened, migrated, read or written."""
+
+
+class QueryError(JobtraceError, ValueError):
+    """A query's parameters are wrong (a negative page index, an unknown sort field…)."""
+
+
+class SearchError(QueryError):
+    """A search string could not be parsed, or names a field the searched thing lacks.
+
+    ``reason`` says what is wrong and ``position`` where (a 0-based character offset into
+    ``query``), so a user interface can point at it.
+    """
+
+    def __init__(self, reason: str, position: int, query: str) -> None:
+        super().__init__(f"{reason} (at character {position + 1} of the search)")
+        self.reason = reason
+        self.position = position
+        self.query = query
+
+
+class NotFoundError(JobtraceError, LookupError):
+    """The thing a query names does not exist."""
+
+
+class JobNotFoundError(NotFoundError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}")
+        self.job_id = job_id
+
+
+class ExperimentNotFoundError(NotFoundError):
+    """No experiment has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no experiment {name!r}")
+        self.name = name
+
+
+class ConflictError(JobtraceError):
+    """Creating something failed because it already exists."""

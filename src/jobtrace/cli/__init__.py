@@ -6,7 +6,9 @@ import click
 
 from jobtrace import __version__
 from jobtrace.cli.db import db
+from jobtrace.cli.experiments import experiments
 from jobtrace.cli.jobs import jobs
+from jobtrace.cli.metrics import metrics
 from jobtrace.cli.run import run
 from jobtrace.cli.serve import serve
 from jobtrace.cli.trace import trace
@@ -25,6 +27,7 @@ def cli() -> None:
         jobtrace run examples/wordfreq.py
         jobtrace jobs list
         jobtrace jobs show <job id>
+        jobtrace metrics show <job id> [metric name]
         jobtrace trace list --job <job id>
         jobtrace serve                      # the REST API, docs at /docs
 
@@ -34,6 +37,8 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(jobs)
+cli.add_command(metrics)
+cli.add_command(experiments)
 cli.add_command(trace)
 cli.add_command(db)
 cli.add_command(serve)

@@ -41,7 +41,7 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _local_time(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+def local_time(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch).astimezone().strftime(fmt)
@@ -104,7 +104,7 @@ def list_jobs(
             cells.append(Text(r["experiment"] or ""))
         cells += [
             status_text(r["status"]),
-            _local_time(r["start_time"], "%m-%d %H:%M"),
+            local_time(r["start_time"], "%m-%d %H:%M"),
             human_duration(r["duration"]) if r["duration"] is not None else "-",
             human_bytes(r["peak_memory_kb"]) if r["peak_memory_kb"] is not None else "-",
         ]
@@ -140,8 +140,8 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
         "name": row["name"],
         "experiment": row["experiment"],
         "status": status_text(row["status"]),
-        "started": _local_time(row["start_time"]),
-        "ended": _local_time(row["end_time"]),
+        "started": local_time(row["start_time"]),
+        "ended": local_time(row["end_time"]),
         "duration": human_duration(row["duration"]) if row["duration"] is not None else "-",
         "peak memory": f"{human_bytes(row['peak_memory_kb'])} ({row['peak_memory_kb']} KiB)"
         if row["peak_memory_kb"] is not None
@@ -153,7 +153,7 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
         "argv": " ".join(map(str, row["argv"] or [])),
         "tags": _pairs(row["tags"]),
         "params": _pairs(row["params"]),
-        "last heartbeat": _local_time(row["last_heartbeat"]),
+        "last heartbeat": local_time(row["last_heartbeat"]),
         "report": row["report_dir"],
     }
     for key, value in display.items():

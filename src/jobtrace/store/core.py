@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from jobtrace._config import mask_url
-from jobtrace.errors import StoreError
+from jobtrace.errors import JobtraceError, StoreError
 from jobtrace.model import Record
 from jobtrace.store import jobs as job_queries
 from jobtrace.store import sqlite
 from jobtrace.store import traces as trace_queries
 from jobtrace.store.engine import create_engine
 from jobtrace.store.migrate import current_revision, upgrade
+from jobtrace.store.queries import StoreQueries
 from jobtrace.store.writer import BatchWriter, PostgresWriter, SQLiteWriter
 
 __all__ = ["Store", "describe_error"]
+
+R = TypeVar("R")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -26,8 +29,9 @@ def describe_error(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class Store:
-    """A jobtrace store at ``url``.
+class Store(StoreQueries):
+    """A jobtrace store at ``url``; metric, experiment and paged job queries come from
+    :class:`~jobtrace.store.queries.StoreQueries`.
 
     ``create=False`` refuses to create a missing SQLite file (readers use it, so a typo in a
     path is an error rather than a new empty store). ``migrate=False`` skips the schema
@@ -106,14 +110,24 @@ class Store:
                 self._writer = None
         self.engine.dispose()
 
-    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _read(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         try:
             with self.engine.connect() as conn:
                 return fn(conn, *args, **kwargs)
         except Exception as exc:
-            if isinstance(exc, StoreError):
+            if isinstance(exc, JobtraceError):  # a query's own verdict: not found, bad input
                 raise
             raise StoreError(f"cannot read {self.safe_url}: {describe_error(exc)}") from exc
+
+    def _transact(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run ``fn(conn, …)`` in one transaction, committed unless it raises."""
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, JobtraceError):
+                raise
+            raise StoreError(f"cannot write to {self.safe_url}: {describe_error(exc)}") from exc
 
     def list_jobs(
         self,
