@@ -19,6 +19,8 @@ from jobtrace.recorder import flush
 from jobtrace.report.result import ReportResult
 
 if TYPE_CHECKING:
+    from jobtrace import batch as batch
+    from jobtrace.batch import BatchMetrics
     from jobtrace.tracing import (
         Span,
         Trace,
@@ -45,17 +47,27 @@ _TRACING_NAMES = {
 
 
 def __getattr__(name: str) -> Any:
-    # Tracing loads on first use, keeping `import jobtrace` light for programs without it.
+    # Tracing and batches load on first use, keeping `import jobtrace` light for programs
+    # without them.
     if name in _TRACING_NAMES:
         from jobtrace import tracing
 
         value = getattr(tracing, name)
         globals()[name] = value
         return value
+    if name in {"BatchMetrics", "batch"}:
+        import importlib
+
+        # import_module, not `from jobtrace import batch`: that asks this very hook first.
+        batch = importlib.import_module("jobtrace.batch")
+        value = batch if name == "batch" else batch.BatchMetrics
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
 
 
 __all__ = [
+    "BatchMetrics",
     "ConfigurationError",
     "Job",
     "JobtraceError",
