@@ -33,6 +33,7 @@ from jobtrace import _clock, _resources
 from jobtrace.batch.metrics import BatchMetrics
 from jobtrace.batch.progress import ProgressReporter, make_reporter
 from jobtrace.batch.summary import BatchSummary
+from jobtrace.errors import ConfigurationError
 from jobtrace.model import clean_text, error_type_name
 
 __all__ = ["BatchResults", "ItemFailure", "Skip", "map", "report"]
@@ -172,6 +173,8 @@ def map(
     With ``processes=True``, ``fn``, the items and the results must be picklable (a
     module-level function, as for :class:`concurrent.futures.ProcessPoolExecutor`).
     """
+    if processes:
+        _check_picklable(fn)
     work = list(items)
     metrics = BatchMetrics(batch_id, name=name or _fn_name(fn), experiment=experiment)
     results: BatchResults[R | None] = BatchResults([None] * len(work), metrics)
@@ -199,6 +202,19 @@ def map(
             executor.shutdown(wait=True)
             reporter.close()
     return results
+
+
+def _check_picklable(fn: Callable[..., Any]) -> None:
+    """Refuse at once what process workers cannot receive, instead of failing every item."""
+    import pickle
+
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{_fn_name(fn)} cannot be sent to worker processes ({exc}); with "
+            "processes=True pass a picklable function defined at module level"
+        ) from exc
 
 
 def _on_done(

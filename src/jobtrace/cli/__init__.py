@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from jobtrace import __version__
+from jobtrace.cli.batch import batch
 from jobtrace.cli.db import db
 from jobtrace.cli.jobs import jobs
 from jobtrace.cli.run import run
@@ -25,6 +26,7 @@ def cli() -> None:
         jobtrace jobs list
         jobtrace jobs show <job id>
         jobtrace trace list --job <job id>
+        jobtrace batch stats <batch id>
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -33,6 +35,7 @@ def cli() -> None:
 cli.add_command(run)
 cli.add_command(jobs)
 cli.add_command(trace)
+cli.add_command(batch)
 cli.add_command(db)
 
 

@@ -133,8 +133,9 @@ def list_items(
     query = sa.select(items).where(_c.job_id == batch_id)
     if status is not None:
         query = query.where(_c.status == status)
-    # Start times tie for items recorded in the same microsecond; ids break ties stably.
-    query = query.order_by(_c.start_time, _c.id).offset(offset)
+    # An item is recorded when it ends (start + duration); items ending in the same
+    # microsecond are told apart by id, which increases within a process.
+    query = query.order_by(_c.start_time + _c.duration, _c.id).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return [dict(row._mapping) for row in conn.execute(query)]
