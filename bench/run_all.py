@@ -23,6 +23,7 @@ SCRIPTS = (
     "bench_record.py",
     "bench_tracing.py",
     "bench_persist.py",
+    "bench_batch.py",
     "bench_run_overhead.py",
     "bench_import.py",
 )

@@ -44,6 +44,8 @@ __all__ = ["BatchMetrics", "ExportError"]
 log = logging.getLogger("jobtrace.batch")
 
 _ITEM = model.ITEM
+_new_id = _ids.local_unique_id
+_wall = _clock.wall
 _STATUSES = frozenset(model.ITEM_STATUSES)
 _INF = math.inf
 _FIELDS = model.FIELDS[model.ITEM]
@@ -112,6 +114,8 @@ class BatchMetrics:
     file name that is neither a string nor a path, a negative count) never raises into the
     batch: the file is dropped, counted in :attr:`dropped`, and logged once per batch.
     """
+
+    __slots__ = ("_items", "_job", "_recorder", "batch_id", "dropped")
 
     def __init__(
         self,
@@ -201,6 +205,7 @@ class BatchMetrics:
         ``status`` one of ``success``, ``error``, ``skipped``; ``nbytes`` (jobtrace's
         addition) counts the bytes it processed, for the bytes-per-second throughput."""
         # The common call, checked in one expression; anything else takes the careful path.
+        # (`a | b | c >= 0` holds exactly when no int among them is negative.)
         if (
             type(filename) is str
             and filename.isascii()
@@ -209,11 +214,9 @@ class BatchMetrics:
             and 0.0 <= duration < _INF
             and status in _STATUSES
             and type(samples) is int
-            and samples >= 0
             and type(measurements) is int
-            and measurements >= 0
             and type(nbytes) is int
-            and nbytes >= 0
+            and samples | measurements | nbytes >= 0
             and error_type is None
             and error_message is None
             and (memory_peak is None or (type(memory_peak) is int and memory_peak >= 0))
@@ -238,10 +241,10 @@ class BatchMetrics:
                 return
         rec = (
             _ITEM,
-            _ids.local_unique_id(),
+            _new_id(),
             self.batch_id,
             filename,
-            _clock.wall() - duration,
+            _wall() - duration,
             duration,
             samples,
             measurements,
