@@ -165,7 +165,8 @@ def test_plain_progress_lines_count_items_rate_eta_and_errors() -> None:
     assert "ETA" in lines[0] and lines[0].endswith("0 errors")
     assert "2/4 items (50%)" in lines[1] and lines[1].endswith("1 errors")
     assert len(lines) == 4  # the last item's line is the final one
-    assert lines[-1].startswith("jobtrace: batch x: 4/4 items (100%)") and "done" in lines[-1]
+    assert lines[-1].startswith("jobtrace: batch x: 4/4 items (100%)")
+    assert ", 1 errors, done in " in lines[-1]
 
 
 def test_map_prints_a_final_progress_line_when_not_on_a_terminal(

@@ -88,12 +88,12 @@ class LogProgress:
         rate = done / elapsed if elapsed > 0 else 0.0
         percent = 100.0 * done / total if total else 100.0
         parts = [f"{done}/{total} items ({percent:.0f}%)", f"{rate:.1f} items/s"]
-        if final:
-            parts.append(f"{elapsed:.1f} s")
-        elif rate > 0:
+        if not final and rate > 0:
             parts.append(f"ETA {_eta((total - done) / rate)}")
         parts.append(f"{self._errors} errors")
-        return f"jobtrace: {self._label}: {', '.join(parts)}{' (done)' if final else ''}"
+        if final:
+            parts.append(f"done in {elapsed:.1f} s")
+        return f"jobtrace: {self._label}: {', '.join(parts)}"
 
     def _write(self, line: str) -> None:
         out = self._out or sys.stderr
@@ -107,7 +107,7 @@ class LogProgress:
 class RichProgress:
     """A live bar on the terminal: done/total, items per second, ETA, errors so far."""
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int, title: str | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -127,7 +127,7 @@ class RichProgress:
 
         self._progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             RateColumn(),
             TextColumn("ETA"),
@@ -136,6 +136,7 @@ class RichProgress:
             console=Console(stderr=True, highlight=False),
         )
         self._label = label
+        self._title = title
         self._total = total
         self._errors = 0
         self._lock = threading.Lock()
@@ -144,6 +145,10 @@ class RichProgress:
     def start(self) -> None:
         from rich.markup import escape
 
+        if self._title:
+            # The bar keeps to the short label; the full title (with the id to look the
+            # batch up by) is printed once above it.
+            self._progress.console.print(escape(self._title))
         self._task = self._progress.add_task(escape(self._label), total=self._total, errors=0)
         self._progress.start()
 
@@ -156,9 +161,12 @@ class RichProgress:
         self._progress.stop()
 
 
-def make_reporter(progress: bool | None, label: str, total: int) -> ProgressReporter:
+def make_reporter(
+    progress: bool | None, label: str, total: int, *, short_label: str | None = None
+) -> ProgressReporter:
     """``None``: a bar when stderr is a terminal, else log lines; ``False``: nothing;
-    ``True``: a bar even when stderr is not a terminal (rich then prints plain updates)."""
+    ``True``: a bar even when stderr is not a terminal (rich then prints plain updates).
+    A bar shows ``short_label`` and prints ``label`` once above itself."""
     if progress is False:
         return NoProgress()
     try:
@@ -166,5 +174,5 @@ def make_reporter(progress: bool | None, label: str, total: int) -> ProgressRepo
     except (AttributeError, ValueError):
         tty = False
     if progress or tty:
-        return RichProgress(label, total)
+        return RichProgress(short_label or label, total, title=f"jobtrace: {label}")
     return LogProgress(label, total)

@@ -179,7 +179,7 @@ def map(
     metrics = BatchMetrics(batch_id, name=name or _fn_name(fn), experiment=experiment)
     results: BatchResults[R | None] = BatchResults([None] * len(work), metrics)
     label = f"batch {metrics.batch_id} ({metrics.job.name})"
-    reporter = make_reporter(progress, label, len(work))
+    reporter = make_reporter(progress, label, len(work), short_label=metrics.job.name)
     executor: cf.Executor = (
         cf.ProcessPoolExecutor(max_workers=workers)
         if processes
