@@ -149,3 +149,55 @@ def test_a_batch_run_by_map_in_a_script_is_readable_afterwards(tmp_path: Path) -
     out = jobtrace_cli("batch", "stats", "mapped", "--json", cwd=tmp_path, check=True)
     data = orjson.loads(out.stdout)
     assert (data["total_files"], data["errors"]["by_type"]) == (5, {"KeyError": 1})
+
+
+def test_batch_run_records_one_item_per_file_with_the_commands_outcome(
+    tmp_path: Path, store_url: str
+) -> None:
+    (tmp_path / "a.txt").write_text("alpha\n")
+    (tmp_path / "b.txt").write_text("beta beta\n")
+    out = jobtrace_cli(
+        "batch", "run", "-w", "2", "--batch-id", "cat-run", "-c", "cat {}", "--store", store_url,
+        "a.txt", "missing.txt", "b.txt", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr  # a file failed
+    assert "2 of 3 files succeeded, 1 failed; jobtrace batch stats cat-run" in out.stderr
+    rows = orjson.loads(
+        jobtrace_cli(
+            "batch", "items", "cat-run", "--json", "--store", store_url, cwd=tmp_path, check=True
+        ).stdout
+    )
+    by_name = {r["filename"]: r for r in rows}
+    assert by_name["a.txt"]["status"] == "success" and by_name["a.txt"]["bytes"] == 6
+    assert by_name["b.txt"]["bytes"] == 10
+    missing = by_name["missing.txt"]
+    assert missing["status"] == "error" and missing["error_type"].endswith("CommandError")
+    assert missing["error_message"].startswith("exit status 1: ")
+    assert "missing.txt" in missing["error_message"]
+    assert all(r["memory_peak_bytes"] > 0 for r in rows)
+    stats = orjson.loads(
+        jobtrace_cli(
+            "batch", "stats", "cat-run", "--json", "--store", store_url, cwd=tmp_path, check=True
+        ).stdout
+    )
+    assert (stats["total_files"], stats["error_count"]) == (3, 1)
+
+
+def test_batch_run_reads_files_from_stdin_and_names_signals(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "jobtrace", "batch", "run", "-q", "--batch-id", "sig",
+         "-c", "sh -c 'kill -KILL $$' sh {}", "--files-from", "-"],
+        input="x\n\n", cwd=tmp_path, env=cli_env(tmp_path / ".jobtrace"), capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stderr == ""
+    rows = orjson.loads(jobtrace_cli("batch", "items", "sig", "--json", cwd=tmp_path).stdout)
+    assert [(r["filename"], r["error_message"]) for r in rows] == [("x", "killed by SIGKILL")]
+
+
+def test_batch_run_refuses_a_missing_command_or_no_files(tmp_path: Path) -> None:
+    out = jobtrace_cli("batch", "run", "-c", "no-such-command-xyz {}", "a", cwd=tmp_path)
+    assert out.returncode == 2 and "command not found: no-such-command-xyz" in out.stderr
+    out = jobtrace_cli("batch", "run", "-c", "cat {}", cwd=tmp_path)
+    assert out.returncode == 2 and "no files given" in out.stderr

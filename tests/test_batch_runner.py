@@ -91,6 +91,17 @@ def test_reported_counts_and_measurements_reach_the_item(processes: bool) -> Non
         assert row["duration_seconds"] >= 0 and row["memory_peak_bytes"] > 0
 
 
+def remote_work(n: int) -> int:
+    report(nbytes=n, memory_peak=123 * 1024 * 1024)  # e.g. measured by a service
+    return n
+
+
+def test_a_reported_memory_peak_replaces_the_measured_one() -> None:
+    results = jobtrace.batch.map(remote_work, [7], progress=False)
+    (row,) = results.metrics.get_file_metrics()
+    assert (row["memory_peak_bytes"], row["bytes"]) == (123 * 1024 * 1024, 7)
+
+
 def test_a_process_worker_measures_its_own_items_peak_memory() -> None:
     results = jobtrace.batch.map(allocate, [2, 96, 2], workers=1, processes=True, progress=False)
     peaks = [f["memory_peak_bytes"] for f in results.metrics.get_file_metrics()]

@@ -34,7 +34,7 @@ from jobtrace.batch.metrics import BatchMetrics
 from jobtrace.batch.progress import ProgressReporter, make_reporter
 from jobtrace.batch.summary import BatchSummary
 from jobtrace.errors import ConfigurationError
-from jobtrace.model import clean_text, error_type_name
+from jobtrace.model import error_type_name
 
 __all__ = ["BatchResults", "ItemFailure", "Skip", "map", "report"]
 
@@ -81,20 +81,25 @@ class BatchResults(list[R]):
 
 
 class _Counts:
-    __slots__ = ("measurements", "nbytes", "samples")
+    __slots__ = ("measurements", "memory_peak", "nbytes", "samples")
 
     def __init__(self) -> None:
         self.samples = self.measurements = self.nbytes = 0
+        self.memory_peak: int | None = None
 
 
 _local = threading.local()
 _warned_outside = False
 
 
-def report(*, samples: int = 0, measurements: int = 0, nbytes: int = 0) -> None:
+def report(
+    *, samples: int = 0, measurements: int = 0, nbytes: int = 0, memory_peak: int | None = None
+) -> None:
     """From inside ``fn``: add to the current item's samples, measurements and bytes.
 
-    Calls add up. Outside an item of :func:`map` it does nothing (logged once).
+    Calls add up. ``memory_peak`` (bytes) replaces the peak the runner measures, for work
+    done elsewhere (a subprocess, a server). Outside an item of :func:`map` it does nothing
+    (logged once).
     """
     counts: _Counts | None = getattr(_local, "counts", None)
     if counts is None:
@@ -106,6 +111,8 @@ def report(*, samples: int = 0, measurements: int = 0, nbytes: int = 0) -> None:
     counts.samples += samples
     counts.measurements += measurements
     counts.nbytes += nbytes
+    if memory_peak is not None:
+        counts.memory_peak = memory_peak
 
 
 #: What a worker sends back: result, status, duration, samples, measurements, bytes,
@@ -128,20 +135,22 @@ def _run_item(fn: Callable[[Any], Any], item: Any, own_peak: bool) -> Outcome:
         status, error_type, message = "error", error_type_name(exc), str(exc)
     duration = _clock.monotonic() - start
     _local.counts = None
-    peak = _resources.self_peak_kb() * 1024
+    peak = counts.memory_peak
+    if peak is None:
+        peak = _resources.self_peak_kb() * 1024
     return (result, status, duration, counts.samples, counts.measurements, counts.nbytes,
             error_type, message, peak)  # fmt: skip
 
 
 def item_name(item: Any) -> str:
-    """How an item is named in the store: a path as itself, anything else as its ``str``."""
-    if isinstance(item, str | os.PathLike):
-        name = os.fspath(item)
-        return os.fsdecode(name) if isinstance(name, bytes) else name
-    if isinstance(item, bytes):
+    """How an item is named in the store: a path as itself, anything else as its ``str``
+    (cut to 1,000 characters; ``record_file`` cleans what a store cannot hold)."""
+    if type(item) is str:
+        return item
+    if isinstance(item, str | os.PathLike | bytes):
         return os.fsdecode(item)
     try:
-        return clean_text(str(item), _MAX_ITEM_NAME)
+        return str(item)[:_MAX_ITEM_NAME]
     except Exception:  # a broken __str__ must not fail the batch
         return f"<{type(item).__name__}>"
 
@@ -226,16 +235,17 @@ def _on_done(
 ) -> None:
     """Record one finished item (called on the thread that finished it, or the executor's
     result thread for processes); must not raise, or the executor would only log it."""
-    if future.cancelled():
-        return
     try:
-        exc = future.exception()
-        if exc is None:
+        try:
+            # One call (one lock) per item: _run_item returns fn's exceptions as data, so
+            # result() raises only when the worker itself failed or the item was cancelled.
             result, status, duration, samples, measurements, nbytes, etype, message, peak = (
                 future.result()
             )
-        else:
-            # The worker itself failed: a process that died, an unpicklable item or result.
+        except cf.CancelledError:
+            return
+        except BaseException as exc:
+            # A process that died, an unpicklable item or result.
             result, status, duration, samples, measurements, nbytes, peak = (
                 None, "error", 0.0, 0, 0, 0, None
             )  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -39,6 +41,7 @@ def batch() -> None:
     """Summaries and items of recorded batches (BatchMetrics, jobtrace.batch.map).
 
     \b
+        jobtrace batch run -w 4 -c 'gzip -k {}' logs/*.log
         jobtrace batch stats <batch id>
         jobtrace batch items <batch id> --status error
     """
@@ -218,3 +221,96 @@ def _print_items(rows: list[dict[str, Any]], more: int, status: str | None) -> N
     console.print(table)
     if more > 0:
         console.print(f"… and {more} more (--limit N to show more, --json or --csv for all)")
+
+
+@batch.command("run")
+@click.option(
+    "--command",
+    "-c",
+    "command",
+    required=True,
+    metavar="COMMAND",
+    help="Command to run for each file, split like a shell would; {} stands for the file "
+    "(appended when no argument holds {}).",
+)
+@click.option(
+    "--files-from",
+    type=click.File("r"),
+    metavar="PATH",
+    help="Read more files from PATH, one per line ('-': standard input).",
+)
+@click.option(
+    "--workers", "-w", type=click.IntRange(min=1), default=4, show_default=True,
+    help="Commands running at once.",
+)  # fmt: skip
+@click.option("--name", metavar="NAME", help="Batch (job) name [default: the command's name].")
+@click.option("--batch-id", metavar="ID", help="Batch id [default: a new time-ordered id].")
+@click.option("--experiment", "-e", metavar="NAME", envvar="JOBTRACE_EXPERIMENT")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary line.")
+@store_option
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+@handle_errors
+def run(
+    *,
+    command: str,
+    files_from: IO[str] | None,
+    workers: int,
+    name: str | None,
+    batch_id: str | None,
+    experiment: str | None,
+    quiet: bool,
+    store_url: str | None,
+    files: tuple[str, ...],
+) -> None:
+    """Run COMMAND once per FILE as a recorded batch, WORKERS at a time.
+
+    Each file is an item: its duration, the command's own memory peak, the file's size,
+    and for a non-zero exit the status and the last line of stderr. The commands' standard
+    output is discarded. Exits with status 1 when any file failed.
+
+    \b
+    Examples:
+        jobtrace batch run -w 4 -c 'gzip -k {}' logs/*.log
+        find data -name '*.csv' | jobtrace batch run -c 'python check.py {}' --files-from -
+    """
+    import shlex
+    import shutil
+
+    import jobtrace.batch
+    from jobtrace import _config
+    from jobtrace.batch.command import run_command
+
+    try:
+        template = shlex.split(command)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--command") from None
+    if not template:
+        raise click.BadParameter("the command is empty", param_hint="--command")
+    if shutil.which(template[0]) is None:
+        fail(f"command not found: {template[0]}", 2)
+    paths = list(files)
+    if files_from is not None:
+        paths += [line.rstrip("\n") for line in files_from if line.strip()]
+    if not paths:
+        fail("no files given (as arguments or with --files-from)", 2)
+    _config.configure(url=store_url)
+    results = jobtrace.batch.map(
+        functools.partial(run_command, template),
+        paths,
+        workers=workers,
+        name=name or Path(template[0]).name,
+        batch_id=batch_id,
+        experiment=experiment,
+        progress=False if quiet else None,
+    )
+    if not quiet:
+        s = results.summary()
+        click.echo(
+            f"jobtrace: batch {results.batch_id}: {s.processed_count} of {s.total_files} files "
+            f"succeeded, {s.error_count} failed; jobtrace batch stats {results.batch_id}",
+            err=True,
+        )
+    from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+
+    get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
+    sys.exit(1 if results.failures else 0)
