@@ -130,6 +130,16 @@ def test_records_made_inside_worker_processes_reach_the_store(store_url: str) ->
     assert (stored.total_files, stored.throughput.samples_per_second > 0) == (40, True)
 
 
+def test_items_on_threads_run_with_the_batch_as_the_current_job() -> None:
+    def current(_: int) -> str | None:
+        job = jobtrace.current_job()
+        return None if job is None else job.id
+
+    results = jobtrace.batch.map(current, range(6), workers=3, progress=False)
+    assert set(results) == {results.batch_id}
+    assert jobtrace.current_job() is None
+
+
 def test_an_empty_batch_runs_and_summarises_to_zeros() -> None:
     results = jobtrace.batch.map(parse, [], progress=False)
     assert list(results) == [] and results.summary().total_files == 0

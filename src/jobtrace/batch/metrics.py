@@ -173,6 +173,8 @@ class BatchMetrics:
             self._log_finished()
 
     def _log_finished(self) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # a summary of a big batch costs a sort; skip it when nobody listens
         s = self.summary()
         log.info(
             "jobtrace: batch %s finished: %d files, %d processed, %d errors, %d skipped "

@@ -22,6 +22,7 @@ result is ``None``. Raising :class:`Skip` records the item as skipped.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import functools
 import logging
 import os
@@ -198,7 +199,16 @@ def map(
     with metrics:
         reporter.start()
         try:
-            futures = [executor.submit(_run_item, fn, item, processes) for item in work]
+            if processes:
+                futures = [executor.submit(_run_item, fn, item, True) for item in work]
+            else:
+                # Each item runs in a copy of this context, where the batch is the current
+                # job: spans and metrics fn records belong to it. (One copy per item: a
+                # context cannot be entered by two threads at once.)
+                futures = [
+                    executor.submit(contextvars.copy_context().run, _run_item, fn, item, False)
+                    for item in work
+                ]
             for index, future in enumerate(futures):
                 future.add_done_callback(functools.partial(done, index))
             cf.wait(futures)
