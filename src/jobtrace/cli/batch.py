@@ -38,7 +38,7 @@ csv_option = click.option("--csv", "as_csv", is_flag=True, help="Print CSV inste
 
 @click.group()
 def batch() -> None:
-    """Summaries and items of recorded batches (BatchMetrics, jobtrace.batch.map).
+    """Run a command over files as a batch; show the summary and items of recorded batches.
 
     \b
         jobtrace batch run -w 4 -c 'gzip -k {}' logs/*.log
