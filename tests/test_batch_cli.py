@@ -201,3 +201,18 @@ def test_batch_run_refuses_a_missing_command_or_no_files(tmp_path: Path) -> None
     assert out.returncode == 2 and "command not found: no-such-command-xyz" in out.stderr
     out = jobtrace_cli("batch", "run", "-c", "cat {}", cwd=tmp_path)
     assert out.returncode == 2 and "no files given" in out.stderr
+
+
+def test_the_batch_example_runs_and_its_batch_reads_back(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "batch_files.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "-n", "40", "--export", str(tmp_path)],
+        cwd=tmp_path, env=cli_env(tmp_path / ".jobtrace"), capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert "of 40 files parsed" in out.stdout
+    batch_id = out.stdout.split("jobtrace batch stats ")[1].split()[0]
+    exported = orjson.loads((tmp_path / f"{batch_id}.json").read_text())
+    stats = jobtrace_cli("batch", "stats", batch_id, "--json", cwd=tmp_path, check=True)
+    assert orjson.loads(stats.stdout) == exported["summary"]
+    assert exported["summary"]["error_count"] > 0 and exported["summary"]["skip_count"] > 0
