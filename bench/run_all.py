@@ -25,6 +25,7 @@ SCRIPTS = (
     "bench_persist.py",
     "bench_metrics.py",
     "bench_server.py",
+    "bench_batch.py",
     "bench_run_overhead.py",
     "bench_import.py",
 )

@@ -19,6 +19,8 @@ from jobtrace.recorder import flush
 from jobtrace.report.result import ReportResult
 
 if TYPE_CHECKING:
+    from jobtrace import batch as batch
+    from jobtrace.batch import BatchMetrics
     from jobtrace.metrics import log_metric
     from jobtrace.tracing import (
         Span,
@@ -46,7 +48,8 @@ _TRACING_NAMES = {
 
 
 def __getattr__(name: str) -> Any:
-    # Tracing and metrics load on first use, keeping `import jobtrace` light without them.
+    # Tracing, metrics and batches load on first use, keeping `import jobtrace` light for
+    # programs without them.
     if name in _TRACING_NAMES:
         from jobtrace import tracing
 
@@ -58,10 +61,19 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = log_metric
         return log_metric
+    if name in {"BatchMetrics", "batch"}:
+        import importlib
+
+        # import_module, not `from jobtrace import batch`: that asks this very hook first.
+        batch = importlib.import_module("jobtrace.batch")
+        value = batch if name == "batch" else batch.BatchMetrics
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
 
 
 __all__ = [
+    "BatchMetrics",
     "ConfigurationError",
     "Job",
     "JobtraceError",

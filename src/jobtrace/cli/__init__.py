@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from jobtrace import __version__
+from jobtrace.cli.batch import batch
 from jobtrace.cli.db import db
 from jobtrace.cli.experiments import experiments
 from jobtrace.cli.jobs import jobs
@@ -29,6 +30,7 @@ def cli() -> None:
         jobtrace jobs show <job id>
         jobtrace metrics show <job id> [metric name]
         jobtrace trace list --job <job id>
+        jobtrace batch stats <batch id>
         jobtrace serve                      # the REST API, docs at /docs
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
@@ -40,6 +42,7 @@ cli.add_command(jobs)
 cli.add_command(metrics)
 cli.add_command(experiments)
 cli.add_command(trace)
+cli.add_command(batch)
 cli.add_command(db)
 cli.add_command(serve)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobtrace._config import mask_url
 from jobtrace.errors import JobtraceError, StoreError
 from jobtrace.model import Record
+from jobtrace.store import items as item_queries
 from jobtrace.store import jobs as job_queries
 from jobtrace.store import sqlite
 from jobtrace.store import traces as trace_queries
@@ -16,6 +17,9 @@ from jobtrace.store.engine import create_engine
 from jobtrace.store.migrate import current_revision, upgrade
 from jobtrace.store.queries import StoreQueries
 from jobtrace.store.writer import BatchWriter, PostgresWriter, SQLiteWriter
+
+if TYPE_CHECKING:
+    from jobtrace.batch.summary import BatchSummary
 
 __all__ = ["Store", "describe_error"]
 
@@ -167,4 +171,42 @@ class Store(StoreQueries):
     def job_trace_ids(self, job_id: str) -> list[str]:
         """The ids of every trace with a span in job ``job_id``, newest first."""
         result: list[str] = self._read(trace_queries.job_trace_ids, job_id)
+        return result
+
+    def resolve_batch_id(self, batch_id: str) -> str | None:
+        """The full id of a batch (given whole or as a unique job id prefix), or ``None``."""
+        result: str | None = self._read(item_queries.resolve_batch_id, batch_id)
+        return result
+
+    def batch_summary(self, batch_id: str) -> BatchSummary | None:
+        """The summary of batch ``batch_id`` (id or unique prefix), aggregated in SQL, or
+        ``None`` if nothing was recorded under that id."""
+        from jobtrace.batch.summary import BatchSummary
+
+        def read(conn: Any) -> BatchSummary | None:
+            full_id = item_queries.resolve_batch_id(conn, batch_id)
+            if full_id is None:
+                return None
+            return BatchSummary.from_stats(full_id, item_queries.batch_stats(conn, full_id))
+
+        result: BatchSummary | None = self._read(read)
+        return result
+
+    def list_items(
+        self,
+        batch_id: str,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Items of batch ``batch_id`` (a full id), in the order they were recorded."""
+        result: list[dict[str, Any]] = self._read(
+            item_queries.list_items, batch_id, status=status, limit=limit, offset=offset
+        )
+        return result
+
+    def count_items(self, batch_id: str, *, status: str | None = None) -> int:
+        """How many items batch ``batch_id`` (a full id) has, with ``status`` if given."""
+        result: int = self._read(item_queries.count_items, batch_id, status=status)
         return result

@@ -1,0 +1,329 @@
+"""A batch's summary in TraceKit's shape, built one way whether from memory or from the store.
+
+Both sides first reduce a batch to the same few aggregates (:class:`BatchStats`): counts
+per status, the sum, extremes, median and squared deviations of the timed durations, and
+throughput totals. :meth:`BatchSummary.from_stats` turns those into the summary, so the
+summary a running :class:`~jobtrace.batch.BatchMetrics` reports and the one
+``jobtrace batch stats`` computes later in SQL differ at most by float rounding in the
+sums (never in what ``to_dict`` prints, which rounds as TraceKit does).
+
+TraceKit's rules are kept on purpose, so numbers match what its users know:
+
+- timing is over *successful items with a positive duration* (skips carry no duration,
+  errors often a partial one);
+- the total duration is the batch's wall time from ``start()`` to ``finish()``, or the sum
+  of the timed durations when the batch was not both started and finished;
+- throughput counts successful items only; errors by type count errors that name a type.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, NamedTuple
+
+from jobtrace import model
+from jobtrace._clock import iso
+
+__all__ = [
+    "FILE_METRICS_FIELDS",
+    "BatchStats",
+    "BatchSummary",
+    "ErrorBreakdown",
+    "ThroughputStats",
+    "TimingStats",
+    "file_metrics",
+    "stats_of_items",
+    "summary_row",
+    "write_file_metrics_csv",
+]
+
+#: Positions of item fields in an ``ITEM`` record tuple (the kind comes first).
+_AT = {name: i + 1 for i, name in enumerate(model.FIELDS[model.ITEM])}
+_STATUS, _DURATION = _AT["status"], _AT["duration"]
+_SAMPLES, _MEASUREMENTS, _BYTES = _AT["samples"], _AT["measurements"], _AT["bytes"]
+_ERROR_TYPE = _AT["error_type"]
+
+#: Columns of per-item CSV exports, in order (TraceKit's, with ``bytes`` added).
+FILE_METRICS_FIELDS = (
+    "filename",
+    "start_time",
+    "end_time",
+    "duration_seconds",
+    "samples",
+    "measurements",
+    "bytes",
+    "status",
+    "error_type",
+    "error_message",
+    "memory_peak_bytes",
+    "samples_per_second",
+)
+
+
+class BatchStats(NamedTuple):
+    """The aggregates a summary is built from; computed in Python or in SQL alike."""
+
+    total: int = 0
+    processed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    #: Successful items with a positive duration: the sample the timing figures describe.
+    timed: int = 0
+    duration_sum: float = 0.0
+    duration_min: float = 0.0
+    duration_max: float = 0.0
+    duration_median: float = 0.0
+    #: Sum of squared deviations of the timed durations from their mean.
+    duration_sq_dev: float = 0.0
+    samples: int = 0
+    measurements: int = 0
+    nbytes: int = 0
+    #: Error count per error type, most frequent first (ties by name).
+    error_types: Mapping[str, int] = {}
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+def sorted_error_types(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Error types most frequent first, ties by name: one order for memory and store."""
+    return dict(sorted(counts, key=lambda kv: (-kv[1], kv[0])))
+
+
+def median_of_sorted(values: Sequence[float]) -> float:
+    """The median of ascending ``values`` (0.0 when empty), as ``statistics.median``."""
+    n = len(values)
+    if n == 0:
+        return 0.0
+    mid = n // 2
+    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def stats_of_items(
+    items: Iterable[model.Record], start_time: float | None, end_time: float | None
+) -> BatchStats:
+    """Aggregate ``ITEM`` record tuples in Python, as :mod:`jobtrace.store.items` does in SQL."""
+    counts = {"success": 0, "error": 0, "skipped": 0}
+    durations: list[float] = []
+    samples = measurements = nbytes = 0
+    error_types: dict[str, int] = {}
+    for rec in items:
+        status = rec[_STATUS]
+        counts[status] += 1
+        if status == "success":
+            samples += rec[_SAMPLES]
+            measurements += rec[_MEASUREMENTS]
+            nbytes += rec[_BYTES]
+            if rec[_DURATION] > 0:
+                durations.append(rec[_DURATION])
+        elif status == "error" and rec[_ERROR_TYPE] is not None:
+            error_types[rec[_ERROR_TYPE]] = error_types.get(rec[_ERROR_TYPE], 0) + 1
+    durations.sort()
+    n = len(durations)
+    total = math.fsum(durations)
+    mean = total / n if n else 0.0
+    return BatchStats(
+        total=sum(counts.values()),
+        processed=counts["success"],
+        errors=counts["error"],
+        skipped=counts["skipped"],
+        timed=n,
+        duration_sum=total,
+        duration_min=durations[0] if n else 0.0,
+        duration_max=durations[-1] if n else 0.0,
+        duration_median=median_of_sorted(durations),
+        duration_sq_dev=math.fsum((d - mean) * (d - mean) for d in durations),
+        samples=samples,
+        measurements=measurements,
+        nbytes=nbytes,
+        error_types=sorted_error_types(error_types.items()),
+        start_time=start_time,
+        end_time=end_time,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimingStats:
+    """Wall time of the batch and time per item, in seconds."""
+
+    total_duration: float = 0.0
+    average_per_file: float = 0.0
+    min_per_file: float = 0.0
+    max_per_file: float = 0.0
+    median_per_file: float = 0.0
+    stddev_per_file: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "total_duration_seconds": round(self.total_duration, 3),
+            "average_per_file_seconds": round(self.average_per_file, 3),
+            "min_per_file_seconds": round(self.min_per_file, 3),
+            "max_per_file_seconds": round(self.max_per_file, 3),
+            "median_per_file_seconds": round(self.median_per_file, 3),
+            "stddev_per_file_seconds": round(self.stddev_per_file, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputStats:
+    """Successful items, samples, measurements and bytes per second of total duration."""
+
+    files_per_second: float = 0.0
+    samples_per_second: float = 0.0
+    measurements_per_second: float = 0.0
+    bytes_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "files_per_second": round(self.files_per_second, 3),
+            "samples_per_second": round(self.samples_per_second, 0),
+            "measurements_per_second": round(self.measurements_per_second, 0),
+            "bytes_per_second": round(self.bytes_per_second, 0),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBreakdown:
+    """Errors by type, their total, and their share of all items (``rate`` is a fraction)."""
+
+    by_type: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    rate: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "by_type": dict(self.by_type),
+            "total": self.total,
+            "rate_percent": round(self.rate * 100, 2),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """TraceKit's ``BatchMetricsSummary``: what :meth:`BatchMetrics.summary` returns."""
+
+    batch_id: str
+    total_files: int
+    processed_count: int
+    error_count: int
+    skip_count: int
+    timing: TimingStats
+    throughput: ThroughputStats
+    errors: ErrorBreakdown
+    #: ISO 8601 with a UTC offset; None until the batch has started (ended).
+    start_time: str | None
+    end_time: str | None
+
+    @classmethod
+    def from_stats(cls, batch_id: str, stats: BatchStats) -> BatchSummary:
+        n = stats.timed
+        if stats.start_time is not None and stats.end_time is not None:
+            total = stats.end_time - stats.start_time
+        else:
+            total = stats.duration_sum
+        timing = TimingStats(
+            total_duration=total,
+            average_per_file=stats.duration_sum / n if n else 0.0,
+            min_per_file=stats.duration_min,
+            max_per_file=stats.duration_max,
+            median_per_file=stats.duration_median,
+            stddev_per_file=math.sqrt(stats.duration_sq_dev / (n - 1)) if n > 1 else 0.0,
+        )
+        # An empty or instantaneous batch has no rate: zeros, not a division by zero.
+        throughput = (
+            ThroughputStats(
+                files_per_second=stats.processed / total,
+                samples_per_second=stats.samples / total,
+                measurements_per_second=stats.measurements / total,
+                bytes_per_second=stats.nbytes / total,
+            )
+            if total > 0
+            else ThroughputStats()
+        )
+        errors = ErrorBreakdown(
+            by_type=dict(stats.error_types),
+            total=stats.errors,
+            rate=stats.errors / stats.total if stats.total else 0.0,
+        )
+        return cls(
+            batch_id=batch_id,
+            total_files=stats.total,
+            processed_count=stats.processed,
+            error_count=stats.errors,
+            skip_count=stats.skipped,
+            timing=timing,
+            throughput=throughput,
+            errors=errors,
+            start_time=iso(stats.start_time),
+            end_time=iso(stats.end_time),
+        )
+
+    @property
+    def success_rate(self) -> float:
+        """Successful items as a fraction of all items (0.0 for an empty batch)."""
+        return self.processed_count / self.total_files if self.total_files else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """TraceKit's summary dict: rounded figures, times in ISO 8601."""
+        return {
+            "batch_id": self.batch_id,
+            "total_files": self.total_files,
+            "processed_count": self.processed_count,
+            "error_count": self.error_count,
+            "skip_count": self.skip_count,
+            "success_rate_percent": round(self.success_rate * 100, 2),
+            "timing": self.timing.to_dict(),
+            "throughput": self.throughput.to_dict(),
+            "errors": self.errors.to_dict(),
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+        }
+
+
+def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary dict flattened to one CSV row: ``timing.total_duration_seconds``, …, and
+    one ``errors.by_type.<type>`` column per error type."""
+    row: dict[str, Any] = {}
+    for key, value in summary.items():
+        if isinstance(value, Mapping):
+            for sub, inner in value.items():
+                if isinstance(inner, Mapping):
+                    for name, count in inner.items():
+                        row[f"{key}.{sub}.{name}"] = count
+                else:
+                    row[f"{key}.{sub}"] = inner
+        else:
+            row[key] = value
+    return row
+
+
+def file_metrics(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One item (a store row, or a record's fields by name) as TraceKit's per-file dict."""
+    start, duration = item["start_time"], item["duration"]
+    samples = item["samples"] or 0
+    peak_kb = item["memory_peak_kb"]
+    return {
+        "filename": item["name"],
+        "start_time": iso(start),
+        "end_time": iso(None if start is None else start + duration),
+        "duration_seconds": duration,
+        "samples": samples,
+        "measurements": item["measurements"] or 0,
+        "bytes": item["bytes"] or 0,
+        "status": item["status"],
+        "error_type": item["error_type"],
+        "error_message": item["error_message"],
+        # Stored in KiB (the store's unit); TraceKit reports bytes.
+        "memory_peak_bytes": None if peak_kb is None else round(peak_kb * 1024),
+        "samples_per_second": samples / duration if duration > 0 else 0,
+    }
+
+
+def write_file_metrics_csv(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> None:
+    """Write per-item dicts (from :func:`file_metrics`) as CSV with a header row; an empty
+    batch still gets its header, so the file always says what it holds."""
+    writer = csv.DictWriter(out, fieldnames=FILE_METRICS_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
