@@ -42,6 +42,7 @@ from jobtrace.tracing.signing import (
 )
 from jobtrace.tracing.spans import (
     UNSAMPLED,
+    AnySpan,
     RemoteParent,
     Span,
     current_span_var,
@@ -199,6 +200,11 @@ class HeaderTrust:
         return None, reason
 
 
+def _as_current(parent: RemoteParent | None) -> RemoteParent | AnySpan | None:
+    # A caller's unsampled trace stays unrecorded here too (spans only check the marker).
+    return parent if parent is None or parent.sampled else UNSAMPLED
+
+
 def _server_info(method: str, path: str) -> dict[str, Any]:
     return {"http.request.method": method, "url.path": path}
 
@@ -247,7 +253,7 @@ class WSGIMiddleware:
 
     def _adopt(self, parent: RemoteParent | None) -> None:
         """Make ``parent`` the current span of this request's context (None: a new trace)."""
-        current_span_var.set(parent)
+        current_span_var.set(_as_current(parent))
 
     def _start(
         self,
@@ -371,7 +377,7 @@ class ASGIMiddleware:
         if problem is not None:
             attributes["jobtrace.trace_header"] = problem
         # Set, not inherited: under an in-process client the caller's span is current here.
-        token = current_span_var.set(parent)
+        token = current_span_var.set(_as_current(parent))
         try:
             with Span(_span_name(method, path), attributes) as span:
 
