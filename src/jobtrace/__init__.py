@@ -19,6 +19,7 @@ from jobtrace.recorder import flush
 from jobtrace.report.result import ReportResult
 
 if TYPE_CHECKING:
+    from jobtrace.instruments import Counter, Enum, Gauge, Histogram, Info, Summary, profile
     from jobtrace.tracing import (
         Span,
         Trace,
@@ -44,12 +45,17 @@ _TRACING_NAMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Tracing loads on first use, keeping `import jobtrace` light for programs without it.
-    if name in _TRACING_NAMES:
-        from jobtrace import tracing
+_INSTRUMENT_NAMES = {"Counter", "Enum", "Gauge", "Histogram", "Info", "Summary", "profile"}
 
-        value = getattr(tracing, name)
+
+def __getattr__(name: str) -> Any:
+    # Tracing and instruments load on first use, keeping `import jobtrace` light for
+    # programs without them.
+    if name in _TRACING_NAMES or name in _INSTRUMENT_NAMES:
+        import importlib
+
+        package = "tracing" if name in _TRACING_NAMES else "instruments"
+        value = getattr(importlib.import_module(f"jobtrace.{package}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
@@ -57,12 +63,18 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConfigurationError",
+    "Counter",
+    "Enum",
+    "Gauge",
+    "Histogram",
+    "Info",
     "Job",
     "JobtraceError",
     "ReportResult",
     "Settings",
     "Span",
     "StoreError",
+    "Summary",
     "Trace",
     "TracedMeta",
     "__version__",
@@ -71,6 +83,7 @@ __all__ = [
     "current_span",
     "flush",
     "job",
+    "profile",
     "start",
     "stop",
     "trace",

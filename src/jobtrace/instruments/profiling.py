@@ -294,7 +294,7 @@ class Profiler:
     after_root_func = _hook_property("after_root_func")
 
     def _rebuild(self, create: bool = False) -> None:
-        if create or not self._state.pending:
+        if (create or not self._state.pending) and self._handle_records:
             if self._time_profile and self._time is None:
                 self.create_time_profiler()
             if self._size_profile and self._size is None:
