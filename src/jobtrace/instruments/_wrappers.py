@@ -123,7 +123,7 @@ def _finish(
                     _hook_failed(name, hook)
     if root:
         if records and st.handlers:
-            prof.dispatcher.submit(st.handlers, records, prof.job)
+            prof.dispatcher.submit(tuple(records))
         for metric in st.metrics:
             try:
                 metric.cleanup()

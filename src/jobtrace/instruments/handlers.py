@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
 import orjson
@@ -167,8 +167,18 @@ def dumps_records(records: list[ProfileRecord]) -> bytes:
 class HandlerDispatcher:
     """The queue between profiled root calls and the handlers, and its thread."""
 
-    def __init__(self, profiler_name: str, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        profiler_name: str,
+        handlers: Callable[[], tuple[BaseHandler, ...]],
+        job: Callable[[], str],
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
         self.profiler_name = profiler_name
+        # The profiler's current handlers and job, read when a round runs: a handler that
+        # was removed got what was queued before (see close_handler).
+        self._handlers = handlers
+        self._job = job
         self.capacity = capacity
         self.dropped = 0
         self.failed = 0
@@ -176,7 +186,7 @@ class HandlerDispatcher:
         os.register_at_fork(after_in_child=self._init_process_state)
 
     def _init_process_state(self) -> None:
-        self._queue: deque[tuple[tuple[BaseHandler, ...], list[RawRecord], str]] = deque()
+        self._queue: deque[tuple[RawRecord, ...]] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one round at a time: the thread or a flush()
         self._thread: threading.Thread | None = None
@@ -184,25 +194,31 @@ class HandlerDispatcher:
         self._known: tuple[BaseHandler, ...] = ()
         self._warned: set[int] = set()
 
-    def submit(self, handlers: tuple[BaseHandler, ...], records: list[RawRecord], job: str) -> None:
-        """Queue one root call's records (the caller's thread: never blocks, never raises)."""
+    def submit(self, records: tuple[RawRecord, ...]) -> None:
+        """Queue one root call's records (the caller's thread: never blocks, never raises).
+
+        A tuple of tuples of plain values: the garbage collector stops tracking it after
+        one pass, so a long queue costs the caller's collections nothing."""
         queue = self._queue
         n = len(queue)
         if n >= self.capacity:
-            self.dropped += 1
-            if not self._overflowing:
-                self._overflowing = True
-                log.warning(
-                    "jobtrace: profiler handler queue full (%d root calls); dropping records "
-                    "until the handlers catch up",
-                    self.capacity,
-                )
+            self._overflow()
             return
-        queue.append((handlers, records, job))
+        queue.append(records)
         if self._thread is None:
             self._start()
-        elif n >= _HIGH_WATER:
+        elif n == _HIGH_WATER:  # once per crossing: Event.set() takes a lock
             self._wake.set()
+
+    def _overflow(self) -> None:
+        self.dropped += 1
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "jobtrace: profiler handler queue full (%d root calls); dropping records "
+                "until the handlers catch up",
+                self.capacity,
+            )
 
     def _start(self) -> None:
         with self._lock:
@@ -223,8 +239,9 @@ class HandlerDispatcher:
     def _round(self, *, flush: bool) -> bool:
         queue = self._queue
         ok = True
+        handlers, job = self._handlers(), self._job()
         for _ in range(len(queue)):
-            handlers, raw, job = queue.popleft()
+            raw = queue.popleft()
             try:
                 records = to_records(raw, job)
             except Exception:

@@ -157,7 +157,9 @@ class Profiler:
             ("before_func", "after_func", "before_root_func", "after_root_func")
         )
         self._gen = 0
-        self.dispatcher = HandlerDispatcher(self.name)
+        self.dispatcher = HandlerDispatcher(
+            self.name, lambda: tuple(self._handlers.values()), lambda: self.job
+        )
         # Nothing is created before the first profiled call or config(): importing
         # jobtrace.instruments must not register metrics or start threads.
         self._state = _State(active=False, pending=True, gen=0)
@@ -263,17 +265,21 @@ class Profiler:
         if not isinstance(getattr(handler, "handler_name", None), str):
             raise ConfigurationError(f"{handler!r} is not a handler (no handler_name)")
         old = self._handlers.get(handler.handler_name)
+        if old is not None and old is not handler:
+            self.dispatcher.flush()  # the old one gets what was queued for it
         self._handlers[handler.handler_name] = handler
         self._rebuild()
         if old is not None and old is not handler:
             self.dispatcher.close_handler(old)
 
     def delete_handler(self, handler_name: str) -> None:
-        """Remove the handler called ``handler_name`` (what it was given is still handled)."""
-        handler = self._handlers.pop(handler_name, None)
+        """Remove the handler called ``handler_name``; it is handed what was queued before."""
+        if handler_name not in self._handlers:
+            return
+        self.dispatcher.flush()
+        handler = self._handlers.pop(handler_name)
         self._rebuild()
-        if handler is not None:
-            self.dispatcher.close_handler(handler)
+        self.dispatcher.close_handler(handler)
 
     def delete_handlers(self) -> None:
         for name in list(self._handlers):
