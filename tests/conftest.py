@@ -4,6 +4,7 @@ real PostgreSQL server, and a fresh recorder configuration."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ POSTGRES_URL = os.environ.get(
     "JOBTRACE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+RABBITMQ_URL = os.environ.get("JOBTRACE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _postgres_reachable() -> str | None:
@@ -38,6 +40,30 @@ def postgres_base_url() -> str:
             pytest.fail(f"PostgreSQL must be reachable under CI at {POSTGRES_URL}: {problem}")
         pytest.skip(f"no PostgreSQL server at {POSTGRES_URL} ({problem})")
     return POSTGRES_URL
+
+
+def _rabbitmq_reachable() -> str | None:
+    try:
+        import pika
+
+        params = pika.URLParameters(RABBITMQ_URL)
+        params.socket_timeout = 3
+        params.connection_attempts = 1
+        pika.BlockingConnection(params).close()
+        return None
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The real RabbitMQ broker (skipped locally when unreachable, never under CI=true)."""
+    problem = _rabbitmq_reachable()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"RabbitMQ must be reachable under CI at {RABBITMQ_URL}: {problem}")
+        pytest.skip(f"no RabbitMQ broker at {RABBITMQ_URL} ({problem})")
+    return RABBITMQ_URL
 
 
 @pytest.fixture
@@ -75,6 +101,11 @@ def isolated_jobtrace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     MemorySink.reset()
     _config.configure(url="memory://default", install_signal_handlers=False)
     yield directory
+    if "jobtrace.instruments" in sys.modules:
+        # Instruments tick on the recorder once defined: no test leaves them to the next.
+        from tests.instruments_helpers import reset_instruments
+
+        reset_instruments()
     recorder = get_recorder()
     recorder.flush(timeout=10)
     _config.configure(url="memory://default", install_signal_handlers=False)

@@ -243,3 +243,22 @@ def test_a_spooled_batch_keeps_its_id_so_a_replay_is_not_stored_twice() -> None:
     first, replay = _IdSink.calls
     assert first == replay
     assert list(_IdSink.stored) == [first] and len(_IdSink.stored[first]) == 2
+
+
+def test_a_bound_method_ticker_and_listener_can_be_removed() -> None:
+    class Watcher:
+        def tick(self, now: float) -> None:
+            pass
+
+        def on_terminate(self, signum: int, fatal: bool) -> None:
+            pass
+
+    recorder = get_recorder()
+    watcher = Watcher()
+    before = (recorder._tickers, recorder._terminate_listeners)
+    recorder.add_ticker(watcher.tick)
+    recorder.add_terminate_listener(watcher.on_terminate)
+    # A fresh bound method each time: removal must go by equality, not identity.
+    recorder.remove_ticker(watcher.tick)
+    recorder.remove_terminate_listener(watcher.on_terminate)
+    assert (recorder._tickers, recorder._terminate_listeners) == before

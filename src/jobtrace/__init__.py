@@ -21,6 +21,7 @@ from jobtrace.report.result import ReportResult
 if TYPE_CHECKING:
     from jobtrace import batch as batch
     from jobtrace.batch import BatchMetrics
+    from jobtrace.instruments import Counter, Enum, Gauge, Histogram, Info, Summary, profile
     from jobtrace.metrics import log_metric
     from jobtrace.tracing import (
         Span,
@@ -35,52 +36,51 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_TRACING_NAMES = {
-    "Span",
-    "Trace",
-    "TracedMeta",
-    "current_span",
-    "start",
-    "stop",
-    "trace",
-    "trace_cls",
+#: Names loaded on first use, and the module each comes from: `import jobtrace` stays light
+#: for programs that use none of them.
+_LAZY = {
+    **dict.fromkeys(
+        ("Span", "Trace", "TracedMeta", "current_span", "start", "stop", "trace", "trace_cls"),
+        "jobtrace.tracing",
+    ),
+    **dict.fromkeys(
+        ("Counter", "Enum", "Gauge", "Histogram", "Info", "Summary", "profile"),
+        "jobtrace.instruments",
+    ),
+    "log_metric": "jobtrace.metrics",
+    "BatchMetrics": "jobtrace.batch",
+    "batch": "jobtrace.batch",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # Tracing, metrics and batches load on first use, keeping `import jobtrace` light for
-    # programs without them.
-    if name in _TRACING_NAMES:
-        from jobtrace import tracing
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
+    import importlib
 
-        value = getattr(tracing, name)
-        globals()[name] = value
-        return value
-    if name == "log_metric":
-        from jobtrace.metrics import log_metric
-
-        globals()[name] = log_metric
-        return log_metric
-    if name in {"BatchMetrics", "batch"}:
-        import importlib
-
-        # import_module, not `from jobtrace import batch`: that asks this very hook first.
-        batch = importlib.import_module("jobtrace.batch")
-        value = batch if name == "batch" else batch.BatchMetrics
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'jobtrace' has no attribute {name!r}")
+    # import_module, not `from jobtrace import …`: that would ask this very hook first.
+    module = importlib.import_module(module_name)
+    value = module if name == "batch" else getattr(module, name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
     "BatchMetrics",
     "ConfigurationError",
+    "Counter",
+    "Enum",
+    "Gauge",
+    "Histogram",
+    "Info",
     "Job",
     "JobtraceError",
     "ReportResult",
     "Settings",
     "Span",
     "StoreError",
+    "Summary",
     "Trace",
     "TracedMeta",
     "__version__",
@@ -90,6 +90,7 @@ __all__ = [
     "flush",
     "job",
     "log_metric",
+    "profile",
     "start",
     "stop",
     "trace",

@@ -395,7 +395,8 @@ class Recorder:
         self._tickers = (*self._tickers, ticker)
 
     def remove_ticker(self, ticker: Ticker) -> None:
-        self._tickers = tuple(t for t in self._tickers if t is not ticker)
+        # Equality, not identity: each `obj.method` lookup makes a new bound method.
+        self._tickers = tuple(t for t in self._tickers if t != ticker)
 
     def add_terminate_listener(self, listener: TerminateListener) -> None:
         """Call ``listener(signum, fatal)`` when SIGTERM/SIGINT arrives, before flushing.
@@ -405,7 +406,7 @@ class Recorder:
         self._terminate_listeners = (*self._terminate_listeners, listener)
 
     def remove_terminate_listener(self, listener: TerminateListener) -> None:
-        self._terminate_listeners = tuple(x for x in self._terminate_listeners if x is not listener)
+        self._terminate_listeners = tuple(x for x in self._terminate_listeners if x != listener)
 
     # -- exit, signals, fork ----------------------------------------------------------------
 

@@ -1,0 +1,148 @@
+"""Instrument series in the store: every source's rows, merged, and dead sources retired.
+
+The recorder upserts one row per (source, name, labels) — each process's newest state of
+each series (see :mod:`jobtrace.instruments.registry`). Readers merge the sources with the
+pure :func:`jobtrace.instruments.merge.merge_series`; :func:`retire_sources` keeps that
+merge as cheap as the number of *live* series, however many workers came and went, by
+folding the rows of dead sources into one retained row per series (see
+:mod:`jobtrace.instruments.merge` for the rules and the tombstones).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from jobtrace import model
+from jobtrace.instruments.merge import (
+    DEFAULT_LIVE_WINDOW,
+    RETIRED_SOURCE,
+    TOMBSTONE_TYPE,
+    MergedSeries,
+    dead_sources,
+    fold_sources,
+    merge_series,
+)
+from jobtrace.instruments.registry import SOURCE_SERIES, SeriesRow
+from jobtrace.store.migrate import _lock as lock_for_writing
+from jobtrace.store.schema import series
+
+__all__ = [
+    "DEFAULT_FORGET_AFTER",
+    "DEFAULT_RETIRE_AFTER",
+    "RetireResult",
+    "merged_series",
+    "retire_sources",
+    "series_rows",
+]
+
+#: A source silent this long (seconds) is taken for dead and folded away. Far longer than
+#: any flush interval: a source folded while still alive would be counted twice.
+DEFAULT_RETIRE_AFTER = 3600.0
+#: Tombstones of retired sources are forgotten after this many seconds.
+DEFAULT_FORGET_AFTER = 7 * 86400.0
+
+_COLUMNS = (
+    series.c.source,
+    series.c.name,
+    series.c.type,
+    series.c.mode,
+    series.c.labels,
+    series.c.value,
+    series.c.special,
+    series.c.data,
+    series.c.updated_at,
+)
+
+
+class RetireResult(NamedTuple):
+    """What one :func:`retire_sources` did."""
+
+    sources: list[str]
+    rows_deleted: int
+    retired_rows: int
+    tombstones_forgotten: int
+
+
+def _row(r: Any) -> SeriesRow:
+    value = model.decode_float(r.special) if r.special is not None else r.value
+    return SeriesRow(r.source, r.name, r.type, r.mode, r.labels, value, r.data, r.updated_at)
+
+
+def series_rows(conn: sa.Connection, names: list[str] | None = None) -> list[SeriesRow]:
+    """Every source's rows (of the series called ``names``, plus the heartbeats and
+    tombstones the merge needs, when given)."""
+    query = sa.select(*_COLUMNS)
+    if names is not None:
+        query = query.where(series.c.name.in_([*names, SOURCE_SERIES]))
+    return [_row(r) for r in conn.execute(query)]
+
+
+def merged_series(
+    conn: sa.Connection,
+    *,
+    names: list[str] | None = None,
+    now: float | None = None,
+    live_window: float = DEFAULT_LIVE_WINDOW,
+) -> list[MergedSeries]:
+    """The series merged over every source (see :func:`merge_series`)."""
+    rows = series_rows(conn, names)
+    return merge_series(rows, now=time.time() if now is None else now, live_window=live_window)
+
+
+def _insert_params(row: SeriesRow) -> dict[str, Any]:
+    value, special = (None, None) if row.value is None else model.split_float(row.value)
+    return {
+        "source": row.source,
+        "name": row.name,
+        "labels": row.labels,
+        "job_id": None,
+        "type": row.type,
+        "mode": row.mode,
+        "value": value,
+        "special": special,
+        "data": row.data,
+        "updated_at": row.updated_at,
+    }
+
+
+def retire_sources(
+    engine: sa.Engine,
+    *,
+    now: float | None = None,
+    retire_after: float = DEFAULT_RETIRE_AFTER,
+    forget_after: float = DEFAULT_FORGET_AFTER,
+) -> RetireResult:
+    """Fold dead sources into the retired source, in one locked transaction.
+
+    Dead: the source's heartbeat said it finished, or nothing came from it for
+    ``retire_after`` seconds. Safe to run from several servers at once (the transaction
+    holds the write lock on SQLite, an advisory lock on PostgreSQL, before it reads).
+    """
+    now = time.time() if now is None else now
+    with engine.connect() as conn:
+        lock_for_writing(conn)
+        rows = series_rows(conn)
+        dead = dead_sources(rows, now=now, retire_after=retire_after)
+        deleted = 0
+        folded: list[SeriesRow] = []
+        if dead:
+            folded, tombstones = fold_sources(rows, dead, now=now)
+            gone = sorted(dead | {RETIRED_SOURCE})
+            for start in range(0, len(gone), 500):  # bounded IN lists on both databases
+                chunk = gone[start : start + 500]
+                deleted += conn.execute(series.delete().where(series.c.source.in_(chunk))).rowcount
+            new_rows = [_insert_params(r) for r in folded + tombstones]
+            if new_rows:
+                conn.execute(series.insert(), new_rows)
+        forgotten = conn.execute(
+            series.delete().where(
+                series.c.name == SOURCE_SERIES,
+                series.c.type == TOMBSTONE_TYPE,
+                series.c.updated_at < now - forget_after,
+            )
+        ).rowcount
+        conn.commit()
+    return RetireResult(sorted(dead), deleted, len(folded), forgotten)

@@ -1,0 +1,116 @@
+"""The RabbitMQ handler against the real broker: a durable queue, persistent confirmed
+messages, nothing lost across a broker restart; and a broker that is down."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from jobtrace.instruments import RabbitMQHandler, profile, profiler
+from tests.conftest import IN_CI
+from tests.instruments_helpers import clean_instruments
+
+__all__ = ["clean_instruments"]
+
+pytestmark = pytest.mark.rabbitmq
+
+
+@profile
+def serve(n: int) -> int:
+    return n
+
+
+@pytest.fixture
+def queue_name(rabbitmq_url: str) -> Iterator[str]:
+    import pika
+
+    name = f"jobtrace.test.{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        connection.channel().queue_delete(queue=name)
+    finally:
+        connection.close()
+
+
+def drain(url: str, queue: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Every message in ``queue``: (message id, records), acknowledged."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    messages = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue=queue, auto_ack=True)
+            if method is None:
+                break
+            assert properties.delivery_mode == 2  # persistent
+            messages.append((properties.message_id, orjson.loads(body)))
+    finally:
+        connection.close()
+    return messages
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_records_survive_a_broker_restart_and_none_is_lost_meanwhile(
+    rabbitmq_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        if IN_CI:
+            pytest.fail("rabbitmqctl must be installed under CI to restart the broker")
+        pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
+    handler = RabbitMQHandler("rabbit", rabbitmq_url, queue_name)
+    profiler.add_handler(handler)
+    for i in range(5):
+        serve(i)
+    assert profiler.flush()  # confirmed by the broker, on disk
+    caplog.set_level(logging.WARNING, logger="jobtrace.instruments")
+    rabbitmqctl("stop_app")
+    try:
+        for i in range(5, 12):
+            assert serve(i) == i  # the service keeps answering while the broker is down
+        assert not profiler.flush()
+        assert handler.pending == 7
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    assert profiler.flush()  # reconnects and republishes what was not confirmed
+    assert handler.pending == 0
+    messages = drain(rabbitmq_url, queue_name)
+    unique = dict(messages)  # consumers drop duplicates by message id
+    records = [r for batch in unique.values() for r in batch]
+    assert len(records) == 12
+    assert {r["method"] for r in records} == {"test_rabbitmq_handler:serve"}
+    assert len([r for r in caplog.records if "cannot publish" in r.getMessage()]) == 1
+    profiler.delete_handler("rabbit")
+
+
+def test_a_broker_that_is_down_buffers_a_bounded_number_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler = RabbitMQHandler(
+        "down", "amqp://guest:guest@127.0.0.1:1/", "jobtrace.never", max_buffered=3
+    )
+    profiler.add_handler(handler)
+    with caplog.at_level(logging.WARNING, logger="jobtrace.instruments"):
+        for i in range(5):
+            assert serve(i) == i
+        assert not profiler.flush()
+        assert not profiler.flush()
+    assert (handler.pending, handler.dropped) == (3, 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "cannot publish" in m]) == 1
+    assert len([m for m in messages if "dropping new ones" in m]) == 1
+    handler.max_buffered = 0  # closing must not wait for a broker that never comes
+    profiler.delete_handler("down")
