@@ -149,7 +149,7 @@ class FakeBroker:
         self.refuse_queue = refuse_queue
         self.connections: list[Any] = []
 
-    def BlockingConnection(self, params: Any) -> Any:  # noqa: N802 - pika's name
+    def BlockingConnection(self, params: Any) -> Any:  # pika's name
         broker = self
 
         class Connection:

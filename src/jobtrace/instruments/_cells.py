@@ -187,7 +187,7 @@ class GaugeCell(Cell):
         self._add_slow(amount, label_values, -1.0)
 
     def set(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
-        t = type(value)
+        t: type[Any] = type(value)  # an int too, whatever the annotation says
         if t is float and value == value and label_values is None:
             self.value = value
             return
