@@ -265,6 +265,44 @@ def test_a_failed_export_keeps_the_previous_file(
     assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
 
 
+def test_two_threads_exporting_to_one_path_at_once_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both writers are inside their temporary file at the same moment. With one temporary
+    # name per process they shared it: the first rename took it away from the second,
+    # whose export failed (or, with other timings, renamed the other's half-written rows).
+    from jobtrace.batch import summary
+
+    both_writing = threading.Barrier(2, timeout=10)
+
+    def write_when_both_are_writing(rows: Any, out: Any) -> None:
+        both_writing.wait()
+        summary.write_file_metrics_csv(rows, out)
+
+    monkeypatch.setattr(
+        "jobtrace.batch.metrics.write_file_metrics_csv", write_when_both_are_writing
+    )
+    metrics = BatchMetrics()
+    metrics.record_file("a.txt", duration=0.5)
+    target = tmp_path / "m.csv"
+    errors: list[BaseException] = []
+
+    def export() -> None:
+        try:
+            metrics.export_csv(target)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=export) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [row["filename"] for row in csv.DictReader(target.open())] == ["a.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
 def test_many_threads_record_at_once_without_loss(store_url: str) -> None:
     use_store(store_url)
     metrics = BatchMetrics()

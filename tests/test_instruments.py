@@ -204,6 +204,39 @@ def test_bad_values_are_dropped_and_counted_never_raised(
     assert enum.series()[0][1].current == "ok"
 
 
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda c, g, h, s: c.inc(10**400),
+        lambda c, g, h, s: g.inc(10**400),
+        lambda c, g, h, s: g.dec(10**400),
+        lambda c, g, h, s: g.set(10**400),
+        lambda c, g, h, s: h.observe(10**400),
+        lambda c, g, h, s: s.observe(10**400),
+    ],
+)
+def test_an_int_too_large_for_a_float_is_dropped_not_raised(
+    registry: InstrumentRegistry, operation: object
+) -> None:
+    counter = Counter("c", registry=registry)
+    gauge = Gauge("g", registry=registry)
+    histogram = Histogram("h", registry=registry)
+    summary = Summary("s", registry=registry)
+    operation(counter, gauge, histogram, summary)  # type: ignore[operator]
+    assert drops.by_reason == {"type": 1}
+    assert value_of(counter) == 0 and value_of(gauge) == 0
+    assert histogram.series()[0][1].count == 0 and histogram.series()[0][1].sum == 0
+    assert summary.series()[0][1].count == 0
+    assert [row.value for row in registry.rows()] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_gauge_set_to_an_int_holds_a_float(registry: InstrumentRegistry) -> None:
+    gauge = Gauge("g", registry=registry)
+    gauge.set(2**62)
+    gauge.inc(1)
+    assert type(gauge.series()[0][1].value) is float
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 

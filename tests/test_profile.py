@@ -17,6 +17,8 @@ from jobtrace.instruments import (
     RESPONSE_SIZE,
     TIME_PROFILER,
     Counter,
+    Histogram,
+    InstrumentRegistry,
     LoggerHandler,
     NamedLoggerHandler,
     StreamHandler,
@@ -24,6 +26,7 @@ from jobtrace.instruments import (
     profiler,
 )
 from jobtrace.instruments.handlers import BaseHandler, ProfileRecord
+from jobtrace.instruments.profiling import Profiler
 from tests.instruments_helpers import clean_instruments
 
 __all__ = ["clean_instruments"]
@@ -275,6 +278,54 @@ def test_nothing_is_registered_before_the_first_profiled_call() -> None:
     assert REGISTRY.get(TIME_PROFILER) is None
     handler_function(1)
     assert REGISTRY.get(TIME_PROFILER) is not None
+
+
+def test_first_calls_on_two_threads_at_once_set_up_the_profiler_once() -> None:
+    # The first call's setup registers the default histogram; a second thread's first call
+    # arriving meanwhile used to register it again, and the registry's refusal was raised
+    # into that call. It now runs unprofiled instead, without waiting for the setup.
+    errors: list[BaseException] = []
+    other_call: list[threading.Thread] = []
+
+    class InterleavingRegistry(InstrumentRegistry):
+        def register(self, metric: Any) -> None:
+            if not other_call:  # the first registration: another thread's first call now
+                other_call.append(threading.Thread(target=call))
+                other_call[0].start()
+                other_call[0].join()
+            super().register(metric)
+
+    prof = Profiler("race", registry=InterleavingRegistry())
+
+    @prof.profile
+    def work() -> int:
+        return 1
+
+    def call() -> None:
+        try:
+            work()
+        except Exception as exc:
+            errors.append(exc)
+
+    call()
+    assert errors == []
+    time_histogram = prof._registry.get(TIME_PROFILER)
+    assert time_histogram is not None and time_histogram.labels("test_profile:work").count == 1
+
+
+def test_a_failed_setup_is_logged_and_the_call_runs_unprofiled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = InstrumentRegistry()
+    Histogram(TIME_PROFILER, registry=registry)  # the profiler's default name, taken
+    prof = Profiler("taken", registry=registry)
+
+    @prof.profile
+    def work() -> int:
+        return 1
+
+    assert work() == 1 and work() == 1
+    assert caplog.text.count("could not create its default metrics") == 1
 
 
 def test_profile_is_the_top_level_name() -> None:

@@ -4,6 +4,7 @@ messages, nothing lost across a broker restart; and a broker that is down."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import uuid
@@ -114,3 +115,93 @@ def test_a_broker_that_is_down_buffers_a_bounded_number_and_counts_the_rest(
     assert len([m for m in messages if "dropping new ones" in m]) == 1
     handler.max_buffered = 0  # closing must not wait for a broker that never comes
     profiler.delete_handler("down")
+
+
+# -- against a fake pika (no broker needed) ---------------------------------------------------
+
+
+class FakeChannel:
+    def __init__(self, refuse_queue: bool) -> None:
+        self.refuse_queue = refuse_queue
+        self.published: list[str] = []
+
+    def queue_declare(self, queue: str, durable: bool) -> None:
+        import pika
+
+        if self.refuse_queue:  # the queue exists with other arguments
+            raise pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED")
+
+    def confirm_delivery(self) -> None:
+        pass
+
+    def basic_publish(self, **kwargs: Any) -> None:
+        self.published.append(kwargs["properties"].message_id)
+
+
+class FakeBroker:
+    """Stands in for the ``pika`` module of a handler: records the connections it opens."""
+
+    def __init__(self, *, refuse_queue: bool = False) -> None:
+        import pika
+
+        self.exceptions = pika.exceptions
+        self.BasicProperties = pika.BasicProperties
+        self.refuse_queue = refuse_queue
+        self.connections: list[Any] = []
+
+    def BlockingConnection(self, params: Any) -> Any:  # pika's name
+        broker = self
+
+        class Connection:
+            closed = False
+
+            def __init__(self) -> None:
+                self.channel_ = FakeChannel(broker.refuse_queue)
+
+            def channel(self) -> FakeChannel:
+                return self.channel_
+
+            def process_data_events(self, time_limit: float) -> None:
+                pass
+
+            def close(self) -> None:
+                self.closed = True
+
+        connection = Connection()
+        self.connections.append(connection)
+        return connection
+
+
+def record(n: int) -> dict[str, Any]:
+    return {"item": "x", "method": "x:y", "value": ("observe", n)}
+
+
+def test_a_connection_whose_queue_is_refused_is_closed_not_leaked() -> None:
+    broker = FakeBroker(refuse_queue=True)
+    handler = RabbitMQHandler("refused", "amqp://guest:guest@127.0.0.1:1/", "q")
+    handler._pika = broker
+    handler.handle([record(1)])
+    for _ in range(3):  # every retry connects anew
+        assert not handler.flush()
+    assert len(broker.connections) == 3
+    assert all(connection.closed for connection in broker.connections)
+    assert handler.pending == 1
+
+
+def test_a_forked_child_neither_reuses_the_connection_nor_resends_the_parents_records() -> None:
+    broker = FakeBroker()
+    handler = RabbitMQHandler("forked", "amqp://guest:guest@127.0.0.1:1/", "q")
+    handler._pika = broker
+    handler.handle([record(1)])
+    assert handler.flush() and handler._connection is not None
+    handler.handle([record(2)])  # buffered when the fork happens: the parent sends it
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only
+        ok = handler._connection is None and handler.pending == 0
+        handler.handle([record(3)])
+        ok = ok and handler.flush() and len(broker.connections) == 2
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert handler.flush() and handler.pending == 0
+    assert len(broker.connections) == 1  # the parent's own, still in use

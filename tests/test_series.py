@@ -253,6 +253,57 @@ def test_a_late_replay_of_a_retired_source_is_not_counted_twice() -> None:
     assert dead_sources(after, now=NOW, retire_after=3600) == {"gone"}  # to delete it again
 
 
+def test_a_source_retired_while_only_silent_is_not_counted_twice_when_it_returns() -> None:
+    # Its sink was unreachable for longer than retire_after: it was folded with what the
+    # store had (10 requests), kept counting, and its spool then brought newer totals.
+    def summary(source: str, total: float, count: int, at: float) -> SeriesRow:
+        return SeriesRow(source, "payload", "summary", None, "{}", total, {"count": count}, at)
+
+    def latency(source: str, cum: list[int], total: float, at: float) -> SeriesRow:
+        return histogram(source, [0.1, math.inf], cum, total)._replace(updated_at=at)
+
+    old = NOW - 4000
+    rows = [
+        counter("silent", 10, at=old),
+        summary("silent", 4.0, 2, old),
+        latency("silent", [1, 2], 0.5, old),
+        gauge("silent", "sum", 3, at=old),
+        heartbeat("silent", old),
+        counter("live", 1),
+        heartbeat("live", NOW),
+    ]
+    dead = dead_sources(rows, now=NOW, retire_after=3600)
+    assert dead == {"silent"}
+    folded, tombstones = fold_sources(rows, dead, now=NOW)
+    store = [*folded, *tombstones, counter("live", 1), heartbeat("live", NOW)]
+    later = NOW + 10  # the spool replays the silent source's newer rows
+    store += [
+        counter("silent", 15, at=later),
+        summary("silent", 7.0, 3, later),
+        latency("silent", [2, 4], 1.5, later),
+        gauge("silent", "sum", 5, at=later),
+        heartbeat("silent", later),
+    ]
+    expected = {
+        ("requests", "{}"): (16, None),
+        ("payload", "{}"): (7.0, 3),
+        ("latency", "{}"): (1.5, [2, 4]),
+        ("g_sum", "{}"): (5, None),
+    }
+
+    def totals(rows: list[SeriesRow]) -> dict[tuple[str, str], tuple[Any, Any]]:
+        merged = by_name(merge_series(rows, now=later))
+        return {key: (m.value, m.data.get("count", m.data.get("cum"))) for key, m in merged.items()}
+
+    assert totals(store) == expected
+    # Retired again, for good: the second fold keeps the totals too.
+    dead = dead_sources(store, now=later + 4000, retire_after=3600)
+    assert dead == {"silent", "live"}
+    folded, tombstones = fold_sources(store, dead, now=later + 4000)
+    store = [*folded, *tombstones, *(r for r in store if r.source not in dead | {"retired"})]
+    assert totals(store) == expected
+
+
 # -- through the recorder into the store ----------------------------------------------------------
 
 
@@ -356,6 +407,21 @@ def test_retiring_sources_in_the_store_keeps_the_merge_and_bounds_the_rows(store
     assert {r.name for r in retired} == {"requests", "latency"}
     assert len(rows) == 3 * 4 + len(retired) + 3  # live rows, retired rows, tombstones
     assert again.sources == []
+
+
+def test_newer_rows_of_a_retired_source_count_once_in_the_store(store_url: str) -> None:
+    write_processes(store_url, 2)  # host:100:1 finished with 1 request, host:101:1 has 2
+    with Store(store_url) as store:
+        assert retire_sources(store.engine, now=NOW, retire_after=3600).sources == ["host:100:1"]
+        store.write(  # its spool, replayed late, had a newer total
+            [(model.SERIES, "host:100:1", None, "requests", "counter", None, '{"m":"GET"}',
+              4.0, {"created": 1.0}, NOW - 5)]
+        )  # fmt: skip
+        with store.engine.connect() as conn:
+            assert by_name(merged_series(conn, now=NOW))["requests", '{"m":"GET"}'].value == 6
+        assert retire_sources(store.engine, now=NOW, retire_after=3600).sources == ["host:100:1"]
+        with store.engine.connect() as conn:
+            assert by_name(merged_series(conn, now=NOW))["requests", '{"m":"GET"}'].value == 6
 
 
 def test_a_forked_child_is_a_new_source_starting_from_zero(memory_sink: MemorySink) -> None:

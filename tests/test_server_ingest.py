@@ -256,6 +256,22 @@ def test_the_sink_halves_a_batch_the_server_finds_too_large(server: str, store_u
     assert len(ids) > 1 and all(i.startswith("big.") for i in ids)
 
 
+def test_the_sink_drops_a_record_too_large_for_the_server_and_sends_the_rest(
+    server: str, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One record over the server's body limit by itself: halving cannot make it fit, so it
+    # is dropped and counted. Raising instead made the recorder spool the batch and retry
+    # it forever, and every later batch queued in the spool behind it.
+    huge = (model.EXPERIMENT, "huge", "x" * 300_000, None, 1_700_000_000.0)
+    sink = HTTPSink(server)
+    try:
+        sink.write([metric("j", 0), huge, metric("j", 1), metric("j", 2)], batch_id="b")
+    finally:
+        sink.close()
+    assert rows(store_url, "SELECT step FROM metrics ORDER BY step") == [(0,), (1,), (2,)]
+    assert sink.rejected == 1 and "too large" in caplog.text
+
+
 def test_the_sink_drops_a_record_the_server_refuses_and_sends_the_rest(
     server: str, store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,6 +20,7 @@ record at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -54,6 +55,8 @@ _MAX_ERROR_TYPE = 256
 _MAX_MESSAGE = 10_000
 #: Status of the batch's job when ``finish()`` is called without one.
 _DEFAULT_STATUS = "succeeded"
+#: Numbers the temporary files of exports (``next`` on it is atomic under the GIL).
+_export_number = itertools.count()
 
 
 class ExportError(JobtraceError, OSError):
@@ -331,7 +334,9 @@ def _write_atomically(
     """Write through a temporary file in the same directory, then rename: a reader never
     sees half a file, and a failure leaves any earlier export in place."""
     target = Path(path)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # One temporary file per call, not per process: two threads exporting to one path at
+    # once must not write into (and rename away) the same file.
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{next(_export_number)}.tmp")
     try:
         newline = "" if "b" not in mode else None  # csv writes its own line endings
         with temp.open(mode, newline=newline) as out:

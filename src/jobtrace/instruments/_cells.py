@@ -89,6 +89,13 @@ def _as_float(name: str, value: Any) -> float | None:
     return result
 
 
+def _too_large(name: str, value: Any) -> None:
+    # An int beyond a float's range: adding it to a float raises OverflowError, which must
+    # not reach the caller. Caught where it happens, after the fast path's type test, so
+    # the common case pays nothing (a try block is free in CPython 3.11+).
+    drops.drop(name, "type", f"{value!r} is too large for a float")
+
+
 def _unexpected_labels(name: str, label_values: Any) -> None:
     drops.drop(
         name,
@@ -125,7 +132,10 @@ class CounterCell(Cell):
     def inc(self, amount: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
         t = type(amount)
         if (t is int or t is float) and amount >= 0 and label_values is None:
-            self.value += amount  # atomic under the GIL: see the module docstring
+            try:
+                self.value += amount  # atomic under the GIL: see the module docstring
+            except OverflowError:
+                _too_large(self.name, amount)
             return
         self._inc_slow(amount, label_values)
 
@@ -159,21 +169,35 @@ class GaugeCell(Cell):
     def inc(self, amount: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
         t = type(amount)
         if (t is int or t is float) and amount == amount and label_values is None:
-            self.value += amount
+            try:
+                self.value += amount
+            except OverflowError:
+                _too_large(self.name, amount)
             return
         self._add_slow(amount, label_values, 1.0)
 
     def dec(self, amount: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
         t = type(amount)
         if (t is int or t is float) and amount == amount and label_values is None:
-            self.value -= amount
+            try:
+                self.value -= amount
+            except OverflowError:
+                _too_large(self.name, amount)
             return
         self._add_slow(amount, label_values, -1.0)
 
     def set(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
-        t = type(value)
-        if (t is int or t is float) and value == value and label_values is None:
+        t: type[Any] = type(value)  # an int too, whatever the annotation says
+        if t is float and value == value and label_values is None:
             self.value = value
+            return
+        if t is int and label_values is None:
+            # Stored as a float, as every other operation leaves it: a huge int kept as it
+            # is would make a later inc() or the snapshot raise instead.
+            try:
+                self.value = float(value)
+            except OverflowError:
+                _too_large(self.name, value)
             return
         if label_values:
             _unexpected_labels(self.name, label_values)
@@ -215,8 +239,12 @@ class HistogramCell(Cell):
         t = type(value)
         if (t is float or t is int) and value == value and label_values is None:
             i = bisect_left(self.bounds, value)  # the call comes before the critical section
+            try:
+                self.sum += value  # first: if it raises, nothing was counted
+            except OverflowError:
+                _too_large(self.name, value)
+                return
             self.counts[i] += 1
-            self.sum += value
             return
         self._observe_slow(value, label_values)
 
@@ -255,8 +283,12 @@ class SummaryCell(Cell):
     def observe(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
         t = type(value)
         if (t is float or t is int) and value == value and label_values is None:
+            try:
+                self.sum += value  # first: if it raises, nothing was counted
+            except OverflowError:
+                _too_large(self.name, value)
+                return
             self.count += 1
-            self.sum += value
             return
         if label_values:
             _unexpected_labels(self.name, label_values)

@@ -26,6 +26,11 @@ already count for nothing and are dropped — and leaves one small *tombstone* r
 source. ``merge_series(rows)`` is the same before and after a fold (that is tested). The
 tombstone makes the merge ignore rows a late spool replay brings back for that source
 (their ``updated_at`` is not newer than the tombstone's), and the next fold deletes them.
+Rows of a retired source that *are* newer than its tombstone (it was only silent: its sink
+was unreachable for longer than ``retire_after``, and its spool replayed later) carry
+totals that already include what was folded. The tombstone therefore keeps, in its
+``data["folded"]``, what the source contributed to each adding series (counters,
+summaries, histograms, ``sum`` gauges), and such rows count only past that.
 :func:`jobtrace.store.series.retire_sources` runs a fold inside the store.
 """
 
@@ -58,6 +63,8 @@ TOMBSTONE_TYPE: Final = "retired"
 TOMBSTONE_LABELS: Final = '{"state":"retired"}'
 
 _ADDING: Final = frozenset({"counter", "summary", "histogram"})
+#: The tombstone's record of what its source contributed to the retired source.
+FOLDED_KEY: Final = "folded"
 _NEWEST_WINS: Final = frozenset({"info", "enum"})
 
 
@@ -163,6 +170,59 @@ def _as_rows(rows: Iterable[Sequence[Any]]) -> list[SeriesRow]:
     return [r if isinstance(r, SeriesRow) else SeriesRow(*r) for r in rows]
 
 
+def _is_additive(row: SeriesRow) -> bool:
+    """Whether the retired source holds this row's value in a sum (so a newer row of the
+    same source must not count again what was folded)."""
+    return row.type in _ADDING or (row.type == "gauge" and row.mode in ("sum", None))
+
+
+def _series_key(row: SeriesRow) -> str:
+    # Names have no spaces (see metrics._NAME), so the first space ends the name.
+    return f"{row.name} {row.labels}"
+
+
+def _contribution(row: SeriesRow) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": row.type, "value": row.value}
+    data = row.data if isinstance(row.data, dict) else {}
+    if row.type == "summary":
+        out["count"] = data.get("count", 0)
+    elif row.type == "histogram":
+        out["le"], out["cum"] = data.get("le", []), data.get("cum", [])
+    return out
+
+
+def _folded_of(rows: Sequence[SeriesRow]) -> dict[str, dict[str, Any]]:
+    """What each retired source contributed, per series (from its newest tombstone)."""
+    newest: dict[str, SeriesRow] = {}
+    for row in rows:
+        if row.name == SOURCE_SERIES and row.type == TOMBSTONE_TYPE:
+            seen = newest.get(row.source)
+            if seen is None or row.updated_at > seen.updated_at:
+                newest[row.source] = row
+    out = {}
+    for source, row in newest.items():
+        folded = row.data.get(FOLDED_KEY) if isinstance(row.data, dict) else None
+        out[source] = folded if isinstance(folded, dict) else {}
+    return out
+
+
+def _past(row: SeriesRow, base: Any) -> SeriesRow:
+    """``row`` less what its source already contributed to the retired source."""
+    if not isinstance(base, dict) or base.get("type") != row.type:
+        return row
+    value = row.value
+    if value is not None and isinstance(base.get("value"), int | float):
+        value = value - base["value"]
+    data = row.data
+    if row.type == "summary" and isinstance(data, dict):
+        data = {**data, "count": int(data.get("count", 0)) - int(base.get("count", 0))}
+    elif row.type == "histogram" and isinstance(data, dict):
+        cum, old = data.get("cum", []), base.get("cum", [])
+        if data.get("le") == base.get("le") and len(cum) == len(old):
+            data = {**data, "cum": [int(a) - int(b) for a, b in zip(cum, old, strict=True)]}
+    return row._replace(value=value, data=data)
+
+
 def _liveness(rows: Sequence[SeriesRow]) -> tuple[dict[str, float], set[str], dict[str, float]]:
     """(last seen per source, sources that said they finished, tombstone time per source)."""
     last_seen: dict[str, float] = {}
@@ -198,14 +258,19 @@ def merge_series(
     """
     all_rows = _as_rows(rows)
     last_seen, finished, tombstones = _liveness(all_rows)
+    folded = _folded_of(all_rows) if tombstones else {}
     live_after = now - live_window
     groups: dict[tuple[str, str], dict[tuple[str, str | None], list[SeriesRow]]] = {}
-    for row in all_rows:
-        if row.name == SOURCE_SERIES:
+    for stored in all_rows:
+        if stored.name == SOURCE_SERIES:
             continue
+        row = stored
         tomb = tombstones.get(row.source)
-        if tomb is not None and row.updated_at <= tomb:
-            continue  # already folded into the retired source
+        if tomb is not None:
+            if row.updated_at <= tomb:
+                continue  # already folded into the retired source
+            if _is_additive(row):  # newer: only what it added since it was folded
+                row = _past(row, folded[row.source].get(_series_key(row)))
         if (
             row.type == "gauge"
             and row.mode == "live-sum"
@@ -254,6 +319,10 @@ def fold_sources(
     all_rows = _as_rows(rows)
     involved = [r for r in all_rows if r.source in dead or r.source == RETIRED_SOURCE]
     last_seen, _, tombstones = _liveness(involved)
+    previously = _folded_of(involved)
+    # What each dead source will have contributed once this fold is done: its newest full
+    # values (the tombstone keeps them, see the module docstring).
+    contributed: dict[str, dict[str, Any]] = {s: dict(previously.get(s, {})) for s in dead}
     kept = []
     for row in involved:
         if row.name == SOURCE_SERIES:
@@ -263,14 +332,21 @@ def fold_sources(
         tomb = tombstones.get(row.source)
         if tomb is not None and row.updated_at <= tomb:
             continue
-        kept.append(row)
+        if row.source == RETIRED_SOURCE or not _is_additive(row):
+            kept.append(row)
+            continue
+        key = _series_key(row)
+        contributed[row.source][key] = _contribution(row)  # its full total, from now on
+        # A source folded before counts only what it added since (None: not folded yet).
+        kept.append(_past(row, previously.get(row.source, {}).get(key)))
     # Live-sum is out already; the window only matters for it, so any value will do here.
     folded = [
         SeriesRow(RETIRED_SOURCE, m.name, m.type, m.mode, m.labels, m.value, m.data, m.updated_at)
         for m in merge_series(kept, now=now)
     ]
     tombs = [
-        SeriesRow(source, SOURCE_SERIES, TOMBSTONE_TYPE, None, TOMBSTONE_LABELS, None, None,
+        SeriesRow(source, SOURCE_SERIES, TOMBSTONE_TYPE, None, TOMBSTONE_LABELS, None,
+                  {FOLDED_KEY: contributed[source]} if contributed[source] else None,
                   max(last_seen.get(source, now), tombstones.get(source, -math.inf)))
         for source in sorted(dead)
     ]  # fmt: skip

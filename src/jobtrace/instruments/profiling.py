@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Final, TypeVar
@@ -157,6 +158,10 @@ class Profiler:
             ("before_func", "after_func", "before_root_func", "after_root_func")
         )
         self._gen = 0
+        # Serialises changes of the state: configuration, and the first profiled call that
+        # creates the default metrics (two threads doing that at once would both register
+        # a "time_profiler" histogram, and the second registration raises).
+        self._setup_lock = threading.RLock()
         self.dispatcher = HandlerDispatcher(
             self.name, lambda: tuple(self._handlers.values()), lambda: self.job
         )
@@ -178,6 +183,22 @@ class Profiler:
     ) -> None:
         """Configure as ``phanos.profiler.config``: which default metrics exist, whether
         anything is measured at all (``handle_records``), and an ``error_raised`` label."""
+        with self._setup_lock:
+            self._config(
+                logger, job, time_profile, response_size_profile, handle_records,
+                error_raised_label, handlers,
+            )  # fmt: skip
+
+    def _config(
+        self,
+        logger: logging.Logger | str | None,
+        job: str,
+        time_profile: bool,
+        response_size_profile: bool,
+        handle_records: bool,
+        error_raised_label: bool,
+        handlers: Iterable[BaseHandler],
+    ) -> None:
         if logger is not None:
             global log
             log = logging.getLogger(logger) if isinstance(logger, str) else logger
@@ -300,6 +321,10 @@ class Profiler:
     after_root_func = _hook_property("after_root_func")
 
     def _rebuild(self, create: bool = False) -> None:
+        with self._setup_lock:
+            self._rebuild_locked(create)
+
+    def _rebuild_locked(self, create: bool) -> None:
         if (create or not self._state.pending) and self._handle_records:
             if self._time_profile and self._time is None:
                 self.create_time_profiler()
@@ -325,9 +350,25 @@ class Profiler:
         )
 
     def _first_call(self) -> _State:
-        """The first profiled call of an unconfigured profiler sets up the defaults."""
-        if self._state.pending:
-            self._rebuild(create=True)
+        """The first profiled call of an unconfigured profiler sets up the defaults.
+
+        Never blocks and never raises: a call that finds another thread setting up runs
+        unprofiled, and a failure is logged once and leaves the profiler off until
+        :meth:`config` (which raises it where it can be fixed)."""
+        if not self._setup_lock.acquire(blocking=False):
+            return self._state
+        try:
+            if self._state.pending:
+                self._rebuild(create=True)
+        except Exception:  # e.g. another instrument already took the name "time_profiler"
+            log.exception(
+                "jobtrace: the profiler could not create its default metrics; profiled "
+                "calls run unprofiled until profiler.config() is called"
+            )
+            self._gen += 1
+            self._state = _State(active=False, pending=False, gen=self._gen)
+        finally:
+            self._setup_lock.release()
         return self._state
 
     def clear(self) -> None:

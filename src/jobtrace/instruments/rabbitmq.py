@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
+import weakref
 from collections import deque
 from typing import Any, Final, NamedTuple
 
@@ -87,6 +89,7 @@ class RabbitMQHandler(BaseHandler):
         self.dropped = 0
         self.published = 0
         self.republished = 0
+        _handlers.add(self)
 
     # -- the dispatcher's side ------------------------------------------------------------------
 
@@ -166,12 +169,21 @@ class RabbitMQHandler(BaseHandler):
 
     def _connect(self) -> bool:
         pika = self._pika
+        connection = None
         try:
             connection = pika.BlockingConnection(self._params)
             channel = connection.channel()
             channel.queue_declare(queue=self.queue, durable=True)
             channel.confirm_delivery()
         except (pika.exceptions.AMQPError, OSError) as exc:
+            # Connected but the channel or the queue was refused (say, the queue exists
+            # with other arguments): close it, or every retry leaks a connection.
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:
+                    log.debug("jobtrace: closing a refused RabbitMQ connection failed",
+                              exc_info=True)  # fmt: skip
             self._lost(exc)
             return False
         self._connection, self._channel = connection, channel
@@ -210,6 +222,19 @@ class RabbitMQHandler(BaseHandler):
             except Exception:
                 log.debug("jobtrace: closing the RabbitMQ connection failed", exc_info=True)
 
+    def _after_fork_in_child(self) -> None:
+        """A forked child must not speak on the parent's connection (its frames would
+        interleave with the parent's), nor send what the parent buffered (the parent sends
+        it): it starts with no connection and nothing pending."""
+        self._connection = self._channel = None
+        self._records = []
+        self._unconfirmed = deque()
+        self._buffered = 0
+        self._down_since = None
+        self._retry_at = 0.0
+        self._retry_delay = 0.5
+        self._overflowing = False
+
     def close(self) -> None:
         if not self.flush():
             log.warning(
@@ -218,3 +243,14 @@ class RabbitMQHandler(BaseHandler):
                 self._buffered,
             )
         self._close_connection()
+
+
+_handlers: weakref.WeakSet[RabbitMQHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_handlers):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,7 +10,8 @@ connection, so a recorded job loads no HTTP package.
   then :class:`~jobtrace.errors.StoreError` is raised and the recorder spools the batch
   and retries the server with its own, longer backoff.
 - 413 (the body is over the server's limit): the batch is halved, each half sent under an
-  id derived from the batch's, until it fits.
+  id derived from the batch's, until it fits; a single record too large by itself is
+  dropped (counted and logged, as below).
 - 400/422 naming a bad record: that record is dropped (counted and logged, as a store
   sink drops a record its database refuses) and the rest is sent again; a batch that would
   never be accepted must not block the spool behind it.
@@ -110,10 +111,15 @@ class HTTPSink:
             status, body = self._post(encode_batch(batch_id, records))
             if status < 300:
                 return
-            if status == 413 and len(records) > 1:
-                middle = len(records) // 2
-                self._send(records[:middle], f"{batch_id}.0")
-                self._send(records[middle:], f"{batch_id}.1")
+            if status == 413:
+                if len(records) > 1:
+                    middle = len(records) // 2
+                    self._send(records[:middle], f"{batch_id}.0")
+                    self._send(records[middle:], f"{batch_id}.1")
+                    return
+                # One record alone is over the server's limit: it will never be accepted,
+                # and raising would keep it at the head of the spool forever.
+                self._reject(records.pop(), {"message": "the record alone is too large"})
                 return
             error = _error_body(body)
             index = _bad_record_index(error, len(records)) if status in {400, 422} else None
