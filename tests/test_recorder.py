@@ -262,3 +262,28 @@ def test_a_bound_method_ticker_and_listener_can_be_removed() -> None:
     recorder.remove_ticker(watcher.tick)
     recorder.remove_terminate_listener(watcher.on_terminate)
     assert (recorder._tickers, recorder._terminate_listeners) == before
+
+
+def test_a_big_spool_file_replays_in_parts_whose_ids_do_not_depend_on_the_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobtrace import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "REPLAY_PART", 20)
+    register_sink("idtest", f"{__name__}:_IdSink")
+    records = [("metric", "j", "loss", i, 1.0, 1.0) for i in range(50)]
+    parts = {}
+    for batch_size in (7, 1000):  # a replay before and after a change of batch size
+        _IdSink.stored, _IdSink.calls, _IdSink.lose_next_response = {}, [], False
+        _config.configure(url="idtest://x", install_signal_handlers=False)
+        recorder = get_recorder()
+        recorder._batch_size = batch_size
+        recorder._spool.write(records, "B")
+        recorder._spool_checked = False
+        assert recorder.flush(timeout=10)
+        parts[batch_size] = dict(_IdSink.stored)
+    # Same ids for the same records, however the recorder is configured: a deduplicating
+    # sink can never acknowledge a part it did not store.
+    assert parts[7] == parts[1000]
+    assert sorted(parts[7]) == ["B:0", "B:20", "B:40"]
+    assert [r[3] for r in parts[7]["B:40"]] == list(range(40, 50))

@@ -51,6 +51,8 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
+#: Records per part when a spool file is replayed in parts (ids of parts depend on it).
+REPLAY_PART = 20_000
 #: How long a signal handler or exit hook waits for the writer before giving up.
 EXIT_FLUSH_TIMEOUT = 10.0
 
@@ -352,13 +354,14 @@ class Recorder:
             try:
                 records = self._spool.read(claimed)
                 batch_id = self._spool.batch_id(claimed)
-                size = self._batch_size
+                # A big file is split into parts of a fixed size, not of today's batch
+                # size: a part's id must name the same records on every replay, or a
+                # sink that drops repeated ids would drop records never stored.
+                size = REPLAY_PART
                 for start in range(0, len(records), size):
-                    # A file bigger than today's batch size is split; each part gets an
-                    # id derived from the file's, the same on every replay.
                     part_id = batch_id
                     if batch_id is not None and len(records) > size:
-                        part_id = f"{batch_id}.{start // size}"
+                        part_id = f"{batch_id}:{start}"
                     self._write(records[start : start + size], part_id)
             except Exception as exc:
                 self._spool.release(claimed)
