@@ -234,12 +234,12 @@ def test_an_oversized_body_is_a_413_and_the_server_keeps_serving(
 def test_a_bug_is_a_500_in_the_shared_body(
     http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobtrace.store import pages
+    from jobtrace.store import jobs
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(pages, "get_job", broken)
+    monkeypatch.setattr(jobs, "job_by_id", broken)
     body = assert_error(http.get("/jobs/x"), 500, "internal_error")
     assert "simulated" not in body["message"]  # internals stay in the server's log
 
