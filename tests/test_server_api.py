@@ -13,10 +13,9 @@ import sqlalchemy as sa
 
 from jobtrace import model
 from jobtrace.store import Store
-from tests.server_helpers import thread_server
+from tests.server_helpers import assert_error, thread_server
 
 API = "/api/v1"
-ERROR_KEYS = {"error", "message", "detail", "status"}
 
 
 @pytest.fixture
@@ -49,16 +48,6 @@ def ingest(http: httpx.Client, batch_id: str, records: list[model.Record]) -> ht
     return http.post(
         "/batches", json={"id": batch_id, "records": list(map(model.to_dict, records))}
     )
-
-
-def assert_error(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status and body["message"]
-    if kind is not None:
-        assert body["error"] == kind
-    return body
 
 
 def count_rows(store_url: str, table: str) -> int:

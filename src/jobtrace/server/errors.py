@@ -102,8 +102,11 @@ def _validation_detail(errors: Any) -> list[dict[str, Any]]:
 
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error["loc"]]
-    where = ".".join(loc[1:] if len(loc) > 1 and loc[0] in {"body", "query", "path"} else loc)
-    return f"{loc[0] if loc else 'request'} {where}: {error['msg']}" if where else error["msg"]
+    if loc and loc[0] in {"body", "query", "path", "header"}:
+        part, where = loc[0], ".".join(loc[1:])
+    else:
+        part, where = "request", ".".join(loc)
+    return f"{part} {where}: {error['msg']}" if where else f"{part}: {error['msg']}"
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
