@@ -14,7 +14,11 @@ Cases, each timed over fresh points (a new job id every batch, so every write in
   connection, as a client logging each metric with its own call does (Dioptra's
   ``append_metric_by_id``, MLflow's ``log_metric``). MLflow itself is not installed in the
   bench environment; on this machine its ``log_batch`` into a local SQLite store measured
-  ~7,500 points/s and ``log_metric`` 5.4 ms per point (issue 4).
+  ~7,500 points/s and ``log_metric`` 5.4 ms per point (issue 4);
+- append_metric_by_id: the same, through the client and the metric endpoint
+  ``POST /api/v1/jobs/{id}/metrics`` (validated by its own model, checked against the job);
+- 10k-step history over HTTP (not a budget; MLflow's ``get_metric_history`` took 493 ms
+  here): ``client.jobs.iter_metric_snapshots`` following ``next`` over ten pages of 1,000.
 
 The server runs as ``jobtrace serve`` in a subprocess on a free loopback port. PostgreSQL
 comes from ``JOBTRACE_TEST_POSTGRES_URL`` as in ``bench_persist.py``, and is skipped with a
@@ -46,13 +50,15 @@ from _common import (
     spread,
 )
 from bench_persist import PG_DEFAULT_URL, metric_batch, postgres_problem, postgres_schema
-from jobtrace import _ids
+from jobtrace import _ids, model
+from jobtrace.client import Client
 from jobtrace.sinks.http import HTTPSink
 from jobtrace.store import Store
 
 BATCH = 20_000
 BUDGET = 50_000.0
 SINGLES = 300  # points posted one per request per round
+HISTORY = 10_000  # steps of the history read back over HTTP
 
 
 @contextmanager
@@ -109,20 +115,43 @@ def single_rate(sink: HTTPSink) -> float:
     return SINGLES / (time.perf_counter() - start)
 
 
+def append_rate(client: Client) -> float:
+    job_id = client.jobs.create()["id"]
+    start = time.perf_counter()
+    for step in range(SINGLES):
+        client.jobs.append_metric_by_id(job_id, "loss", step * 0.5, metric_step=step)
+    return SINGLES / (time.perf_counter() - start)
+
+
+def history_ms(client: Client, job_id: str) -> float:
+    start = time.perf_counter()
+    points = sum(1 for _ in client.jobs.iter_metric_snapshots(job_id, "loss", page_length=1000))
+    elapsed = time.perf_counter() - start
+    assert points == HISTORY, points
+    return elapsed * 1000
+
+
 def measure(store_url: str, directory: Path, rounds: int, per_round: int) -> dict[str, list[float]]:
     Store(store_url).close()  # created and migrated before anything is timed
     with served(store_url, directory) as url:
         sink = HTTPSink(url)
         store = Store(store_url)
+        client = Client(url)
         try:
             sink.write(metric_batch(100), batch_id="warm-up")
+            history = client.jobs.create(job_id="history")["id"]
+            steps = range(HISTORY)
+            sink.write([(model.METRIC, history, "loss", s, 1 / (s + 1), 1e9 + s) for s in steps])
             cases: dict[str, Callable[[], float]] = {
                 "http batch": lambda: http_rate(sink, per_round),
                 "direct": lambda: direct_rate(store, per_round),
                 "peer": lambda: single_rate(sink),
+                "append": lambda: append_rate(client),
+                "history": lambda: history_ms(client, history),
             }
             return interleave(cases, rounds)
         finally:
+            client.close()
             sink.close()
             store.close()
 
@@ -138,9 +167,21 @@ def report(backend: str, results: dict[str, list[float]], verdicts: Verdicts) ->
         ["http batch (20k/request)", f"{http:,.0f}", spread(results["http batch"]), word],
         ["direct Store.write", f"{direct:,.0f}", spread(results["direct"]), ""],
         ["peer: 1 point/request", f"{peer:,.0f}", spread(results["peer"]), ""],
+        [
+            "append_metric_by_id (1/request)",
+            f"{median(results['append']):,.0f}",
+            spread(results["append"]),
+            "",
+        ],
     ]
     print(f"-- {backend} --")
     print(format_table(["case", "points/s", "rounds min..max", "budget"], rows))
+    history = median(results["history"])
+    print(
+        f"10k-step history over HTTP (10 pages of 1,000): {history:.1f} ms "
+        f"({spread(results['history'])}); MLflow get_metric_history (quoted): 493 ms, "
+        f"{493 / history:.0f}x"
+    )
     print(
         f"http batch / 1-per-request peer: {http / peer:.1f}x; "
         f"http batch / direct store write: {http / direct:.2f} "

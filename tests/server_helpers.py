@@ -13,12 +13,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.cli_helpers import cli_env
 
 READY_TIMEOUT = 60.0
+#: The keys of the API's one error body.
+ERROR_KEYS = {"error", "message", "detail", "status"}
+
+
+def assert_error(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
+    """Assert ``response`` is the shared error body with ``status`` (and ``kind``)."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == ERROR_KEYS
+    assert body["status"] == status and body["message"]
+    if kind is not None:
+        assert body["error"] == kind
+    return body
 
 
 def free_port() -> int:

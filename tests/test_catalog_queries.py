@@ -155,6 +155,14 @@ def test_status_lost_is_worked_out_from_heartbeats(store: Store) -> None:
     assert store.find_jobs(search="status:RUNNING").total == len(JOBS)
 
 
+def test_jobs_are_filtered_by_status_with_lost_worked_out(store: Store) -> None:
+    store.create_job(job_id="done", status="succeeded")
+    assert ids(store.find_jobs(status="succeeded")) == ["done"]
+    assert store.find_jobs(status="lost", now=1e12, limit=100).total == len(JOBS)
+    with pytest.raises(QueryError, match="unknown status 'exploded'"):
+        store.find_jobs(status="exploded")
+
+
 def test_unknown_search_fields_and_bad_syntax_are_search_errors(store: Store) -> None:
     with pytest.raises(SearchError, match="unknown text field 'colour'") as info:
         store.find_jobs(search="name:x, colour:red")
@@ -203,7 +211,22 @@ def test_jobs_are_created_once_with_checked_fields(store: Store) -> None:
     assert job["status"] == "running" and job["tags"] == {"k": 1} and len(job["id"]) == 26
     with pytest.raises(ConflictError):
         store.create_job(job_id="a1")
-    for bad in ({"job_id": "a b"}, {"status": "lost"}, {"tags": [1]}, {"start_time": "x"}):
+    finished = store.create_job(start_time=100.0, end_time=160.0, host="h", heartbeat_interval=5)
+    assert (finished["duration"], finished["host"], finished["heartbeat_interval"]) == (
+        60.0,
+        "h",
+        5.0,
+    )
+    assert store.job_by_id(finished["id"])["end_time"] == 160.0
+    bad_fields: list[dict[str, Any]] = [
+        {"job_id": "a b"},
+        {"status": "lost"},
+        {"tags": [1]},
+        {"start_time": "x"},
+        {"end_time": True},
+        {"heartbeat_interval": 0},
+    ]
+    for bad in bad_fields:
         with pytest.raises(QueryError):
             store.create_job(**bad)
     with pytest.raises(QueryError):

@@ -1,5 +1,5 @@
-"""The Python client: against a real server for jobs, experiments and traces, and against
-httpx's MockTransport for the exact requests the metric methods send."""
+"""The Python client: against a real server (SQLite and PostgreSQL) for jobs, experiments,
+metrics and traces, and against httpx's MockTransport for the exact requests it sends."""
 
 from __future__ import annotations
 
@@ -79,7 +79,75 @@ def test_an_unreachable_server_raises_the_same_exception_type() -> None:
     assert caught.value.status is None and caught.value.kind == "connection_error"
 
 
-# -- the metric methods (their routes come with the metrics store) ----------------------------
+# -- metrics against the real server -----------------------------------------------------------
+
+
+def test_metrics_round_trip_with_nan_and_infinities(client: Client) -> None:
+    import numpy as np
+
+    job = client.jobs.create(name="train", experiment="exp")
+    values = [0.5, math.nan, math.inf, -math.inf, np.float32(0.25), True, 3]
+    for step, value in enumerate(values):
+        point = client.jobs.append_metric_by_id(job["id"], "loss", value, metric_step=step)
+        assert point["step"] == step
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    client.jobs.append_metric_by_id(job["id"], "acc", "inf", timestamp=when)
+    latest = client.jobs.get_metrics_by_id(job["id"])
+    assert [(p["name"], p["value"], p["step"]) for p in latest] == [
+        ("acc", "inf", 0),
+        ("loss", 3.0, 6),
+    ]
+    assert latest[0]["timestamp"] == "2026-01-02T03:04:05.000+00:00"
+    page = client.jobs.get_metrics_snapshots_by_id(job["id"], "loss", index=1, page_length=3)
+    assert [p["value"] for p in page["data"]] == ["nan", "inf", "-inf"]
+    assert (page["index"], page["totalNumResults"], page["isComplete"]) == (1, 7, False)
+    history = [
+        to_float(p["value"])
+        for p in client.jobs.iter_metric_snapshots(job["id"], "loss", page_length=2)
+    ]
+    assert history[0] == 0.5 and math.isnan(history[1] or 0.0)
+    assert history[2:] == [math.inf, -math.inf, 0.25, 1.0, 3.0]
+
+
+def test_a_downsampled_history_through_the_client(client: Client) -> None:
+    job = client.jobs.create(job_id="j1")
+    records = [(model.METRIC, "j1", "loss", s, math.sin(s / 10), 1e9 + s) for s in range(500)]
+    client.ingest([model.to_dict(r) for r in records], "history")
+    series = client.jobs.get_metrics_snapshots_by_id(job["id"], "loss", max_points=20)
+    steps = [p["step"] for p in series["data"]]
+    assert len(steps) <= 20 and (steps[0], steps[-1]) == (0, 499) and series["next"] is None
+
+
+def test_experiment_metrics_through_the_client_sorted_searched_and_iterated(client: Client) -> None:
+    client.experiments.create("exp")
+    for i in range(7):
+        job = client.jobs.create(job_id=f"j{i}", name=f"net-{i}", experiment="exp")
+        client.jobs.append_metric_by_id(job["id"], "acc", i / 10, metric_step=1)
+    page = client.experiments.get_metrics_by_id(
+        "exp", page_length=2, sort_by="acc", descending=True, search="metric.acc>=0.2"
+    )
+    assert page["totalNumResults"] == 5
+    assert [(j["id"], j["metrics"][0]["value"]) for j in page["data"]] == [("j6", 0.6), ("j5", 0.5)]
+    every = client.experiments.iter_metrics("exp", page_length=3, sort_by="metric.acc")
+    assert [j["id"] for j in every] == [f"j{i}" for i in range(7)]
+    with pytest.raises(ClientError) as caught:
+        client.experiments.get_metrics_by_id("exp", search="metric.acc>>1")
+    assert (caught.value.status, caught.value.kind) == (422, "invalid_search")
+    assert caught.value.detail["position"] >= 0
+
+
+def test_metric_errors_raise_the_client_exception_with_the_server_body(client: Client) -> None:
+    with pytest.raises(ClientError) as caught:
+        client.jobs.append_metric_by_id("missing", "loss", 1.0)
+    assert (caught.value.status, caught.value.detail) == (404, {"id": "missing"})
+    client.jobs.create(job_id="j1")
+    with pytest.raises(ClientError) as caught:
+        client.jobs.append_metric_by_id("j1", "loss", 1.0, metric_step=-1)
+    assert caught.value.status == 422 and caught.value.detail[0]["loc"] == ["body", "step"]
+    assert client.jobs.get_metrics_by_id("j1") == []
+
+
+# -- the exact requests (a mock transport) ----------------------------------------------------
 
 
 class Recorded:

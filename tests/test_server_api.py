@@ -13,10 +13,9 @@ import sqlalchemy as sa
 
 from jobtrace import model
 from jobtrace.store import Store
-from tests.server_helpers import thread_server
+from tests.server_helpers import assert_error, thread_server
 
 API = "/api/v1"
-ERROR_KEYS = {"error", "message", "detail", "status"}
 
 
 @pytest.fixture
@@ -49,16 +48,6 @@ def ingest(http: httpx.Client, batch_id: str, records: list[model.Record]) -> ht
     return http.post(
         "/batches", json={"id": batch_id, "records": list(map(model.to_dict, records))}
     )
-
-
-def assert_error(response: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status and body["message"]
-    if kind is not None:
-        assert body["error"] == kind
-    return body
 
 
 def count_rows(store_url: str, table: str) -> int:
@@ -234,12 +223,12 @@ def test_an_oversized_body_is_a_413_and_the_server_keeps_serving(
 def test_a_bug_is_a_500_in_the_shared_body(
     http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobtrace.store import pages
+    from jobtrace.store import jobs
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(pages, "get_job", broken)
+    monkeypatch.setattr(jobs, "job_by_id", broken)
     body = assert_error(http.get("/jobs/x"), 500, "internal_error")
     assert "simulated" not in body["message"]  # internals stay in the server's log
 
@@ -303,9 +292,14 @@ def test_traces_are_listed_and_fetched_with_their_spans(http: httpx.Client) -> N
 
 def test_openapi_and_the_docs_pages_need_no_internet(server: str) -> None:
     spec = httpx.get(f"{server}/openapi.json").json()
-    assert {f"{API}/jobs", f"{API}/batches", f"{API}/experiments/{{experiment_id}}"} <= set(
-        spec["paths"]
-    )
+    assert {
+        f"{API}/jobs",
+        f"{API}/batches",
+        f"{API}/experiments/{{experiment_id}}",
+        f"{API}/jobs/{{job_id}}/metrics",
+        f"{API}/jobs/{{job_id}}/metrics/{{name}}/snapshots",
+        f"{API}/experiments/{{experiment_id}}/metrics",
+    } <= set(spec["paths"])
     for page in ("/docs", "/redoc"):
         html = httpx.get(server + page).text
         assert "cdn." not in html and "googleapis" not in html

@@ -1,6 +1,6 @@
 """End to end through `jobtrace serve` in a subprocess: a job run with `jobtrace run` and
-JOBTRACE_URL=http://… reaches the store, and nothing is lost or stored twice when the
-server is killed and restarted while the job logs to it."""
+JOBTRACE_URL=http://… logs metrics that the client reads back, and nothing is lost or stored
+twice when the server is killed and restarted while the job logs to it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from jobtrace.client import Client, to_float
 from jobtrace.store import Store
 from tests.cli_helpers import cli_env, jobtrace_cli
 from tests.server_helpers import ServeProcess
@@ -43,11 +44,11 @@ def test_a_job_run_with_an_http_url_reaches_the_store(
     script.write_text(
         textwrap.dedent(
             """
-            import time, jobtrace
-            from jobtrace.recorder import record
-            job = jobtrace.current_job()
+            import jobtrace
             for step in range(100):
-                record(("metric", job.id, "loss", step, 1.0 / (step + 1), time.time()))
+                jobtrace.log_metric("loss", 1.0 / (step + 1), step=step)
+            for step, value in enumerate([float("nan"), float("inf"), float("-inf")]):
+                jobtrace.log_metric("special", value, step=step)
             with jobtrace.Trace("work"):
                 pass
             """
@@ -68,7 +69,20 @@ def test_a_job_run_with_an_http_url_reaches_the_store(
     assert (job["status"], job["experiment"], job["exitCode"]) == ("succeeded", "remote", 0)
     traces = httpx.get(f"{serve.url}/api/v1/traces", params={"jobId": "http-job"}).json()
     assert [t["name"] for t in traces["data"]] == ["work"]
-    assert metric_steps(store_url, "http-job") == list(range(100))
+    assert metric_steps(store_url, "http-job") == sorted([*range(100), *range(3)])
+    with Client(serve.url) as client:
+        latest = client.jobs.get_metrics_by_id("http-job")
+        assert [(p["name"], p["value"], p["step"]) for p in latest] == [
+            ("loss", 0.01, 99),
+            ("special", "-inf", 2),
+        ]
+        history = list(client.jobs.iter_metric_snapshots("http-job", "loss", page_length=30))
+        assert [p["step"] for p in history] == list(range(100))
+        assert [to_float(p["value"]) for p in history] == [1.0 / (s + 1) for s in range(100)]
+        specials = client.jobs.get_metrics_snapshots_by_id("http-job", "special")["data"]
+        assert [p["value"] for p in specials] == ["nan", "inf", "-inf"]
+        found = client.experiments.get_metrics_by_id("remote", search="metric.loss<0.1")
+        assert [j["id"] for j in found["data"]] == ["http-job"]
 
 
 JOB_SCRIPT = """

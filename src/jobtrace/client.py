@@ -5,8 +5,10 @@
 ...     job = client.jobs.create(name="train", experiment="mnist")
 ...     client.jobs.append_metric_by_id(job["id"], "loss", 0.25, metric_step=1)
 ...     latest = client.jobs.get_metrics_by_id(job["id"])
-...     for job in client.jobs.iter_all(sort_by="startTime"):
-...         print(job["id"], job["status"])
+...     for found in client.jobs.iter_all(search="metric.loss<0.3", sort_by="startTime"):
+...         print(found["id"], found["status"])
+...     history = client.jobs.iter_metric_snapshots(job["id"], "loss")
+...     losses = [to_float(point["value"]) for point in history]
 
 Responses are the server's JSON as plain dicts and lists. Lists come in the paging envelope
 (``index``, ``isComplete``, ``totalNumResults``, ``first``, ``next``, ``prev``, ``data``);
@@ -330,9 +332,11 @@ class JobsCollection(_Collection):
         result: JSONDict = self._client.post(f"/jobs/{_segment(job_id)}/metrics", body)
         return result
 
-    def get_metrics_by_id(self, job_id: str) -> Any:
-        """The latest point of each metric of a job (name, value, step, timestamp)."""
-        return self._client.get(f"/jobs/{_segment(job_id)}/metrics")
+    def get_metrics_by_id(self, job_id: str) -> list[JSONDict]:
+        """The latest point of each metric of a job: a list of ``{name, value, step,
+        timestamp}`` by name (``value`` a number or ``"nan"``/``"inf"``/``"-inf"``)."""
+        result: list[JSONDict] = self._client.get(f"/jobs/{_segment(job_id)}/metrics")
+        return result
 
     def get_metrics_snapshots_by_id(
         self,
@@ -342,9 +346,18 @@ class JobsCollection(_Collection):
         page_length: int = 10,
         max_points: int | None = None,
     ) -> JSONDict:
-        """One page of a metric's history, ascending by step."""
+        """One page of a metric's history, ascending by step; with ``max_points``, the
+        whole history downsampled to at most that many points (first, last and extremes
+        kept) as one complete page."""
         path = f"/jobs/{_segment(job_id)}/metrics/{_segment(metric_name)}/snapshots"
         return self._page(path, index, page_length, maxPoints=max_points)
+
+    def iter_metric_snapshots(
+        self, job_id: str, metric_name: str, page_length: int = 1000
+    ) -> Iterator[JSONDict]:
+        """Every point of a metric's history, ascending by step, page by page."""
+        first = self.get_metrics_snapshots_by_id(job_id, metric_name, page_length=page_length)
+        return self._client.iter_items(first)
 
 
 class ExperimentsCollection(_Collection):
@@ -358,7 +371,7 @@ class ExperimentsCollection(_Collection):
         descending: bool | None = None,
         search: str | None = None,
     ) -> JSONDict:
-        """One page of experiments (by name unless ``sort_by`` says otherwise)."""
+        """One page of experiments (newest first unless ``sort_by`` says otherwise)."""
         return self._page("/experiments", index, page_length, sort_by, descending, search)
 
     def iter_all(self, page_length: int = 100, **filters: Any) -> Iterator[JSONDict]:
@@ -393,9 +406,19 @@ class ExperimentsCollection(_Collection):
         descending: bool | None = None,
         search: str | None = None,
     ) -> JSONDict:
-        """One page of the experiment's jobs, each with its latest metrics."""
+        """One page of the experiment's jobs (newest first unless ``sort_by`` — a job
+        field, ``metric.NAME`` or a bare metric name — says otherwise), each job with
+        ``metrics``: its latest points."""
         path = f"/experiments/{_segment(experiment_id)}/metrics"
         return self._page(path, index, page_length, sort_by, descending, search)
+
+    def iter_metrics(
+        self, experiment_id: str, page_length: int = 100, **filters: Any
+    ) -> Iterator[JSONDict]:
+        """Every job of the experiment with its latest metrics, page by page (``filters``
+        as for :meth:`get_metrics_by_id`)."""
+        first = self.get_metrics_by_id(experiment_id, page_length=page_length, **filters)
+        return self._client.iter_items(first)
 
 
 class TracesCollection(_Collection):

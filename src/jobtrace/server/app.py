@@ -33,7 +33,7 @@ API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 _DESCRIPTION = """\
-REST API of a jobtrace store: jobs, experiments, traces and batch ingest.
+REST API of a jobtrace store: jobs, their metrics, experiments, traces and batch ingest.
 
 Every list is paged with one envelope (`index` is an element offset; `pageLength` defaults
 to 10, at most 1000). Every error has one body: `{"error", "message", "detail", "status"}`.

@@ -18,7 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from jobtrace.errors import StoreError
+from jobtrace.errors import (
+    ConflictError,
+    ExperimentNotFoundError,
+    JobNotFoundError,
+    NotFoundError,
+    QueryError,
+    SearchError,
+    StoreError,
+)
 from jobtrace.server.wire import JSONBody
 
 __all__ = [
@@ -82,15 +90,23 @@ def _validation_detail(errors: Any) -> list[dict[str, Any]]:
     # Pydantic's error dicts echo the input (a 1 MB name would come back whole) and may
     # hold exception objects in `ctx`: keep the location, message and type only.
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            # "Value error, " is pydantic's prefix for a validator's own message.
+            "msg": str(e.get("msg")).removeprefix("Value error, "),
+            "type": e.get("type"),
+        }
         for e in errors
     ]
 
 
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error["loc"]]
-    where = ".".join(loc[1:] if len(loc) > 1 and loc[0] in {"body", "query", "path"} else loc)
-    return f"{loc[0] if loc else 'request'} {where}: {error['msg']}" if where else error["msg"]
+    if loc and loc[0] in {"body", "query", "path", "header"}:
+        part, where = loc[0], ".".join(loc[1:])
+    else:
+        part, where = "request", ".".join(loc)
+    return f"{part} {where}: {error['msg']}" if where else f"{part}: {error['msg']}"
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
@@ -121,11 +137,26 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _on_store_error(request: Request, exc: Exception) -> Response:
-    from jobtrace.store.pages import QueryError
+async def _on_query_error(request: Request, exc: Exception) -> Response:
+    """The store's verdicts on a request (see :mod:`jobtrace.errors`): an unknown job or
+    experiment is a 404, an existing one a 409, a search that does not parse or names an
+    unknown field a 422 saying why and where, any other bad parameter a 400."""
+    if isinstance(exc, JobNotFoundError):
+        return error_response(404, str(exc), detail={"id": exc.job_id})
+    if isinstance(exc, ExperimentNotFoundError):
+        return error_response(404, str(exc), detail={"id": exc.name})
+    if isinstance(exc, NotFoundError):
+        return error_response(404, str(exc))
+    if isinstance(exc, ConflictError):
+        return error_response(409, str(exc))
+    if isinstance(exc, SearchError):
+        detail = {"field": "search", "reason": exc.reason, "position": exc.position}
+        return error_response(422, f"search: {exc}", "invalid_search", detail)
+    assert isinstance(exc, QueryError)
+    return error_response(400, str(exc), "invalid_query")
 
-    if isinstance(exc, QueryError):
-        return error_response(422, str(exc), "invalid_query")
+
+async def _on_store_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StoreError)
     if not _is_database_failure(exc):
         # The store wraps everything a query raises; a Python error in it is a bug.
@@ -162,6 +193,8 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for query_error in (NotFoundError, ConflictError, QueryError):
+        app.add_exception_handler(query_error, _on_query_error)
     app.add_exception_handler(StoreError, _on_store_error)
     app.add_exception_handler(Exception, _on_bug)
 

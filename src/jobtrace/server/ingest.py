@@ -80,6 +80,14 @@ def _number(v: Any) -> str | None:
     return None if t is float or t is int else "must be a number"
 
 
+def _epoch(v: Any) -> str | None:
+    # Times the API renders as ISO-8601: bounded to what an ISO time in UTC can say.
+    t = type(v)
+    if t is not float and t is not int:
+        return "must be a number"
+    return None if -62135510400.0 <= v <= 253402128000.0 else "is out of range for a time"
+
+
 def _anything(v: Any) -> str | None:
     return None
 
@@ -103,6 +111,11 @@ _RULES: dict[tuple[str, str], Check] = {
     (model.JOB, "status"): _one_of(model.JOB_STATUSES),
     (model.ITEM, "status"): _one_of(model.ITEM_STATUSES),
     (model.METRIC, "step"): _integer(2**63, 0),
+    (model.METRIC, "timestamp"): _epoch,
+    (model.JOB, "start_time"): _epoch,
+    (model.JOB, "end_time"): _epoch,
+    (model.JOB, "last_heartbeat"): _epoch,
+    (model.EXPERIMENT, "created_at"): _epoch,
     (model.SPAN, "trace_id"): _pattern(_HEX_32, "32 lowercase hex digits"),
     (model.SPAN, "span_id"): _pattern(_HEX_16, "16 lowercase hex digits"),
     (model.SPAN, "parent_id"): _pattern(_HEX_16, "16 lowercase hex digits"),

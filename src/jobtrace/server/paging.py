@@ -22,11 +22,11 @@ from urllib.parse import urlencode
 from fastapi import Depends, Query, Request
 
 from jobtrace.server.errors import APIError
+from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, MAX_PAGE_LENGTH, Page
 
 __all__ = ["MAX_PAGE_LENGTH", "PAGE_LENGTH", "PageDep", "Paging", "envelope", "paging"]
 
-PAGE_LENGTH = 10
-MAX_PAGE_LENGTH = 1000
+PAGE_LENGTH = DEFAULT_PAGE_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +72,17 @@ def _link(request: Request, index: int, page_length: int) -> str:
 _PAGING_KEYS = frozenset({"index", "pageLength"})
 
 
-def envelope(request: Request, page: Paging, total: int, data: list[Any]) -> dict[str, Any]:
-    """Wrap one page of ``data`` out of ``total`` elements."""
-    index, length = page.index, page.page_length
-    complete = index + len(data) >= total
+def envelope(request: Request, page: Page[Any], page_length: int | None = None) -> dict[str, Any]:
+    """Wrap a store :class:`~jobtrace.store.paging.Page` whose elements are already in
+    their wire form; the links keep ``pageLength`` (``page.limit`` unless given)."""
+    length = page_length or page.limit or max(1, len(page.data))
+    next_index, prev_index = page.next_index, page.prev_index
     return {
-        "index": index,
-        "isComplete": complete,
-        "totalNumResults": total,
+        "index": page.index,
+        "isComplete": next_index is None,
+        "totalNumResults": page.total,
         "first": _link(request, 0, length),
-        "next": None if complete else _link(request, index + len(data), length),
-        "prev": _link(request, max(0, index - length), length) if index > 0 else None,
-        "data": data,
+        "next": None if next_index is None else _link(request, next_index, length),
+        "prev": None if prev_index is None else _link(request, prev_index, length),
+        "data": page.data,
     }

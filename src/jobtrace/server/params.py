@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Query
@@ -15,7 +16,7 @@ __all__ = ["APIModel", "Descending", "Search", "SortBy", "sort_field"]
 
 SortBy = Annotated[
     str | None,
-    Query(alias="sortBy", max_length=64, description="Field to sort by (camelCase)."),
+    Query(alias="sortBy", max_length=300, description="Field to sort by (camelCase)."),
 ]
 Descending = Annotated[bool | None, Query(description="Sort in descending order.")]
 Search = Annotated[str | None, Query(max_length=2000, description="A search query.")]
@@ -27,16 +28,23 @@ class APIModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-def sort_field(sort_by: str | None, fields: tuple[str, ...]) -> str | None:
-    """The store column a ``sortBy`` names (camelCase or snake_case), or a 422."""
+def sort_field(
+    sort_by: str | None, fields: Iterable[str], *, metric_prefix: bool = False
+) -> str | None:
+    """``sortBy`` checked against the store's sortable ``fields`` (camelCase or snake_case;
+    ``metric.NAME`` too with ``metric_prefix``), or a 422 listing them in camelCase."""
     if sort_by is None:
         return None
+    head, dot, metric = sort_by.partition(".")
+    if metric_prefix and dot and head.lower() == "metric" and metric:
+        return sort_by
     name = snake(sort_by)
     if name not in fields:
+        allowed = [camel(f) for f in fields] + (["metric.NAME"] if metric_prefix else [])
         raise APIError(
             422,
-            f"cannot sort by {sort_by!r}; sortable fields: {', '.join(map(camel, fields))}",
+            f"cannot sort by {sort_by!r}; sortable fields: {', '.join(allowed)}",
             kind="invalid_query",
-            detail={"field": "sortBy", "allowed": [camel(f) for f in fields]},
+            detail={"field": "sortBy", "allowed": allowed},
         )
     return name

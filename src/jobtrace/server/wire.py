@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
@@ -13,18 +13,28 @@ from starlette.responses import Response
 from jobtrace._clock import iso
 from jobtrace.model import encode_float
 
+if TYPE_CHECKING:
+    from jobtrace.store.experiments import Experiment
+    from jobtrace.store.metrics import JobMetrics, MetricPoint
+
 __all__ = [
     "JSONBody",
     "camel",
     "experiment_out",
+    "float_out",
+    "job_metrics_out",
     "job_out",
     "parse_time",
+    "point_out",
     "snake",
     "span_out",
     "special_value",
     "trace_summary_out",
 ]
 
+# Epoch seconds of 0001-01-02 and 9999-12-30 UTC: any time between has an ISO form in UTC.
+_MIN_EPOCH = -62135510400.0
+_MAX_EPOCH = 253402128000.0
 _JOB_TIMES = frozenset({"start_time", "end_time", "last_heartbeat"})
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -61,16 +71,35 @@ def job_out(row: dict[str, Any]) -> dict[str, Any]:
     return {camel(k): iso(v) if k in _JOB_TIMES else v for k, v in row.items()}
 
 
-def experiment_out(row: dict[str, Any]) -> dict[str, Any]:
-    """An experiment row as the API returns it (``id`` is its name)."""
+def experiment_out(experiment: Experiment) -> dict[str, Any]:
+    """An experiment as the API returns it (``id`` is its name)."""
     return {
-        "id": row["name"],
-        "name": row["name"],
-        "description": row["description"],
-        "tags": row["tags"],
-        "createdAt": iso(row["created_at"]),
-        "jobCount": row.get("job_count", 0),
+        "id": experiment.name,
+        "name": experiment.name,
+        "description": experiment.description,
+        "tags": experiment.tags,
+        "createdAt": iso(experiment.created_at),
+        "jobCount": experiment.job_count,
     }
+
+
+def point_out(point: MetricPoint) -> dict[str, Any]:
+    """A metric point: ``{name, value, step, timestamp}``, specials as strings."""
+    value = point.value
+    return {
+        "name": point.name,
+        # The finite case inline: a 10,000-point history calls this 10,000 times.
+        "value": value if value - value == 0.0 else encode_float(value),
+        "step": point.step,
+        "timestamp": iso(point.timestamp),
+    }
+
+
+def job_metrics_out(row: JobMetrics) -> dict[str, Any]:
+    """A job as ``GET /jobs/{id}`` returns it, plus ``metrics``: its latest points."""
+    out = job_out(row.job)
+    out["metrics"] = [point_out(p) for p in row.metrics]
+    return out
 
 
 def _ns_iso(ns: int | None) -> str | None:
@@ -102,11 +131,18 @@ def parse_time(value: str | float | int | None, what: str = "timestamp") -> floa
     if isinstance(value, bool):
         raise ValueError(f"{what} must be an ISO-8601 time or epoch seconds, got {value!r}")
     if isinstance(value, int | float):
+        # Bounded to what an ISO time can say, so that every stored time can be read back.
+        if not _MIN_EPOCH <= value <= _MAX_EPOCH:
+            raise ValueError(f"{what} {value!r} is not epoch seconds between years 1 and 9999")
         return float(value)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{what} {value!r} is not an ISO-8601 time") from None
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        raise ValueError(f"{what} {shown!r} is not an ISO-8601 time") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{what} {value!r} has no UTC offset; add one, e.g. +00:00 or Z")
-    return parsed.timestamp()
+    try:
+        return parsed.timestamp()
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{what} {value!r} is out of range") from None

@@ -129,12 +129,16 @@ def create_job(
     experiment: str | None = None,
     status: str = "running",
     start_time: float | None = None,
+    end_time: float | None = None,
+    host: str | None = None,
+    heartbeat_interval: float | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Create a job record (and its experiment if new); :class:`ConflictError` if the id
-    is taken. ``job_id`` defaults to a new time-ordered id. Run it in a transaction.
+    is taken. ``job_id`` defaults to a new time-ordered id, ``start_time`` to ``now``;
+    ``duration`` follows from ``end_time``. Run it in a transaction.
 
     A ``running`` job created this way is reported ``lost`` unless something sends its
     snapshots (with heartbeats) afterwards, as a job recorded over HTTP does.
@@ -153,10 +157,18 @@ def create_job(
     for what, value in (("tags", tags), ("params", params)):
         if value is not None and not isinstance(value, Mapping):
             raise QueryError(f"job {what} must be an object, got {type(value).__name__}")
-    if start_time is not None and (
-        isinstance(start_time, bool) or not isinstance(start_time, int | float)
+    for what, seconds in (
+        ("start time", start_time),
+        ("end time", end_time),
+        ("heartbeat interval", heartbeat_interval),
     ):
-        raise QueryError(f"start time must be epoch seconds, got {start_time!r}")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float)
+        ):
+            raise QueryError(f"{what} must be a number of seconds, got {seconds!r}")
+    if heartbeat_interval is not None and not heartbeat_interval > 0:
+        raise QueryError(f"heartbeat interval must be above 0, got {heartbeat_interval!r}")
+    start = now if start_time is None else float(start_time)
     values = dict.fromkeys(model.FIELDS[model.JOB])
     values.update(
         id=job_id,
@@ -164,10 +176,14 @@ def create_job(
         name=None if name is None else check_name(name, "job name", 512),
         experiment=None if experiment is None else check_name(experiment),
         status=status,
-        start_time=now if start_time is None else float(start_time),
+        start_time=start,
+        end_time=None if end_time is None else float(end_time),
+        duration=None if end_time is None else max(0.0, float(end_time) - start),
+        host=None if host is None else check_name(host, "host", 256),
         tags=model.clean(dict(tags or {})),
         params=model.clean(dict(params or {})),
         last_heartbeat=now,
+        heartbeat_interval=None if heartbeat_interval is None else float(heartbeat_interval),
     )
     if values["experiment"] is not None:
         experiment_row = {"name": values["experiment"], "created_at": now, "tags": {}}
@@ -265,6 +281,7 @@ def find_jobs(
     conn: sa.Connection,
     *,
     experiment: str | None = None,
+    status: str | None = None,
     search: str | None = None,
     sort_by: str | None = None,
     descending: bool | None = None,
@@ -273,7 +290,8 @@ def find_jobs(
     now: float | None = None,
     bare_metric_sort: bool = False,
 ) -> Page[dict[str, Any]]:
-    """Jobs (of ``experiment`` if given) matching ``search``, paged from element ``index``.
+    """Jobs (of ``experiment`` and with ``status`` if given) matching ``search``, paged
+    from element ``index``.
 
     ``sort_by`` is a job field (:data:`JOB_SORT_FIELDS`, snake_case or camelCase) or
     ``metric.NAME`` (the latest value; jobs without it last); with ``bare_metric_sort`` any
@@ -288,6 +306,12 @@ def find_jobs(
     where = []
     if experiment is not None:
         where.append(jobs.c.experiment == experiment)
+    if status is not None:
+        if status not in JOB_STATUSES:
+            raise QueryError(
+                f"unknown status {status!r}; expected one of {', '.join(JOB_STATUSES)}"
+            )
+        where.append(_status_filter(status, now))
     condition = compile_search(search, job_search_fields(now))
     if condition is not None:
         where.append(condition)

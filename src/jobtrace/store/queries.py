@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from jobtrace.store import experiments as experiment_queries
 from jobtrace.store import jobs as job_queries
 from jobtrace.store import metrics as metric_queries
+from jobtrace.store import traces as trace_queries
 from jobtrace.store.experiments import Experiment
 from jobtrace.store.metrics import JobMetrics, MetricPoint, MetricSummary
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page
@@ -97,6 +98,7 @@ class StoreQueries:
         self,
         *,
         experiment: str | None = None,
+        status: str | None = None,
         search: str | None = None,
         sort_by: str | None = None,
         descending: bool | None = None,
@@ -104,11 +106,12 @@ class StoreQueries:
         limit: int | None = DEFAULT_PAGE_LENGTH,
         now: float | None = None,
     ) -> Page[dict[str, Any]]:
-        """Jobs matching ``search``, sorted by a job field or ``metric.NAME`` (default:
-        newest first), paged."""
+        """Jobs matching ``search`` (and ``experiment``, ``status`` if given), sorted by a
+        job field or ``metric.NAME`` (default: newest first), paged."""
         return self._read(
             job_queries.find_jobs,
             experiment=experiment,
+            status=status,
             search=search,
             sort_by=sort_by,
             descending=descending,
@@ -125,6 +128,9 @@ class StoreQueries:
         experiment: str | None = None,
         status: str = "running",
         start_time: float | None = None,
+        end_time: float | None = None,
+        host: str | None = None,
+        heartbeat_interval: float | None = None,
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -136,9 +142,20 @@ class StoreQueries:
             experiment=experiment,
             status=status,
             start_time=start_time,
+            end_time=end_time,
+            host=host,
+            heartbeat_interval=heartbeat_interval,
             tags=tags,
             params=params,
         )
+
+    # -- traces ----------------------------------------------------------------------------
+
+    def find_traces(
+        self, *, job_id: str | None = None, index: int = 0, limit: int | None = DEFAULT_PAGE_LENGTH
+    ) -> Page[dict[str, Any]]:
+        """Trace summaries (of job ``job_id`` if given), newest first, paged."""
+        return self._read(trace_queries.find_traces, job_id=job_id, index=index, limit=limit)
 
     # -- experiments -----------------------------------------------------------------------
 

@@ -14,9 +14,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobtrace.errors import StoreError
+from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging
 from jobtrace.store.schema import spans
 
-__all__ = ["DROPPED_KEY", "get_trace", "job_trace_ids", "list_traces", "resolve_trace_id"]
+__all__ = [
+    "DROPPED_KEY",
+    "find_traces",
+    "get_trace",
+    "job_trace_ids",
+    "list_traces",
+    "resolve_trace_id",
+]
 
 #: Key in a root span's info counting the spans a per-trace cap dropped.
 DROPPED_KEY = "jobtrace.dropped_spans"
@@ -155,3 +163,22 @@ def list_traces(
         data["dropped_spans"] = dropped if type(dropped) is int else 0
         out.append(data)
     return out
+
+
+def find_traces(
+    conn: sa.Connection,
+    *,
+    job_id: str | None = None,
+    index: int = 0,
+    limit: int | None = DEFAULT_PAGE_LENGTH,
+) -> Page[dict[str, Any]]:
+    """A page of trace summaries (see :func:`list_traces`), newest first, from element
+    ``index``; the trace id orders them totally, so pages never overlap or skip."""
+    check_paging(index, limit)
+    count = sa.select(sa.func.count(sa.distinct(spans.c.trace_id)))
+    if job_id is not None:
+        count = count.where(spans.c.job_id == job_id)
+    total = int(conn.execute(count).scalar_one())
+    if index >= total:
+        return Page([], index, limit, total)
+    return Page(list_traces(conn, job_id=job_id, limit=limit, offset=index), index, limit, total)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from jobtrace.server.routes import batches, experiments, health, jobs, traces
+from jobtrace.server.routes import metrics as metric_routes
 
 __all__ = ["ROUTERS"]
 
@@ -16,6 +17,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     jobs.router,
     experiments.router,
+    metric_routes.router,
     traces.router,
     batches.router,
 )

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic import Field
 
-from jobtrace import model
-from jobtrace.server.deps import StoreDep, read
-from jobtrace.server.errors import APIError
+from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy, sort_field
 from jobtrace.server.wire import JSONBody, experiment_out
-from jobtrace.store import pages
+from jobtrace.store.experiments import EXPERIMENT_SORT_FIELDS
 
 __all__ = ["ExperimentCreate", "router"]
 
@@ -35,26 +32,22 @@ class ExperimentCreate(APIModel):
     "/experiments", status_code=201, summary="Create an experiment", response_class=JSONBody
 )
 def create_experiment(body: ExperimentCreate, store: StoreDep, request: Request) -> JSONBody:
-    if read(store, pages.get_experiment, body.name) is not None:
-        raise APIError(409, f"experiment {body.name!r} already exists", detail={"id": body.name})
-    store.write([(model.EXPERIMENT, body.name, body.description, body.tags, time.time())])
-    created = read(store, pages.get_experiment, body.name)
-    assert created is not None
-    location = str(request.url_for("get_experiment", experiment_id=body.name).path)
+    created = store.create_experiment(body.name, description=body.description, tags=body.tags)
+    location = str(request.url_for("get_experiment", experiment_id=created.name).path)
     return JSONBody(experiment_out(created), status_code=201, headers={"Location": location})
 
 
 @router.get("/experiments/{experiment_id}", summary="One experiment", response_class=JSONBody)
 def get_experiment(experiment_id: ExperimentId, store: StoreDep) -> JSONBody:
-    found = read(store, pages.get_experiment, experiment_id)
-    if found is None:
-        raise APIError(
-            404, f"no experiment with id {experiment_id!r}", detail={"id": experiment_id}
-        )
-    return JSONBody(experiment_out(found))
+    return JSONBody(experiment_out(store.get_experiment(experiment_id)))
 
 
-@router.get("/experiments", summary="Experiments by name (paged, sorted, searched)")
+@router.get(
+    "/experiments",
+    summary="Experiments, newest first (paged, sorted, searched)",
+    description="`sortBy`: `name`, `createdAt` or `jobCount`. `search`: the search language, "
+    "e.g. `name:mnist*, jobCount>=3`.",
+)
 def list_experiments(
     request: Request,
     store: StoreDep,
@@ -63,13 +56,11 @@ def list_experiments(
     descending: Descending = None,
     search: Search = None,
 ) -> JSONBody:
-    total, rows = read(
-        store,
-        pages.page_experiments,
-        offset=page.index,
-        limit=page.page_length,
-        sort_by=sort_field(sort_by, pages.EXPERIMENT_SORT_FIELDS),
-        descending=descending,
+    found = store.find_experiments(
         search=search,
+        sort_by=sort_field(sort_by, EXPERIMENT_SORT_FIELDS),
+        descending=descending,
+        index=page.index,
+        limit=page.page_length,
     )
-    return JSONBody(envelope(request, page, total, [experiment_out(r) for r in rows]))
+    return JSONBody(envelope(request, found.map(experiment_out)))

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, field_validator
 
-from jobtrace import _ids, model
-from jobtrace.server.deps import StoreDep, read
-from jobtrace.server.errors import APIError
+from jobtrace import model
+from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy, sort_field
 from jobtrace.server.wire import JSONBody, job_out, parse_time
-from jobtrace.store import pages
+from jobtrace.store.jobs import JOB_SORT_FIELDS
 
-__all__ = ["JobCreate", "job_record", "router"]
+__all__ = ["JobCreate", "router"]
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,48 +47,36 @@ class JobCreate(APIModel):
         return parse_time(value)
 
 
-def job_record(body: JobCreate, job_id: str, now: float) -> model.Record:
-    start = body.start_time if isinstance(body.start_time, float) else now
-    end = body.end_time if isinstance(body.end_time, float) else None
-    values = {
-        "id": job_id,
-        "seq": 0,
-        "name": body.name,
-        "experiment": body.experiment,
-        "status": body.status,
-        "start_time": start,
-        "end_time": end,
-        "duration": None if end is None else max(0.0, end - start),
-        "host": body.host,
-        "tags": body.tags,
-        "params": body.params,
-        "last_heartbeat": now,
-        "heartbeat_interval": body.heartbeat_interval,
-    }
-    return (model.JOB, *(values.get(name) for name in model.FIELDS[model.JOB]))
-
-
 @router.post("/jobs", status_code=201, summary="Register a job", response_class=JSONBody)
 def create_job(body: JobCreate, store: StoreDep, request: Request) -> JSONBody:
-    job_id = body.id or _ids.time_ordered_id()
-    if read(store, pages.get_job, job_id) is not None:
-        raise APIError(409, f"job {job_id!r} already exists", detail={"id": job_id})
-    store.write([job_record(body, job_id, time.time())])
-    created = read(store, pages.get_job, job_id)
-    assert created is not None
-    location = str(request.url_for("get_job", job_id=job_id).path)
+    # One INSERT … ON CONFLICT DO NOTHING: of two requests racing for an id, one gets 409.
+    created = store.create_job(
+        job_id=body.id,
+        name=body.name,
+        experiment=body.experiment,
+        status=body.status,
+        start_time=body.start_time if isinstance(body.start_time, float) else None,
+        end_time=body.end_time if isinstance(body.end_time, float) else None,
+        host=body.host,
+        heartbeat_interval=body.heartbeat_interval,
+        tags=body.tags,
+        params=body.params,
+    )
+    location = str(request.url_for("get_job", job_id=created["id"]).path)
     return JSONBody(job_out(created), status_code=201, headers={"Location": location})
 
 
 @router.get("/jobs/{job_id}", summary="One job", response_class=JSONBody)
 def get_job(job_id: JobId, store: StoreDep) -> JSONBody:
-    found = read(store, pages.get_job, job_id)
-    if found is None:
-        raise APIError(404, f"no job with id {job_id!r}", detail={"id": job_id})
-    return JSONBody(job_out(found))
+    return JSONBody(job_out(store.job_by_id(job_id)))
 
 
-@router.get("/jobs", summary="Jobs, newest first (paged, sorted, searched)")
+@router.get(
+    "/jobs",
+    summary="Jobs, newest first (paged, sorted, searched)",
+    description="`sortBy`: a job field (camelCase) or `metric.NAME` (its latest value). "
+    "`search`: the search language, e.g. `name:resnet*, status:failed, metric.acc>0.9`.",
+)
 def list_jobs(
     request: Request,
     store: StoreDep,
@@ -103,15 +89,13 @@ def list_jobs(
         str | None, Query(description="One of " + ", ".join(model.JOB_STATUSES))
     ] = None,
 ) -> JSONBody:
-    total, rows = read(
-        store,
-        pages.page_jobs,
-        offset=page.index,
-        limit=page.page_length,
-        sort_by=sort_field(sort_by, pages.JOB_SORT_FIELDS),
-        descending=descending,
+    found = store.find_jobs(
         experiment=experiment,
         status=status,
         search=search,
+        sort_by=sort_field(sort_by, JOB_SORT_FIELDS, metric_prefix=True),
+        descending=descending,
+        index=page.index,
+        limit=page.page_length,
     )
-    return JSONBody(envelope(request, page, total, [job_out(r) for r in rows]))
+    return JSONBody(envelope(request, found.map(job_out)))

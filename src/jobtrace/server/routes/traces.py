@@ -10,7 +10,6 @@ from jobtrace.server.deps import StoreDep, read
 from jobtrace.server.errors import APIError
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.wire import JSONBody, span_out, trace_summary_out
-from jobtrace.store import pages
 from jobtrace.store import traces as trace_queries
 
 __all__ = ["router"]
@@ -31,10 +30,8 @@ def list_traces(
         str | None, Query(alias="jobId", max_length=128, description="Only this job's traces.")
     ] = None,
 ) -> JSONBody:
-    total, rows = read(
-        store, pages.page_traces, offset=page.index, limit=page.page_length, job_id=job_id
-    )
-    return JSONBody(envelope(request, page, total, [trace_summary_out(r) for r in rows]))
+    found = store.find_traces(job_id=job_id, index=page.index, limit=page.page_length)
+    return JSONBody(envelope(request, found.map(trace_summary_out)))
 
 
 @router.get("/traces/{trace_id}", summary="Every span of one trace, by start")
