@@ -23,7 +23,7 @@ from jobtrace.instruments.registry import REGISTRY, InstrumentRegistry
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as PromMetric
 
-__all__ = ["InstrumentCollector", "families", "render"]
+__all__ = ["InstrumentCollector", "families", "render", "render_families"]
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -108,10 +108,15 @@ class _Families:
 
 def render(merged: Iterable[MergedSeries], *, openmetrics: bool = False) -> bytes:
     """Prometheus text (or OpenMetrics) for merged series, by prometheus_client's writer."""
+    return render_families(families(merged), openmetrics=openmetrics)
+
+
+def render_families(items: list[PromMetric], *, openmetrics: bool = False) -> bytes:
+    """Prometheus text (or OpenMetrics, with its ``# EOF``) for ready-made families."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families(merged)))
+    registry.register(_Families(items))
     if openmetrics:
         from prometheus_client.openmetrics.exposition import generate_latest as generate_om
 

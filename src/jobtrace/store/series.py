@@ -35,6 +35,7 @@ __all__ = [
     "RetireResult",
     "merged_series",
     "retire_sources",
+    "retirement_due",
     "series_rows",
 ]
 
@@ -90,6 +91,36 @@ def merged_series(
     """The series merged over every source (see :func:`merge_series`)."""
     rows = series_rows(conn, names)
     return merge_series(rows, now=time.time() if now is None else now, live_window=live_window)
+
+
+def retirement_due(
+    conn: sa.Connection,
+    *,
+    now: float,
+    retire_after: float = DEFAULT_RETIRE_AFTER,
+    forget_after: float = DEFAULT_FORGET_AFTER,
+) -> bool:
+    """Whether :func:`retire_sources` has work: a source that finished or fell silent, a
+    tombstoned source that reported again (a late replay), or a tombstone to forget.
+
+    Reads the heartbeat and tombstone rows only (one per source, by the name index), so a
+    server can ask often and fold rarely, without taking the write lock to find nothing.
+    """
+    beats = conn.execute(
+        sa.select(series.c.source, series.c.type, series.c.data, series.c.updated_at).where(
+            series.c.name == SOURCE_SERIES
+        )
+    ).all()
+    tombstoned = {r.source for r in beats if r.type == TOMBSTONE_TYPE}
+    for source, kind, data, updated_at in beats:
+        if kind == TOMBSTONE_TYPE:
+            if updated_at < now - forget_after:
+                return True
+        elif source in tombstoned:
+            return True
+        elif (isinstance(data, dict) and data.get("final")) or updated_at < now - retire_after:
+            return True
+    return False
 
 
 def _insert_params(row: SeriesRow) -> dict[str, Any]:
