@@ -111,8 +111,11 @@ def _histogram(rows: Sequence[SeriesRow]) -> dict[str, Any]:
     union: set[float] = set()
     for row in rows:
         data = row.data if isinstance(row.data, dict) else {}
-        bounds = [model.decode_float(b) for b in data.get("le", ())]
-        cum = [int(c) for c in data.get("cum", ())]
+        try:
+            bounds = [model.decode_float(b) for b in data.get("le", ())]
+            cum = [int(c) for c in data.get("cum", ())]
+        except (model.RecordError, TypeError, ValueError):
+            continue  # a malformed row (any shape can arrive over HTTP): skipped
         if len(bounds) != len(cum):
             continue  # a malformed row: skipped rather than failing the whole scrape
         per_source.append((bounds, cum))

@@ -51,6 +51,7 @@ A single service can instead expose its own instruments in-process with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -59,15 +60,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
-from jobtrace.instruments.merge import DEFAULT_LIVE_WINDOW
+from jobtrace.instruments.merge import DEFAULT_LIVE_WINDOW, MergedSeries, merge_series
+from jobtrace.instruments.registry import SOURCE_SERIES, SeriesRow
 from jobtrace.store import rollups
 from jobtrace.store.rollups import RollupLimits
 from jobtrace.store.series import (
     DEFAULT_FORGET_AFTER,
     DEFAULT_RETIRE_AFTER,
-    merged_series,
     retire_sources,
     retirement_due,
+    series_rows,
 )
 
 if TYPE_CHECKING:
@@ -225,18 +227,61 @@ def _span_families(groups: rollups.Rollup) -> list[PromMetric]:
     return [durations]
 
 
+def _merged(conn: sa.Connection, *, now: float, live_window: float) -> list[MergedSeries]:
+    """Every source's rows merged; should a malformed row break the merge, each name is
+    merged on its own and the names that fail are left out (and logged)."""
+    rows = series_rows(conn)
+    try:
+        return merge_series(rows, now=now, live_window=live_window)
+    except Exception:
+        pass
+    by_name: dict[str, list[SeriesRow]] = {}
+    beats = []
+    for row in rows:
+        if row.name == SOURCE_SERIES:
+            beats.append(row)
+        else:
+            by_name.setdefault(row.name, []).append(row)
+    merged: list[MergedSeries] = []
+    for name, named in sorted(by_name.items()):
+        try:
+            merged += merge_series(named + beats, now=now, live_window=live_window)
+        except Exception as exc:
+            log.warning(
+                "jobtrace /metrics: series %r left out, its rows do not merge: %s", name, exc
+            )
+    return merged
+
+
+def _families(merged: list[MergedSeries]) -> list[PromMetric]:
+    """prometheus_client families of the merged series, leaving out (and logging) a name
+    whose stored data does not fit its type."""
+    from jobtrace.instruments.exposition import families
+
+    try:
+        return families(merged)
+    except Exception:
+        pass
+    by_name: dict[str, list[MergedSeries]] = {}
+    for series in merged:
+        by_name.setdefault(series.name, []).append(series)
+    out = []
+    for name, named in by_name.items():
+        try:
+            out += families(named)
+        except Exception as exc:
+            log.warning("jobtrace /metrics: series %r left out (malformed data): %s", name, exc)
+    return out
+
+
 def scrape_families(
     conn: sa.Connection, *, now: float, settings: ScrapeSettings
 ) -> list[PromMetric]:
     """Every family one scrape serves: merged instrument series, then the store's own."""
     from prometheus_client.core import GaugeMetricFamily
 
-    from jobtrace.instruments.exposition import families
-
-    merged = merged_series(conn, now=now, live_window=settings.live_window)
-    out = [f for f in families(merged) if f.name not in STORE_FAMILIES]
-    if len(out) < len({m.name for m in merged}):
-        log.debug("jobtrace /metrics: instruments named like jobtrace's own families left out")
+    merged = _merged(conn, now=now, live_window=settings.live_window)
+    out = [f for f in _families(merged) if f.name not in STORE_FAMILIES]
     if not settings.store_metrics:
         return out
     limits = settings.limits
@@ -363,7 +408,5 @@ class SourceRetirer:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass

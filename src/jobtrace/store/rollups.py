@@ -102,23 +102,19 @@ class SpanGroup(NamedTuple):
     """Spans of one name among the traces that began within the window."""
 
     name: str
-    count: int
+    spans: int
     duration_sum: float
     cumulative: tuple[int, ...]
-
-
-#: The scrape's "now", bound at execution (the stale-heartbeat test compares with it).
-_NOW = sa.bindparam("now", type_=sa.Double)
 
 
 def _bucket_sums(column: Any, bounds: Sequence[float | int]) -> list[Any]:
     return [sa.func.sum(sa.case((column <= bound, 1), else_=0)) for bound in bounds]
 
 
-def _status() -> Any:
+def _status(now: float) -> Any:
     """The status readers see: a running job with a stale heartbeat is ``lost``."""
     return sa.case(
-        (sa.and_(jobs.c.status == "running", _stale_before(_NOW)), "lost"), else_=jobs.c.status
+        (sa.and_(jobs.c.status == "running", _stale_before(now)), "lost"), else_=jobs.c.status
     )
 
 
@@ -130,7 +126,7 @@ def job_groups(conn: sa.Connection, *, now: float, limits: RollupLimits) -> Roll
         sa.select(
             jobs.c.name,
             jobs.c.experiment,
-            _status().label("status"),
+            _status(now).label("status"),
             jobs.c.start_time,
             jobs.c.end_time,
             jobs.c.duration,
@@ -154,8 +150,7 @@ def job_groups(conn: sa.Connection, *, now: float, limits: RollupLimits) -> Roll
         )
         .group_by(*keys)
         .order_by(sa.func.max(capped.c.start_time).desc())
-        .limit(limits.max_job_groups + 1),
-        {"now": now},
+        .limit(limits.max_job_groups + 1)
     ).all()
     if not grouped:
         return Rollup([], False)
@@ -170,8 +165,7 @@ def job_groups(conn: sa.Connection, *, now: float, limits: RollupLimits) -> Roll
         (r[0], r[1], r[2]): float(r[3]) * 1024.0
         for r in conn.execute(
             sa.select(ranked.c.name, ranked.c.experiment, ranked.c.status, ranked.c.peak_memory_kb)
-            .where(ranked.c.rank == 1),
-            {"now": now},
+            .where(ranked.c.rank == 1)
         )
     }  # fmt: skip
     rows = []
@@ -194,7 +188,7 @@ def latest_metrics(conn: sa.Connection, *, now: float, limits: RollupLimits) -> 
     ``limits.max_metric_jobs`` jobs and ``limits.max_metric_series`` values)."""
     current = sa.or_(
         # Both branches can seek an index (status; start_time), so the OR stays cheap.
-        sa.and_(jobs.c.status == "running", sa.not_(_stale_before(_NOW))),
+        sa.and_(jobs.c.status == "running", sa.not_(_stale_before(now))),
         sa.and_(
             jobs.c.start_time >= now - limits.job_window,
             jobs.c.end_time >= now - limits.metric_window,
@@ -204,8 +198,7 @@ def latest_metrics(conn: sa.Connection, *, now: float, limits: RollupLimits) -> 
         sa.select(jobs.c.id, jobs.c.name, jobs.c.experiment)
         .where(current)
         .order_by(jobs.c.start_time.desc())
-        .limit(limits.max_metric_jobs + 1),
-        {"now": now},
+        .limit(limits.max_metric_jobs + 1)
     ).all()
     truncated = len(chosen) > limits.max_metric_jobs
     about = {r[0]: (r[1] or "", r[2] or "") for r in chosen[: limits.max_metric_jobs]}

@@ -114,11 +114,11 @@ def retirement_due(
     tombstoned = {r.source for r in beats if r.type == TOMBSTONE_TYPE}
     for source, kind, data, updated_at in beats:
         if kind == TOMBSTONE_TYPE:
-            if updated_at < now - forget_after:
-                return True
-        elif source in tombstoned:
-            return True
-        elif (isinstance(data, dict) and data.get("final")) or updated_at < now - retire_after:
+            due = updated_at < now - forget_after
+        else:
+            finished = isinstance(data, dict) and bool(data.get("final"))
+            due = source in tombstoned or finished or updated_at < now - retire_after
+        if due:
             return True
     return False
 
