@@ -253,7 +253,7 @@ def test_the_server_folds_dead_sources_in_the_background(store_url: str) -> None
     from fastapi.testclient import TestClient
 
     with TestClient(app) as client:
-        # Two live sources × two series, and the retired counter (a dead live-sum is gone).
+        # Two live sources, two series each, and the retired counter (a dead live-sum is gone).
         wait_until(lambda: series_row_count(store_url) == 2 * 2 + 1, "the fold")
         found = samples(client.get("/metrics").text)
     assert value(found, "requests_total", m="GET") == sum(range(1, 8))

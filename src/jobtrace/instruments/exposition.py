@@ -10,6 +10,7 @@ prometheus_client is imported here only (the ``prometheus`` extra), never by rec
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ def _labels(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+@functools.lru_cache(maxsize=1024)  # a scrape writes the same few bounds thousands of times
 def _bound_text(bound: float | str) -> str:
     from prometheus_client.utils import floatToGoString
 

@@ -78,7 +78,15 @@ def series_rows(conn: sa.Connection, names: list[str] | None = None) -> list[Ser
     query = sa.select(*_COLUMNS)
     if names is not None:
         query = query.where(series.c.name.in_([*names, SOURCE_SERIES]))
-    return [_row(r) for r in conn.execute(query)]
+    # A scrape reads every row: plain tuples unpacked by position cost a third of what
+    # named access on SQLAlchemy rows does.
+    decode, make = model.decode_float, SeriesRow
+    return [
+        make(source, name, kind, mode, labels, value if special is None else decode(special),
+             data, updated_at)
+        for source, name, kind, mode, labels, value, special, data, updated_at
+        in conn.execute(query).tuples()
+    ]  # fmt: skip
 
 
 def merged_series(
