@@ -10,6 +10,7 @@ prometheus_client is imported here only (the ``prometheus`` extra), never by rec
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from jobtrace.instruments.registry import REGISTRY, InstrumentRegistry
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as PromMetric
 
-__all__ = ["InstrumentCollector", "families", "render"]
+__all__ = ["InstrumentCollector", "families", "render", "render_families"]
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -34,6 +35,7 @@ def _labels(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+@functools.lru_cache(maxsize=1024)  # a scrape writes the same few bounds thousands of times
 def _bound_text(bound: float | str) -> str:
     from prometheus_client.utils import floatToGoString
 
@@ -108,10 +110,15 @@ class _Families:
 
 def render(merged: Iterable[MergedSeries], *, openmetrics: bool = False) -> bytes:
     """Prometheus text (or OpenMetrics) for merged series, by prometheus_client's writer."""
+    return render_families(families(merged), openmetrics=openmetrics)
+
+
+def render_families(items: list[PromMetric], *, openmetrics: bool = False) -> bytes:
+    """Prometheus text (or OpenMetrics, with its ``# EOF``) for ready-made families."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families(merged)))
+    registry.register(_Families(items))
     if openmetrics:
         from prometheus_client.openmetrics.exposition import generate_latest as generate_om
 

@@ -112,14 +112,44 @@ def _created(rows: Sequence[SeriesRow]) -> dict[str, Any]:
     return {"created": min(found)} if found else {}
 
 
+def _same_buckets(rows: Sequence[SeriesRow]) -> dict[str, Any] | None:
+    """The common case, fast: every source has the same bounds, so counts add bucket by
+    bucket. ``None`` when they differ (or a row is malformed): the general merge decides."""
+    first = rows[0].data
+    bounds = first.get("le") if isinstance(first, dict) else None
+    if not isinstance(bounds, list):
+        return None
+    width = len(bounds)
+    totals = [0] * width
+    try:
+        for row in rows:
+            data = row.data
+            cum = data.get("cum") if isinstance(data, dict) else None
+            if not isinstance(cum, list) or data.get("le") != bounds or len(cum) != width:
+                return None
+            totals = [t + int(c) for t, c in zip(totals, cum, strict=True)]
+        ordered = [model.decode_float(b) for b in bounds]
+    except (model.RecordError, TypeError, ValueError):
+        return None
+    if ordered != sorted(set(ordered)):
+        return None  # unsorted or repeated bounds: let the general merge normalise them
+    return {"le": [model.encode_float(b) for b in ordered], "cum": totals}
+
+
 def _histogram(rows: Sequence[SeriesRow]) -> dict[str, Any]:
     """Cumulative bucket counts on the union of every source's bounds (see module doc)."""
+    same = _same_buckets(rows)
+    if same is not None:
+        return same
     per_source: list[tuple[list[float], list[int]]] = []
     union: set[float] = set()
     for row in rows:
         data = row.data if isinstance(row.data, dict) else {}
-        bounds = [model.decode_float(b) for b in data.get("le", ())]
-        cum = [int(c) for c in data.get("cum", ())]
+        try:
+            bounds = [model.decode_float(b) for b in data.get("le", ())]
+            cum = [int(c) for c in data.get("cum", ())]
+        except (model.RecordError, TypeError, ValueError):
+            continue  # a malformed row (any shape can arrive over HTTP): skipped
         if len(bounds) != len(cum):
             continue  # a malformed row: skipped rather than failing the whole scrape
         per_source.append((bounds, cum))

@@ -296,13 +296,25 @@ REGISTRY.on_first_register = _publisher.install
 _pid = [os.getpid()]
 
 
-def publish(registry: InstrumentRegistry | None = None) -> None:
+def publish(registry: InstrumentRegistry | None = None, *, final: bool = False) -> None:
     """Send the changed series now rather than at the next tick (then ``jobtrace.flush()``
-    writes them). For another registry than the default, every series is sent."""
+    writes them). For another registry than the default, every series is sent.
+
+    ``final=True`` also says this process is done: readers stop counting its ``live-sum``
+    gauges and the store folds it away at once. A server's shutdown hook is the place
+    (uvicorn's workers, for one, die by a re-raised SIGTERM after a graceful shutdown, so
+    no exit hook of theirs runs)::
+
+        @asynccontextmanager
+        async def lifespan(app):
+            yield
+            jobtrace.instruments.publish(final=True)
+            jobtrace.flush()
+    """
     if registry is None or registry is REGISTRY:
-        _publisher.tick(time.time())
+        _publisher.tick(time.time(), final=final)
         return
-    SeriesPublisher(registry).tick(time.time())
+    SeriesPublisher(registry).tick(time.time(), final=final)
 
 
 def default_publisher() -> SeriesPublisher:

@@ -22,7 +22,8 @@ from fastapi import FastAPI
 from jobtrace import __version__
 from jobtrace.server.docs import install_docs
 from jobtrace.server.errors import BodyLimit, install_handlers
-from jobtrace.server.routes import ROUTERS
+from jobtrace.server.routes import ROUTERS, prometheus
+from jobtrace.server.scrape import ScrapeSettings, SourceRetirer
 from jobtrace.server.wire import JSONBody
 from jobtrace.store.core import Store
 
@@ -41,9 +42,17 @@ Times are ISO-8601 with an offset; special floats travel as `"nan"`, `"inf"`, `"
 """
 
 
-def create_app(store_url: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """A FastAPI app serving the store at ``store_url`` (created and migrated if needed)."""
+def create_app(
+    store_url: str,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    scrape: ScrapeSettings | None = None,
+) -> FastAPI:
+    """A FastAPI app serving the store at ``store_url`` (created and migrated if needed);
+    ``scrape`` tunes ``/metrics`` and the folding of dead sources."""
     store = Store(store_url)
+    scrape = scrape or ScrapeSettings()
+    retirer = SourceRetirer(store, scrape)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +60,9 @@ def create_app(store_url: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
         # process: freezing them keeps the collector from rescanning them every time an
         # ingest batch's many small objects trigger a full collection.
         gc.freeze()
+        retirer.start()
         yield
+        await retirer.stop()
         store.close()
 
     app = FastAPI(
@@ -64,15 +75,23 @@ def create_app(store_url: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.scrape = scrape
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(prometheus.router)  # /metrics, where Prometheus looks
     install_docs(app, "jobtrace")
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:
-        return {"name": "jobtrace", "version": __version__, "api": API_PREFIX, "docs": "/docs"}
+        return {
+            "name": "jobtrace",
+            "version": __version__,
+            "api": API_PREFIX,
+            "docs": "/docs",
+            "metrics": "/metrics",
+        }
 
     return app
 

@@ -35,6 +35,7 @@ __all__ = [
     "RetireResult",
     "merged_series",
     "retire_sources",
+    "retirement_due",
     "series_rows",
 ]
 
@@ -77,7 +78,15 @@ def series_rows(conn: sa.Connection, names: list[str] | None = None) -> list[Ser
     query = sa.select(*_COLUMNS)
     if names is not None:
         query = query.where(series.c.name.in_([*names, SOURCE_SERIES]))
-    return [_row(r) for r in conn.execute(query)]
+    # A scrape reads every row: plain tuples unpacked by position cost a third of what
+    # named access on SQLAlchemy rows does.
+    decode, make = model.decode_float, SeriesRow
+    return [
+        make(source, name, kind, mode, labels, value if special is None else decode(special),
+             data, updated_at)
+        for source, name, kind, mode, labels, value, special, data, updated_at
+        in conn.execute(query).tuples()
+    ]  # fmt: skip
 
 
 def merged_series(
@@ -90,6 +99,36 @@ def merged_series(
     """The series merged over every source (see :func:`merge_series`)."""
     rows = series_rows(conn, names)
     return merge_series(rows, now=time.time() if now is None else now, live_window=live_window)
+
+
+def retirement_due(
+    conn: sa.Connection,
+    *,
+    now: float,
+    retire_after: float = DEFAULT_RETIRE_AFTER,
+    forget_after: float = DEFAULT_FORGET_AFTER,
+) -> bool:
+    """Whether :func:`retire_sources` has work: a source that finished or fell silent, a
+    tombstoned source that reported again (a late replay), or a tombstone to forget.
+
+    Reads the heartbeat and tombstone rows only (one per source, by the name index), so a
+    server can ask often and fold rarely, without taking the write lock to find nothing.
+    """
+    beats = conn.execute(
+        sa.select(series.c.source, series.c.type, series.c.data, series.c.updated_at).where(
+            series.c.name == SOURCE_SERIES
+        )
+    ).all()
+    tombstoned = {r.source for r in beats if r.type == TOMBSTONE_TYPE}
+    for source, kind, data, updated_at in beats:
+        if kind == TOMBSTONE_TYPE:
+            due = updated_at < now - forget_after
+        else:
+            finished = isinstance(data, dict) and bool(data.get("final"))
+            due = source in tombstoned or finished or updated_at < now - retire_after
+        if due:
+            return True
+    return False
 
 
 def _insert_params(row: SeriesRow) -> dict[str, Any]:
