@@ -85,7 +85,7 @@ def series_rows(conn: sa.Connection, names: list[str] | None = None) -> list[Ser
         make(source, name, kind, mode, labels, value if special is None else decode(special),
              data, updated_at)
         for source, name, kind, mode, labels, value, special, data, updated_at
-        in conn.execute(query).tuples()
+        in conn.execute(query)
     ]  # fmt: skip
 
 
