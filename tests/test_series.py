@@ -424,6 +424,29 @@ def test_newer_rows_of_a_retired_source_count_once_in_the_store(store_url: str) 
             assert by_name(merged_series(conn, now=NOW))["requests", '{"m":"GET"}'].value == 6
 
 
+def test_a_scrape_reads_a_tombstone_in_full_only_when_its_source_came_back(
+    store_url: str,
+) -> None:
+    write_processes(store_url, 2)
+    with Store(store_url) as store:
+        retire_sources(store.engine, now=NOW, retire_after=3600)
+
+        def tombstone_data(conn: Any) -> Any:
+            [tomb] = [r for r in series_rows(conn, for_merge=True) if r.type == "retired"]
+            return tomb.data
+
+        with store.engine.connect() as conn:
+            # What every dead source contributed stays unread: scrapes do not slow down
+            # as workers come and go.
+            assert tombstone_data(conn) is None
+        store.write(
+            [(model.SERIES, "host:100:1", None, "requests", "counter", None, '{"m":"GET"}',
+              4.0, {"created": 1.0}, NOW - 5)]
+        )  # fmt: skip
+        with store.engine.connect() as conn:
+            assert tombstone_data(conn)["folded"]  # needed now, to count the source once
+
+
 def test_a_forked_child_is_a_new_source_starting_from_zero(memory_sink: MemorySink) -> None:
     requests = Counter("requests")
     requests.inc(5)

@@ -230,7 +230,7 @@ def _span_families(groups: rollups.Rollup) -> list[PromMetric]:
 def _merged(conn: sa.Connection, *, now: float, live_window: float) -> list[MergedSeries]:
     """Every source's rows merged; should a malformed row break the merge, each name is
     merged on its own and the names that fail are left out (and logged)."""
-    rows = series_rows(conn)
+    rows = series_rows(conn, for_merge=True)
     try:
         return merge_series(rows, now=now, live_window=live_window)
     except Exception:

@@ -72,21 +72,66 @@ def _row(r: Any) -> SeriesRow:
     return SeriesRow(r.source, r.name, r.type, r.mode, r.labels, value, r.data, r.updated_at)
 
 
-def series_rows(conn: sa.Connection, names: list[str] | None = None) -> list[SeriesRow]:
+def series_rows(
+    conn: sa.Connection, names: list[str] | None = None, *, for_merge: bool = False
+) -> list[SeriesRow]:
     """Every source's rows (of the series called ``names``, plus the heartbeats and
-    tombstones the merge needs, when given)."""
-    query = sa.select(*_COLUMNS)
+    tombstones the merge needs, when given).
+
+    ``for_merge``: what a scrape needs, read cheaply. A tombstone's ``data`` (what its
+    source contributed to every series when it was folded) matters only if the source
+    reported again since, which is rare; reading it for every dead source would make each
+    scrape slower as workers come and go. It is read only for those sources.
+    """
+    columns = _COLUMNS
+    if for_merge:
+        light = sa.case((series.c.type == TOMBSTONE_TYPE, sa.null()), else_=series.c.data)
+        columns = tuple(light.label("data") if c is series.c.data else c for c in _COLUMNS)
+    query = sa.select(*columns)
     if names is not None:
         query = query.where(series.c.name.in_([*names, SOURCE_SERIES]))
     # A scrape reads every row: plain tuples unpacked by position cost a third of what
     # named access on SQLAlchemy rows does.
     decode, make = model.decode_float, SeriesRow
-    return [
+    rows = [
         make(source, name, kind, mode, labels, value if special is None else decode(special),
              data, updated_at)
         for source, name, kind, mode, labels, value, special, data, updated_at
         in conn.execute(query)
     ]  # fmt: skip
+    return _with_needed_tombstones(conn, rows) if for_merge else rows
+
+
+def _with_needed_tombstones(conn: sa.Connection, rows: list[SeriesRow]) -> list[SeriesRow]:
+    """``rows`` with the full tombstone of every source that has rows newer than it."""
+    tombs = {
+        r.source: r.updated_at for r in rows if r.name == SOURCE_SERIES and r.type == TOMBSTONE_TYPE
+    }
+    if not tombs:
+        return rows
+    wanted = {
+        r.source
+        for r in rows
+        if r.source in tombs and r.name != SOURCE_SERIES and r.updated_at > tombs[r.source]
+    }
+    if not wanted:
+        return rows
+    full = {
+        (r.source, r.updated_at): r.data
+        for r in conn.execute(
+            sa.select(series.c.source, series.c.updated_at, series.c.data).where(
+                series.c.name == SOURCE_SERIES,
+                series.c.type == TOMBSTONE_TYPE,
+                series.c.source.in_(sorted(wanted)),
+            )
+        )
+    }
+    return [
+        r._replace(data=full.get((r.source, r.updated_at), r.data))
+        if r.source in wanted and r.name == SOURCE_SERIES and r.type == TOMBSTONE_TYPE
+        else r
+        for r in rows
+    ]
 
 
 def merged_series(
@@ -97,7 +142,7 @@ def merged_series(
     live_window: float = DEFAULT_LIVE_WINDOW,
 ) -> list[MergedSeries]:
     """The series merged over every source (see :func:`merge_series`)."""
-    rows = series_rows(conn, names)
+    rows = series_rows(conn, names, for_merge=True)
     return merge_series(rows, now=time.time() if now is None else now, live_window=live_window)
 
 
