@@ -83,7 +83,7 @@ def series_rows(
     reported again since, which is rare; reading it for every dead source would make each
     scrape slower as workers come and go. It is read only for those sources.
     """
-    columns = _COLUMNS
+    columns: tuple[Any, ...] = _COLUMNS
     if for_merge:
         light = sa.case((series.c.type == TOMBSTONE_TYPE, sa.null()), else_=series.c.data)
         columns = tuple(light.label("data") if c is series.c.data else c for c in _COLUMNS)
