@@ -67,7 +67,12 @@ class Spool:
         if batch_id is not None and _safe_id(batch_id):
             name += _ID_SEP + batch_id
         tmp = self.directory / (name + ".tmp")
-        tmp.write_bytes(encode_lines(records))
+        with tmp.open("wb") as out:
+            out.write(encode_lines(records))
+            # On disk before it is named as spooled: a crash (or power loss) must not leave
+            # an empty file where acknowledged records should be. Spooling is the rare path.
+            out.flush()
+            os.fsync(out.fileno())
         final = self.directory / (name + _SUFFIX)
         tmp.rename(final)
         return final
