@@ -34,6 +34,7 @@ from jobtrace.tracing import (
     traced_session,
 )
 from jobtrace.tracing.signing import X_TRACE_HMAC, X_TRACE_INFO
+from jobtrace.tracing.spans import RemoteParent
 from tests.test_tracing import by_name, spans
 
 KEY = "test-key"
@@ -144,6 +145,26 @@ def test_a_request_without_headers_starts_a_trace_and_logs_nothing(
     assert server["parent_id"] is None and server["trace_id"] != caller.ids[0]
     assert "jobtrace.trace_header" not in server["info"]
     assert warnings_of(caplog) == []
+
+
+def test_a_service_started_under_a_parent_trace_still_starts_new_ones_for_strangers(
+    serve: Callable[..., Middleware],
+    memory_sink: MemorySink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobtrace.tracing import spans as span_module
+
+    # As if started with JOBTRACE_TRACEPARENT (by a job that launched the service).
+    inherited = RemoteParent(0xABC, 0xDEF, True)
+    monkeypatch.setattr(span_module._settings, "remote_parent", inherited)
+    app = serve(keys=KEY)
+    assert call(app) == 200  # no header
+    assert call(app, tampered(headers(SIGNER))) == 200  # a header it cannot trust
+    for server in [s for s in spans(memory_sink) if s["name"] == SERVER]:
+        assert server["parent_id"] is None and server["trace_id"] != f"{0xABC:032x}"
+    # Outside requests, the process's own spans still join the trace it was started under.
+    with jobtrace.Trace("own work") as own:
+        assert own.ids[0] == f"{0xABC:032x}"
 
 
 def test_a_server_with_several_keys_accepts_each(

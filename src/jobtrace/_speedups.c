@@ -39,6 +39,7 @@ static struct {
     PyObject *current_var;   /* ContextVar of the current span */
     PyObject *job_var;       /* ContextVar of the current job */
     PyObject *unsampled;     /* spans.UNSAMPLED */
+    PyObject *new_trace;     /* spans.NEW_TRACE: the next span is a root, whatever the env */
     PyObject *remote_type;   /* spans.RemoteParent */
     PyObject *kind;          /* model.SPAN */
     PyObject *dropped_key;   /* "jobtrace.dropped_spans" */
@@ -283,6 +284,9 @@ static PyObject *span_start(SpanObject *self)
     if (parent == Py_None) {
         Py_DECREF(parent);
         parent = Py_NewRef(S.remote_parent);
+    } else if (parent == S.new_trace) {
+        Py_DECREF(parent);
+        parent = Py_NewRef(Py_None);
     }
     if (parent == Py_None) {
         /* the root of a new trace: sampling is decided here, once for the whole trace */
@@ -1149,19 +1153,20 @@ static int set_object(PyObject **slot, PyObject *value)
     return 0;
 }
 
-/* install(current_var, job_var, unsampled, remote_parent_type, kind, dropped_key,
+/* install(current_var, job_var, unsampled, new_trace, remote_parent_type, kind, dropped_key,
            error_type_name, message, short_repr, check_name, check_info, thread_name) */
 static PyObject *mod_install(PyObject *module, PyObject *args)
 {
-    PyObject *o[12];
-    if (!PyArg_UnpackTuple(args, "install", 12, 12, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11])) {
+    PyObject *o[13];
+    if (!PyArg_UnpackTuple(args, "install", 13, 13, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
         return NULL;
     }
-    PyObject **slots[12] = {&S.current_var, &S.job_var, &S.unsampled, &S.remote_type,
-                            &S.kind, &S.dropped_key, &S.error_type_name, &S.message,
-                            &S.short_repr, &S.check_name, &S.check_info, &S.thread_name};
-    for (int i = 0; i < 12; i++) {
+    PyObject **slots[13] = {&S.current_var, &S.job_var, &S.unsampled, &S.new_trace,
+                            &S.remote_type, &S.kind, &S.dropped_key, &S.error_type_name,
+                            &S.message, &S.short_repr, &S.check_name, &S.check_info,
+                            &S.thread_name};
+    for (int i = 0; i < 13; i++) {
         set_object(slots[i], o[i]);
     }
     S.installed = 1;

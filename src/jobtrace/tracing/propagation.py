@@ -60,8 +60,11 @@ def carrier() -> dict[str, str]:
     from jobtrace.tracing import spans
 
     # The current span; else the parent this process was started under, if any.
-    span = current_span_var.get() or spans._settings.remote_parent
-    if span is not None:  # an unsampled trace travels as such (its flags say so)
+    span = current_span_var.get()
+    if span is None:
+        span = spans._settings.remote_parent
+    # An unsampled trace travels as such (its flags say so); NEW_TRACE carries nothing.
+    if span is not None and not isinstance(span, spans._NewTrace):
         out[_config.ENV_TRACEPARENT] = span.traceparent()
     job = current_job()
     if job is not None and job.id:

@@ -166,8 +166,9 @@ class _PySpan:
         parent = _current_get()
         t0 = _perf_ns()
         start_ns = t0 + _clock.offset
-        if parent is None:
-            parent = _settings.remote_parent
+        if parent is None or isinstance(parent, _NewTrace):
+            # NEW_TRACE: a root here even in a process started under a remote parent.
+            parent = _settings.remote_parent if parent is None else None
             if parent is None:
                 rate = _settings.sample_rate
                 if rate < 1.0 and _random() >= rate:
@@ -322,9 +323,23 @@ class _Unsampled:
 
 
 UNSAMPLED = _Unsampled()
+
+
+class _NewTrace:
+    """Set as the current span to make the next span a root, even in a process started
+    under a parent (``JOBTRACE_TRACEPARENT``): a server's request that no trusted caller
+    sent. It records nothing and carries nothing to other processes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEW_TRACE"
+
+
+NEW_TRACE = _NewTrace()
 AnySpan = Span | _Unsampled
 
-current_span_var: ContextVar[Span | _Unsampled | RemoteParent | None] = ContextVar(
+current_span_var: ContextVar[Span | _Unsampled | RemoteParent | _NewTrace | None] = ContextVar(
     "jobtrace_current_span", default=None
 )
 _current_get = current_span_var.get
@@ -454,6 +469,7 @@ if _c is not None:
         current_span_var,
         _current_job,
         UNSAMPLED,
+        NEW_TRACE,
         RemoteParent,
         model.SPAN,
         DROPPED_KEY,

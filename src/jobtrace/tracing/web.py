@@ -41,10 +41,12 @@ from jobtrace.tracing.signing import (
     TraceSigner,
 )
 from jobtrace.tracing.spans import (
+    NEW_TRACE,
     UNSAMPLED,
     AnySpan,
     RemoteParent,
     Span,
+    _NewTrace,
     current_span_var,
     parse_traceparent,
 )
@@ -80,6 +82,8 @@ def headers(signer: TraceSigner | None = None) -> dict[str, str]:
         requests.get(url, headers=web.headers(signer))
     """
     span = current_span_var.get()
+    if isinstance(span, _NewTrace):
+        return {}
     if span is None:
         # No span here: the trace this process was started under, if any.
         span = parse_traceparent(carrier().get(_config.ENV_TRACEPARENT, ""))
@@ -200,9 +204,12 @@ class HeaderTrust:
         return None, reason
 
 
-def _as_current(parent: RemoteParent | None) -> RemoteParent | AnySpan | None:
+def _as_current(parent: RemoteParent | None) -> RemoteParent | AnySpan | _NewTrace:
     # A caller's unsampled trace stays unrecorded here too (spans only check the marker).
-    return parent if parent is None or parent.sampled else UNSAMPLED
+    # No trusted caller: a new trace, even in a process started under a parent trace.
+    if parent is None:
+        return NEW_TRACE
+    return parent if parent.sampled else UNSAMPLED
 
 
 def _server_info(method: str, path: str) -> dict[str, Any]:
