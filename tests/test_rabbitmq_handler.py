@@ -97,6 +97,30 @@ def test_records_survive_a_broker_restart_and_none_is_lost_meanwhile(
     profiler.delete_handler("rabbit")
 
 
+def test_a_deleted_queue_is_declared_again_and_nothing_is_lost(
+    rabbitmq_url: str, queue_name: str
+) -> None:
+    import pika
+
+    handler = RabbitMQHandler("rabbit", rabbitmq_url, queue_name)
+    profiler.add_handler(handler)
+    serve(1)
+    assert profiler.flush()
+    assert len(drain(rabbitmq_url, queue_name)) == 1
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        connection.channel().queue_delete(queue=queue_name)  # an operator deletes it
+    finally:
+        connection.close()
+    serve(2)
+    assert not profiler.flush()  # unroutable: the queue is declared again, the record kept
+    assert handler.pending == 1
+    assert profiler.flush()
+    records = [r for _, batch in drain(rabbitmq_url, queue_name) for r in batch]
+    assert len(records) == 1 and handler.pending == 0
+    profiler.delete_handler("rabbit")
+
+
 def test_a_broker_that_is_down_buffers_a_bounded_number_and_counts_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
