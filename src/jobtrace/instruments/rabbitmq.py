@@ -161,20 +161,21 @@ class RabbitMQHandler(BaseHandler):
             self._connection.process_data_events(0)  # heartbeats, on every tick
             return True
         except exceptions.UnroutableError:
-            # The queue is gone (deleted by an operator): declare it again; the message
-            # stays first in line for the next tick.
-            log.warning("jobtrace: RabbitMQ queue %r is gone; declaring it again", self.queue)
-            try:
-                self._channel.queue_declare(queue=self.queue, durable=True)
-            except (exceptions.AMQPError, OSError) as exc:
-                self._lost(exc)
-            return False
+            self._declare_again()
         except exceptions.NackError as exc:
             log.warning("jobtrace: RabbitMQ refused a message (%s); it will be retried", exc)
-            return False
         except (exceptions.AMQPError, OSError) as exc:
             self._lost(exc)
-            return False
+        return False
+
+    def _declare_again(self) -> None:
+        """The queue is gone (deleted by an operator): declare it again; the message stays
+        first in line for the next tick."""
+        log.warning("jobtrace: RabbitMQ queue %r is gone; declaring it again", self.queue)
+        try:
+            self._channel.queue_declare(queue=self.queue, durable=True)
+        except (self._pika.exceptions.AMQPError, OSError) as exc:
+            self._lost(exc)
 
     def _connect(self) -> bool:
         pika = self._pika
