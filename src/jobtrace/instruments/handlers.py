@@ -189,6 +189,9 @@ class HandlerDispatcher:
         self._queue: deque[tuple[RawRecord, ...]] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one round at a time: the thread or a flush()
+        # Starting the thread has its own lock: a caller must never wait for a round (a
+        # flush() on another thread) to finish.
+        self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._overflowing = False
         self._known: tuple[BaseHandler, ...] = ()
@@ -221,7 +224,7 @@ class HandlerDispatcher:
             )
 
     def _start(self) -> None:
-        with self._lock:
+        with self._start_lock:
             if self._thread is not None:
                 return
             self._thread = threading.Thread(
