@@ -466,3 +466,18 @@ def test_a_forked_child_is_a_new_source_starting_from_zero(memory_sink: MemorySi
     assert source != parent
     assert float(value) == 0
     assert requests.series()[0][1].value == 5
+
+
+def test_the_publisher_forgets_the_cells_of_removed_series() -> None:
+    from jobtrace.instruments.registry import InstrumentRegistry, SeriesPublisher
+
+    registry = InstrumentRegistry()
+    publisher = SeriesPublisher(registry)
+    for round_ in range(20):  # instruments come and go, as in a plugin reloaded many times
+        counter = Counter(f"short_lived_{round_}", registry=registry, labels={"k"})
+        for k in range(50):
+            counter.inc(1, {"k": str(k)})
+        publisher.changed_records(NOW)
+        registry.unregister(counter)
+    publisher.changed_records(NOW)
+    assert len(publisher._sent) == 0

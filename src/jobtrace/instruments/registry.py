@@ -216,7 +216,9 @@ class SeriesPublisher:
         records: list[model.Record] = []
         with self._lock:  # the writer thread's tick and an explicit publish() may race
             sent = self._sent
+            seen = 0
             for metric, labels, cell in self.registry.cells():
+                seen += 1
                 fingerprint = _fingerprint(cell)
                 previous = sent.get(id(cell))
                 if previous is not None and previous[1] == fingerprint:
@@ -228,6 +230,10 @@ class SeriesPublisher:
                     (model.SERIES, source, None, metric.name, _type_of(metric), mode,
                      labels, value, data, now)
                 )  # fmt: skip
+            if len(sent) > seen:  # series were removed: forget their cells
+                live = {id(cell) for _, _, cell in self.registry.cells()}
+                for key in [k for k in sent if k not in live]:
+                    del sent[key]
             heartbeat = {"host": os.uname().nodename, "pid": os.getpid()}
             if final:
                 heartbeat["final"] = True
