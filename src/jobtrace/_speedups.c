@@ -40,7 +40,6 @@ static struct {
     PyObject *job_var;       /* ContextVar of the current job */
     PyObject *unsampled;     /* spans.UNSAMPLED */
     PyObject *new_trace;     /* spans.NEW_TRACE: the next span is a root, whatever the env */
-    PyObject *remote_type;   /* spans.RemoteParent */
     PyObject *kind;          /* model.SPAN */
     PyObject *dropped_key;   /* "jobtrace.dropped_spans" */
     PyObject *error_type_name;
@@ -53,7 +52,6 @@ static struct {
     long long ms;            /* the millisecond of the last root span ... */
     uint64_t ms_bits;        /* ... shifted into the top of a trace id's high word */
     uint64_t rng[4];         /* xoshiro256** */
-    int installed;
 } S;
 
 static PyObject *str_id, *str_name, *str_args, *str_kwargs, *str_result, *str_function;
@@ -307,7 +305,7 @@ static PyObject *span_start(SpanObject *self)
             return NULL;
         }
         parent_id = Py_NewRef(Py_None);
-    } else if (Py_IS_TYPE(parent, SpanType) || PyObject_TypeCheck(parent, SpanType)) {
+    } else if (PyObject_TypeCheck(parent, SpanType)) {
         state = Py_NewRef(SPAN_FIELD(parent, state));
         trace_id = Py_NewRef(SPAN_FIELD(parent, trace_id));
         parent_id = Py_NewRef(SPAN_FIELD(parent, span_id));
@@ -1153,23 +1151,21 @@ static int set_object(PyObject **slot, PyObject *value)
     return 0;
 }
 
-/* install(current_var, job_var, unsampled, new_trace, remote_parent_type, kind, dropped_key,
-           error_type_name, message, short_repr, check_name, check_info, thread_name) */
+/* install(current_var, job_var, unsampled, new_trace, kind, dropped_key, error_type_name,
+           message, short_repr, check_name, check_info, thread_name) */
 static PyObject *mod_install(PyObject *module, PyObject *args)
 {
-    PyObject *o[13];
-    if (!PyArg_UnpackTuple(args, "install", 13, 13, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
+    PyObject *o[12];
+    if (!PyArg_UnpackTuple(args, "install", 12, 12, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11])) {
         return NULL;
     }
-    PyObject **slots[13] = {&S.current_var, &S.job_var, &S.unsampled, &S.new_trace,
-                            &S.remote_type, &S.kind, &S.dropped_key, &S.error_type_name,
-                            &S.message, &S.short_repr, &S.check_name, &S.check_info,
-                            &S.thread_name};
-    for (int i = 0; i < 13; i++) {
+    PyObject **slots[12] = {&S.current_var, &S.job_var, &S.unsampled, &S.new_trace,
+                            &S.kind, &S.dropped_key, &S.error_type_name, &S.message,
+                            &S.short_repr, &S.check_name, &S.check_info, &S.thread_name};
+    for (int i = 0; i < 12; i++) {
         set_object(slots[i], o[i]);
     }
-    S.installed = 1;
     Py_RETURN_NONE;
 }
 
@@ -1241,21 +1237,11 @@ static PyObject *mod_monotonic_ns(PyObject *module, PyObject *unused)
     return PyLong_FromLongLong(monotonic_ns());
 }
 
-static PyObject *mod_start(PyObject *module, PyObject *arg)
-{
-    if (!PyObject_TypeCheck(arg, SpanType)) {
-        PyErr_SetString(PyExc_TypeError, "start() needs a Span");
-        return NULL;
-    }
-    return span_enter_method(arg, NULL);
-}
-
 static PyMethodDef module_methods[] = {
     {"install", mod_install, METH_VARARGS, "Hand over the Python objects the hot path uses."},
     {"set", mod_set, METH_VARARGS, "Push one tracing setting."},
     {"seed", mod_seed, METH_O, "Reseed the span id generator with 32 random bytes."},
     {"monotonic_ns", mod_monotonic_ns, METH_NOARGS, "The clock spans are timed with."},
-    {"start", mod_start, METH_O, "Enter a span (what `with` does): the span or UNSAMPLED."},
     {NULL},
 };
 

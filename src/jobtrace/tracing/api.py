@@ -16,7 +16,6 @@ unchanged; the span records their type and message.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, TypeVar
 
@@ -33,8 +32,6 @@ from jobtrace.tracing.spans import (
     begin,
     current_span_var,
 )
-
-log = logging.getLogger("jobtrace.tracing")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -470,7 +470,6 @@ if _c is not None:
         _current_job,
         UNSAMPLED,
         NEW_TRACE,
-        RemoteParent,
         model.SPAN,
         DROPPED_KEY,
         model.error_type_name,
