@@ -16,6 +16,9 @@ Environment variables (all optional):
     Seconds between background flushes (default 1).
 ``JOBTRACE_BUFFER_SIZE``
     Records held in memory before new ones are dropped and counted (default 200000).
+``JOBTRACE_HTTP_TIMEOUT``
+    Most seconds one batch may take to reach a ``jobtrace serve`` server, retries included,
+    before it is spooled and retried later (default 5; see :mod:`jobtrace.sinks.http`).
 ``JOBTRACE_HEARTBEAT_INTERVAL``
     Seconds between job heartbeats (default 2).
 ``JOBTRACE_DISABLED``
@@ -52,6 +55,7 @@ ENV_EXPERIMENT = "JOBTRACE_EXPERIMENT"
 ENV_FLUSH_INTERVAL = "JOBTRACE_FLUSH_INTERVAL"
 ENV_BUFFER_SIZE = "JOBTRACE_BUFFER_SIZE"
 ENV_HEARTBEAT_INTERVAL = "JOBTRACE_HEARTBEAT_INTERVAL"
+ENV_HTTP_TIMEOUT = "JOBTRACE_HTTP_TIMEOUT"
 ENV_DISABLED = "JOBTRACE_DISABLED"
 ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
 ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
@@ -73,6 +77,8 @@ def load_speedups() -> ModuleType | None:
 
 
 DEFAULT_DIR = ".jobtrace"
+#: Seconds one batch may take to reach a server (:data:`jobtrace.sinks.http.WRITE_TIMEOUT`).
+DEFAULT_HTTP_TIMEOUT = 5.0
 DB_FILENAME = "jobtrace.db"
 
 
@@ -90,6 +96,7 @@ class Settings(NamedTuple):
     install_signal_handlers: bool = True
     trace_sample_rate: float = 1.0
     trace_max_spans: int = 10_000
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
 
     @property
     def reports_dir(self) -> Path:
@@ -162,6 +169,7 @@ def resolve(
     install_signal_handlers: bool | None = None,
     trace_sample_rate: float | None = None,
     trace_max_spans: int | None = None,
+    http_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -183,6 +191,7 @@ def resolve(
         ("heartbeat_interval", heartbeat_interval, ENV_HEARTBEAT_INTERVAL, float, 0.0, 3600.0),
         ("trace_sample_rate", trace_sample_rate, ENV_TRACE_SAMPLE_RATE, float, -1e-12, 1.0),
         ("trace_max_spans", trace_max_spans, ENV_TRACE_MAX_SPANS, int, 0, 100_000_000),
+        ("http_timeout", http_timeout, ENV_HTTP_TIMEOUT, float, 0.0, 3600.0),
     ):
         raw = arg if arg is not None else env.get(env_name)
         if raw is not None and raw != "":

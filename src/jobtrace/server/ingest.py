@@ -8,8 +8,10 @@ endpoint carries many thousands of records per request, so there is no per-recor
 model: orjson parses the body and checks derived once from the store's schema (type,
 length, required) plus a few rules of the data model run on plain tuples.
 
-A batch is all or nothing: the first bad record fails it with a 422 naming the record's
-index, kind and field, and nothing of it is stored.
+Strict (the default), a batch is all or nothing: the first bad record fails it with a 422
+naming the record's index, kind and field, and nothing of it is stored. Lenient (the
+``http://`` sink's choice, see :mod:`jobtrace.server.routes.batches`), every bad record is
+listed as a :data:`Rejection` and left out, and the rest goes on to the store.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jobtrace import model
 from jobtrace.server.errors import APIError
 from jobtrace.store import schema
 
-__all__ = ["MAX_BATCH_ID", "decode_batch"]
+__all__ = ["MAX_BATCH_ID", "Rejection", "decode_batch", "rejection"]
 
 MAX_BATCH_ID = 128
 
@@ -42,6 +44,10 @@ _TABLES: dict[str, sa.Table] = {
 _HEX_32 = re.compile(r"[0-9a-f]{32}")
 _HEX_16 = re.compile(r"[0-9a-f]{16}")
 _INT_LIMITS = {sa.BigInteger: 2**63, sa.Integer: 2**31}
+
+#: A record left out of a lenient batch, as the response lists it:
+#: ``{"index": int, "kind": str | None, "field": str | None, "message": str}``.
+Rejection = dict[str, Any]
 
 #: Returns a problem ("must be …") or None.
 Check = Callable[[Any], "str | None"]
@@ -178,6 +184,11 @@ def _bad(index: int, kind: str | None, field: str | None, problem: str) -> APIEr
     )
 
 
+def rejection(index: int, kind: str | None, field: str | None, message: str) -> Rejection:
+    """One entry of a lenient batch's ``rejected`` list."""
+    return {"index": index, "kind": kind, "field": field, "message": message}
+
+
 def check_record(record: model.Record, index: int) -> None:
     """Raise a 422 naming ``record``'s first bad field."""
     kind = record[0]
@@ -203,8 +214,14 @@ def _kind_of(item: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def decode_batch(body: bytes) -> tuple[str, list[model.Record]]:
-    """(batch id, records) from a request body, or an :class:`APIError` (400 or 422)."""
+def decode_batch(
+    body: bytes, rejected: list[Rejection] | None = None
+) -> tuple[str, list[model.Record]]:
+    """(batch id, records) from a request body, or an :class:`APIError` (400 or 422).
+
+    Given a ``rejected`` list (lenient), a bad record is appended to it and left out of the
+    records instead of failing the batch; a bad envelope fails it either way.
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -233,8 +250,16 @@ def decode_batch(body: bytes) -> tuple[str, list[model.Record]]:
     for index, item in enumerate(items):
         try:
             record = from_list(item) if type(item) is list else from_dict(item)
+            check_record(record, index)
         except model.RecordError as exc:
-            raise _bad(index, _kind_of(item), None, str(exc)) from None
-        check_record(record, index)
+            if rejected is None:
+                raise _bad(index, _kind_of(item), None, str(exc)) from None
+            rejected.append(rejection(index, _kind_of(item), None, str(exc)))
+            continue
+        except APIError as exc:
+            if rejected is None:
+                raise
+            rejected.append({**exc.error_detail, "message": exc.message})
+            continue
         append(record)
     return batch_id, records

@@ -7,18 +7,32 @@ module imported only when that scheme is used, so ``psycopg`` loads only for
 A sink that deduplicates batches (a server) sets ``accepts_batch_id = True`` and takes
 ``write(records, batch_id=…)`` (:class:`BatchIdSink`): the recorder gives every batch an id
 that it keeps through spooling and replay.
+
+A record the destination refuses for good (the store's database, or a server, says this
+record can never be stored) is dropped alone by the sink, which reports it with
+:func:`count_refused`; :func:`refused_records` gives the process's counts by record kind.
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
 from jobtrace.errors import ConfigurationError
 from jobtrace.model import Record
 
-__all__ = ["BatchIdSink", "Sink", "known_schemes", "open_sink", "register_sink", "scheme_of"]
+__all__ = [
+    "BatchIdSink",
+    "Sink",
+    "count_refused",
+    "known_schemes",
+    "open_sink",
+    "refused_records",
+    "register_sink",
+    "scheme_of",
+]
 
 
 class Sink(Protocol):
@@ -83,3 +97,21 @@ def open_sink(url: str) -> Sink:
     sink_class = getattr(importlib.import_module(module_name), class_name)
     sink: Sink = sink_class(url)
     return sink
+
+
+_refused: dict[str, int] = {}
+_refused_lock = threading.Lock()
+
+
+def count_refused(kind: str) -> int:
+    """Count one ``kind`` record a sink dropped because its destination refused it for good;
+    returns how many of that kind were dropped so far (sinks log the first ones)."""
+    with _refused_lock:
+        count = _refused[kind] = _refused.get(kind, 0) + 1
+    return count
+
+
+def refused_records() -> dict[str, int]:
+    """Records dropped in this process because the store or server refused them, by kind."""
+    with _refused_lock:
+        return dict(_refused)

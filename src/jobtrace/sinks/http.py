@@ -6,15 +6,32 @@ from the spool. The sink runs on the recorder's writer thread only (the host pro
 waits on the network) and uses the standard library's ``http.client`` over one keep-alive
 connection, so a recorded job loads no HTTP package.
 
-- Connection errors, 5xx and 429: retried a few times with a short exponential backoff,
-  then :class:`~jobtrace.errors.StoreError` is raised and the recorder spools the batch
-  and retries the server with its own, longer backoff.
+Bad records. The sink asks for lenient handling (``Prefer: handling=lenient``, see
+:mod:`jobtrace.server.routes.batches`): the server stores every record it can, the batch id
+with them, and answers 201 (200 for a batch it had already) with ``rejected``: the records
+it dropped, each ``{"index", "kind", "field", "message"}``. The sink counts each one
+(:func:`jobtrace.sinks.refused_records`, :attr:`HTTPSink.rejected`) and logs the first of
+each kind and field once. So one record the server or its store refuses never holds up its
+batch, nor the spool and every batch behind it. A server that answers strictly instead (a
+422 naming ``detail.index``) gets the same result one record at a time: that record is
+dropped and the rest sent again.
+
+Time. One :meth:`HTTPSink.write` takes at most :data:`WRITE_TIMEOUT` seconds (the setting
+``http_timeout``, ``JOBTRACE_HTTP_TIMEOUT``), retries included; past it,
+:class:`~jobtrace.errors.StoreError` is raised and the recorder spools the batch and
+retries the server later with its own, longer backoff, under the same id. The server is
+not given longer because a batch is large; batches are kept small instead: at most
+:data:`REQUEST_RECORDS` records per request (a fraction of a second of server work), each
+part under an id derived from the batch's, so a replay repeats the same parts and the
+server skips those it has. A server slower than the timeout still makes progress: the part
+it was committing is acknowledged as a duplicate on the replay.
+
+- Connection errors, 5xx and 429: retried (:data:`ATTEMPTS` at most, with a short
+  exponential backoff) while time is left; a request that timed out is not retried here
+  (the server may still be working on it): the recorder's replay does that, later.
 - 413 (the body is over the server's limit): the batch is halved, each half sent under an
   id derived from the batch's, until it fits; a single record too large by itself is
-  dropped (counted and logged, as below).
-- 400/422 naming a bad record: that record is dropped (counted and logged, as a store
-  sink drops a record its database refuses) and the rest is sent again; a batch that would
-  never be accepted must not block the spool behind it.
+  dropped (counted and logged, as above).
 - Any other 4xx (wrong URL, a proxy refusing): raised, so the batch is kept in the spool.
 """
 
@@ -22,32 +39,51 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from jobtrace import __version__
-from jobtrace._config import mask_url
+from jobtrace import __version__, _config
+from jobtrace._config import ENV_HTTP_TIMEOUT, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.model import Record, clean, to_list
+from jobtrace.sinks import count_refused
 from jobtrace.sinks.file import json_loads
 
-__all__ = ["BATCHES_PATH", "HTTPSink", "encode_batch"]
+__all__ = [
+    "ATTEMPTS",
+    "BATCHES_PATH",
+    "CONNECT_TIMEOUT",
+    "REQUEST_RECORDS",
+    "WRITE_TIMEOUT",
+    "HTTPSink",
+    "encode_batch",
+]
 
 log = logging.getLogger("jobtrace.sinks.http")
 
 #: Where batches go, under the server URL's path.
 BATCHES_PATH = "/api/v1/batches"
-#: Attempts per request before the batch is handed back to the recorder for spooling.
+#: Most seconds one :meth:`HTTPSink.write` may take, retries included, before the batch is
+#: handed back to the recorder for spooling: the default of the ``http_timeout`` setting
+#: (``JOBTRACE_HTTP_TIMEOUT``), which overrides it. Short
+#: enough that an exit flush facing a hung server still has time to spool what is left;
+#: long enough for a request of :data:`REQUEST_RECORDS` records to a busy server.
+WRITE_TIMEOUT = _config.DEFAULT_HTTP_TIMEOUT
+#: Most seconds to open a connection (a fraction of WRITE_TIMEOUT, so one retry fits).
+CONNECT_TIMEOUT = 2.0
+#: Most attempts per request (each also limited by the time left).
 ATTEMPTS = 4
-#: First pause between attempts (doubled after each); the whole sequence stays under a second
-#: so an exit flush is not held up long by a server that is down.
+#: First pause between attempts (doubled after each).
 FIRST_DELAY = 0.1
-CONNECT_TIMEOUT = 5.0
-#: A large batch into a busy PostgreSQL store can take a while to commit.
-READ_TIMEOUT = 120.0
+#: Most records per request. At the slowest server ingest measured (~8,000 spans/s) this is
+#: well under a second of work, so a healthy server always answers within WRITE_TIMEOUT.
+REQUEST_RECORDS = 5_000
+#: The ``Prefer`` header asking the server to drop bad records itself and list them.
+PREFER_LENIENT = "handling=lenient"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _REJECT_LOG_LIMIT = 20
 
@@ -66,18 +102,24 @@ def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
         return orjson.dumps(clean(body), default=repr, option=option)
 
 
+class _Deadline(Exception):
+    """The write's time ran out."""
+
+
 class HTTPSink:
     """Posts batches to a jobtrace server over one keep-alive connection."""
 
     accepts_batch_id: ClassVar[bool] = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ConfigurationError(f"server URL {url!r} needs a host, e.g. http://127.0.0.1:8000")
         if parts.query or parts.fragment:
             raise ConfigurationError(f"server URL {mask_url(url)!r} must not have a query")
         self.url = url
+        #: Most seconds one write() may take (the ``http_timeout`` setting unless given).
+        self.timeout = _config.current().http_timeout if timeout is None else timeout
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -85,14 +127,37 @@ class HTTPSink:
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Prefer": PREFER_LENIENT,
             "User-Agent": f"jobtrace/{__version__}",
         }
         self._conn: http.client.HTTPConnection | None = None
+        self._deadline = 0.0
+        #: Records dropped because the server refused them for good.
         self.rejected = 0
+        self._logged: set[tuple[Any, Any]] = set()
 
     def write(self, records: Sequence[Record], batch_id: str | None = None) -> None:
-        if records:
-            self._send(list(records), batch_id or time_ordered_id())
+        """Deliver ``records`` as batch ``batch_id`` within :attr:`timeout` seconds, minus
+        the records the server refuses (counted and logged); raise
+        :class:`~jobtrace.errors.StoreError` if it cannot be delivered."""
+        if not records:
+            return
+        batch_id = batch_id or time_ordered_id()
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            if len(records) <= REQUEST_RECORDS:
+                self._send(list(records), batch_id)
+                return
+            # Parts of a fixed size under ids derived from the batch's: a replay of the
+            # batch sends the same parts, and the server skips those it already stored.
+            for part, start in enumerate(range(0, len(records), REQUEST_RECORDS)):
+                self._send(list(records[start : start + REQUEST_RECORDS]), f"{batch_id}/{part}")
+        except _Deadline as exc:
+            self.close()
+            raise StoreError(
+                f"{mask_url(self.url)} did not take the batch within {self.timeout:g} s "
+                f"({exc}); set {ENV_HTTP_TIMEOUT} to wait longer"
+            ) from None
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -110,6 +175,8 @@ class HTTPSink:
         while records:
             status, body = self._post(encode_batch(batch_id, records))
             if status < 300:
+                for entry in _rejected_entries(_json_object(body), len(records)):
+                    self._reject(records[entry["index"]], entry)
                 return
             if status == 413:
                 if len(records) > 1:
@@ -121,28 +188,36 @@ class HTTPSink:
                 # and raising would keep it at the head of the spool forever.
                 self._reject(records.pop(), {"message": "the record alone is too large"})
                 return
-            error = _error_body(body)
+            error = _json_object(body)
             index = _bad_record_index(error, len(records)) if status in {400, 422} else None
             if index is None:
                 raise StoreError(
                     f"{mask_url(self.url)} refused a batch: HTTP {status} "
                     f"{error.get('message') or body[:200]!r}"
                 )
-            self._reject(records.pop(index), error)
-            # The server stored nothing of the refused batch, so its id is still free.
+            # A strict server stored nothing of the refused batch, so its id is still free.
+            detail = error.get("detail")
+            self._reject(records.pop(index), {**(detail or {}), "message": error.get("message")})
 
-    def _reject(self, record: Record, error: dict[str, Any]) -> None:
+    def _reject(self, record: Record, entry: dict[str, Any]) -> None:
         self.rejected += 1
-        if self.rejected <= _REJECT_LOG_LIMIT:
-            log.warning(
-                "jobtrace: dropped a %s record the server refused (%s)%s",
-                record[0],
-                error.get("message"),
-                "; further ones are counted only" if self.rejected == _REJECT_LOG_LIMIT else "",
-            )
+        count_refused(record[0])
+        # One line per kind of mistake, not per record: a loop logging the same bad value
+        # must not flood the host program's log.
+        key = (record[0], entry.get("field"))
+        if key in self._logged or len(self._logged) >= _REJECT_LOG_LIMIT:
+            return
+        self._logged.add(key)
+        log.warning(
+            "jobtrace: dropped a %s record the server refused (%s); further ones like it are "
+            "counted only",
+            record[0],
+            entry.get("message"),
+        )
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
-        """One request, retried on connection errors and transient statuses."""
+        """One request, retried on connection errors and transient statuses while there
+        are attempts and time left; raises _Deadline when the time is up."""
         delay = FIRST_DELAY
         problem = ""
         attempt = 0
@@ -151,6 +226,7 @@ class HTTPSink:
             try:
                 conn = self._connection()
                 conn.request("POST", self._path, body, self._headers)
+                _set_timeout(conn, self._remaining())
                 response = conn.getresponse()
                 data = response.read()
                 if response.status not in _RETRY_STATUSES:
@@ -159,43 +235,64 @@ class HTTPSink:
                     return response.status, data
                 problem = f"HTTP {response.status}"
                 self.close()
+            except TimeoutError as exc:
+                # The server took the request and did not answer in time: it may still be
+                # storing it. Sending it again now would only queue a second copy behind
+                # the first; the recorder replays it later under the same id.
+                self.close()
+                raise _Deadline(f"no answer: {exc or 'timed out'}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 problem = str(exc) or type(exc).__name__
                 if reused and attempt == 0:
                     # The server closed an idle keep-alive connection: reconnect at once.
                     # Resending is safe: the batch id makes the request idempotent.
-                    reused = False
                     attempt += 1
                     continue
             attempt += 1
             if attempt < ATTEMPTS:
+                if self._remaining() <= delay:
+                    raise _Deadline(problem)
                 time.sleep(delay)
                 delay *= 2
         raise StoreError(f"cannot reach {mask_url(self.url)}: {problem}")
 
+    def _remaining(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline("out of time")
+        return left
+
     def _connection(self) -> http.client.HTTPConnection:
         conn = self._conn
         if conn is None:
+            timeout = min(CONNECT_TIMEOUT, self._remaining())
             if self._https:
                 import ssl
 
                 conn = http.client.HTTPSConnection(
-                    self._host,
-                    self._port,
-                    timeout=CONNECT_TIMEOUT,
-                    context=ssl.create_default_context(),
+                    self._host, self._port, timeout=timeout, context=ssl.create_default_context()
                 )
             else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
-            conn.connect()
-            if conn.sock is not None:
-                conn.sock.settimeout(READ_TIMEOUT)
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            try:
+                conn.connect()
+            except TimeoutError:
+                # Nothing was sent: an ordinary connection failure, retried while time is left.
+                raise ConnectionError(f"no connection within {timeout:.3g} s") from None
             self._conn = conn
+        # Sending a large body to a server that stopped reading blocks too: bounded the same.
+        _set_timeout(conn, self._remaining())
         return conn
 
 
-def _error_body(body: bytes) -> dict[str, Any]:
+def _set_timeout(conn: http.client.HTTPConnection, seconds: float) -> None:
+    sock: socket.socket | None = conn.sock
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json_loads(body)
     except ValueError:
@@ -203,8 +300,21 @@ def _error_body(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _rejected_entries(result: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """The valid entries of a lenient answer's ``rejected`` list, by index."""
+    entries = result.get("rejected")
+    if not isinstance(entries, list):
+        return []
+    valid = {
+        e["index"]: e
+        for e in entries
+        if isinstance(e, dict) and type(e.get("index")) is int and 0 <= e["index"] < count
+    }
+    return [valid[i] for i in sorted(valid)]
+
+
 def _bad_record_index(error: dict[str, Any], count: int) -> int | None:
-    """The index of the record a 4xx names (the server's ``detail.index``), if valid."""
+    """The index of the record a strict 4xx names (the server's ``detail.index``), if valid."""
     detail = error.get("detail")
     index = detail.get("index") if isinstance(detail, dict) else None
     if type(index) is int and 0 <= index < count:

@@ -16,7 +16,7 @@ from jobtrace.store import traces as trace_queries
 from jobtrace.store.engine import create_engine
 from jobtrace.store.migrate import current_revision, upgrade
 from jobtrace.store.queries import StoreQueries
-from jobtrace.store.writer import BatchWriter, PostgresWriter, SQLiteWriter
+from jobtrace.store.writer import BatchWriter, PartialWrite, PostgresWriter, SQLiteWriter
 
 if TYPE_CHECKING:
     from jobtrace.batch.summary import BatchSummary
@@ -81,14 +81,26 @@ class Store(StoreQueries):
         self.close()
 
     def write(self, records: Sequence[Record], batch_id: str | None = None) -> bool:
-        """Write a batch in one transaction; False if ``batch_id`` was already written."""
+        """Write a batch in one transaction; False if ``batch_id`` was already written.
+
+        With a ``batch_id`` it is all or nothing: records the database refuses raise
+        :class:`~jobtrace.store.writer.RecordsRefused` naming them, and nothing is stored.
+        """
+        return self._with_writer(lambda writer: writer.write(records, batch_id))
+
+    def write_partial(self, records: Sequence[Record], batch_id: str | None = None) -> PartialWrite:
+        """Write a batch minus the records the database refuses, in one transaction, and
+        say which those were (:meth:`~jobtrace.store.writer.BatchWriter.write_partial`)."""
+        return self._with_writer(lambda writer: writer.write_partial(records, batch_id))
+
+    def _with_writer(self, fn: Callable[[BatchWriter], R]) -> R:
         try:
             with self._write_lock:
                 if self._writer is None:
                     self._writer = (
                         SQLiteWriter(self.path) if self.is_sqlite else PostgresWriter(self.engine)
                     )
-                return self._writer.write(records, batch_id)
+                return fn(self._writer)
         except StoreError:
             raise
         except Exception as exc:

@@ -30,6 +30,7 @@ import orjson
 
 from jobtrace import model
 from jobtrace.errors import StoreError
+from jobtrace.sinks import count_refused
 from jobtrace.store import sqlite
 
 log = logging.getLogger("jobtrace.store")
@@ -39,6 +40,32 @@ log = logging.getLogger("jobtrace.store")
 _LOCK_RETRIES = 20
 
 Row = tuple[Any, ...]
+
+
+class Refusal(NamedTuple):
+    """A record the database refused: its position in the batch and the database's reason."""
+
+    position: int
+    message: str
+
+
+class PartialWrite(NamedTuple):
+    """What :meth:`BatchWriter.write_partial` did."""
+
+    #: False: the batch id was stored before, so nothing was written now.
+    stored: bool
+    #: The records left out because the database refused them, by position in the batch.
+    refused: list[Refusal]
+
+
+class RecordsRefused(StoreError):
+    """The database refused records of an all-or-nothing batch; nothing of it was stored."""
+
+    def __init__(self, refused: list[Refusal]) -> None:
+        first = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        super().__init__(f"the store refused record {first.position}: {first.message}{more}")
+        self.refused = refused
 
 
 _unserialisable_seen: set[str] = set()
@@ -255,40 +282,99 @@ class BatchWriter:
     def write(self, records: Sequence[model.Record], batch_id: str | None = None) -> bool:
         """Write ``records`` in one transaction; False if ``batch_id`` was already stored.
 
-        A record the database refuses (a value too long for its column, a NUL byte for
-        PostgreSQL, a wrong type) must not take its whole batch down, nor make the sink look
-        down and block the spool behind it: the batch is split until the bad records are
-        isolated, and those are dropped, counted and logged. A batch with an id (an
-        idempotent ingest) is all or nothing instead: it raises :class:`StoreError`.
+        A record the database refuses (a value too long for its column, a NUL character in
+        a JSON document for PostgreSQL, a wrong type) must not take its whole batch down,
+        nor make the sink look down and block the spool behind it: without a batch id the
+        refused records are dropped, counted and logged, and the rest is written (see
+        :meth:`write_partial`). A batch with an id (the server's strict ingest) is all or
+        nothing instead: it raises :class:`RecordsRefused` naming the refused records.
         """
+        if batch_id is None:
+            result = self.write_partial(records)
+            for refusal in result.refused:
+                self._reject(records[refusal.position], refusal.message)
+            return True
         try:
             return self._write_once(records, batch_id)
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
-            if batch_id is not None:
-                raise StoreError(f"the store refused a record: {_first_line(exc)}") from exc
-            if len(records) == 1:
-                self._reject(records[0], exc)
-                return True
-        middle = len(records) // 2
-        self.write(records[:middle])
-        self.write(records[middle:])
-        return True
+            refused = self.find_refused(records, exc)
+            if not refused:
+                raise
+            raise RecordsRefused(refused) from exc
 
-    def _reject(self, record: model.Record, exc: BaseException) -> None:
+    def write_partial(
+        self, records: Sequence[model.Record], batch_id: str | None = None
+    ) -> PartialWrite:
+        """Write every record the database accepts, and ``batch_id``, in one transaction.
+
+        The records it refuses are found by trial writes that are rolled back (halving the
+        batch, so one bad record in n costs about 2·log2(n) small trials), then the rest is
+        written with the batch id: the batch is stored exactly once, minus the refused
+        records, which are returned (not logged: the caller reports them).
+        """
+        try:
+            return PartialWrite(self._write_once(records, batch_id), [])
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+            refused = self.find_refused(records, exc)
+            if not refused:
+                raise  # only refused together (every part alone passes): not one record's fault
+        bad = {refusal.position for refusal in refused}
+        kept = [record for index, record in enumerate(records) if index not in bad]
+        return PartialWrite(self._write_once(kept, batch_id), refused)
+
+    def find_refused(
+        self, records: Sequence[model.Record], error: BaseException | None = None
+    ) -> list[Refusal]:
+        """The records the database refuses, by trial writes rolled back; nothing is stored.
+
+        ``error`` is what writing all of ``records`` raised, if that was tried already.
+        """
+        found: list[Refusal] = []
+        self._bisect(records, list(range(len(records))), error, found)
+        return found
+
+    def _bisect(
+        self,
+        records: Sequence[model.Record],
+        indexes: list[int],
+        error: BaseException | None,
+        found: list[Refusal],
+    ) -> None:
+        if error is None:
+            try:
+                self._write_once([records[i] for i in indexes], None, commit=False)
+                return
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                error = exc
+        if len(indexes) == 1:
+            found.append(Refusal(indexes[0], _first_line(error)))
+            return
+        middle = len(indexes) // 2
+        self._bisect(records, indexes[:middle], None, found)
+        self._bisect(records, indexes[middle:], None, found)
+
+    def _reject(self, record: model.Record, reason: str) -> None:
         self.rejected += 1
+        count_refused(record[0])
         if self.rejected <= self._REJECT_LOG_LIMIT:
             log.warning(
                 "jobtrace: dropped a %s record the store refused (%s)%s",
                 record[0],
-                _first_line(exc),
+                reason,
                 "; further ones are counted only"
                 if self.rejected == self._REJECT_LOG_LIMIT
                 else "",
             )
 
-    def _write_once(self, records: Sequence[model.Record], batch_id: str | None) -> bool:
+    def _write_once(
+        self, records: Sequence[model.Record], batch_id: str | None, *, commit: bool = True
+    ) -> bool:
         by_kind: dict[str, list[model.Record]] = {}
         for rec in records:
             if rec[0] not in model.FIELDS:
@@ -309,14 +395,17 @@ class BatchWriter:
             claim = (self._batches, [(batch_id, time.time(), len(records))])
         for attempt in range(_LOCK_RETRIES):
             try:
-                return self._run(work, claim)
+                return self._run(work, claim, commit)
             except Exception as exc:
                 if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
+    def _run(
+        self, work: Work, claim: tuple[TablePlan, list[Row]] | None, commit: bool = True
+    ) -> bool:
+        """Run ``work`` in one transaction, committed unless ``commit`` is False (a trial)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -332,7 +421,9 @@ class SQLiteWriter(BatchWriter):
         super().__init__()
         self._conn = sqlite.connect(path)
 
-    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
+    def _run(
+        self, work: Work, claim: tuple[TablePlan, list[Row]] | None, commit: bool = True
+    ) -> bool:
         conn = self._conn
         try:
             # The first statement writes, so sqlite3 opens the transaction with
@@ -344,7 +435,10 @@ class SQLiteWriter(BatchWriter):
                     return False
             for plan, rows in work:
                 conn.executemany(plan.sql, rows)
-            conn.commit()
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
             return True
         except BaseException:
             conn.rollback()
@@ -363,7 +457,9 @@ class PostgresWriter(BatchWriter):
         super().__init__()
         self._engine = engine
 
-    def _run(self, work: Work, claim: tuple[TablePlan, list[Row]] | None) -> bool:
+    def _run(
+        self, work: Work, claim: tuple[TablePlan, list[Row]] | None, commit: bool = True
+    ) -> bool:
         raw = self._engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -389,7 +485,10 @@ class PostgresWriter(BatchWriter):
                         for row in rows:
                             write_row(row)
                     cur.execute(plan.sql)
-                raw.commit()
+                if commit:
+                    raw.commit()
+                else:
+                    raw.rollback()
                 return True
             except BaseException:
                 raw.rollback()
