@@ -484,3 +484,20 @@ def test_a_bad_http_timeout_is_refused_when_configured(monkeypatch: pytest.Monke
         _config.resolve()
     monkeypatch.setenv("JOBTRACE_HTTP_TIMEOUT", "2.5")
     assert _config.resolve().http_timeout == 2.5
+
+
+def test_a_server_that_answers_strictly_gets_the_same_result_one_record_at_a_time(
+    refusing_server: str, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtrace.server.routes import batches
+
+    monkeypatch.setattr(batches, "_lenient", lambda request: False)  # an older server
+    batch = [metric("j", 0), span(REFUSED_NAME), metric("j", 1), metric("j", -1)]
+    sink = HTTPSink(refusing_server)
+    try:
+        sink.write(batch, batch_id="b")
+    finally:
+        sink.close()
+    assert sink.rejected == 2
+    assert rows(store_url, "SELECT step FROM metrics ORDER BY step") == [(0,), (1,)]
+    assert rows(store_url, "SELECT id, records FROM ingested_batches") == [("b", 2)]
