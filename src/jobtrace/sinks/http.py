@@ -228,6 +228,7 @@ class HTTPSink:
                 conn.request("POST", self._path, body, self._headers)
                 _set_timeout(conn, self._remaining())
                 response = conn.getresponse()
+                _set_timeout(conn, self._remaining())
                 data = response.read()
                 if response.status not in _RETRY_STATUSES:
                     if response.will_close:
