@@ -18,7 +18,7 @@ def _metrics(job_id: str, steps: range) -> list[tuple[object, ...]]:
 
 def _spool_two_batches(directory: Path, url: str) -> None:
     spool = Spool(directory / "spool", url)
-    spool.write(_metrics("job-a", range(0, 300)), "01spoolcli.0")
+    spool.write(_metrics("job-a", range(300)), "01spoolcli.0")
     spool.write(_metrics("job-a", range(300, 500)), "01spoolcli.1")
 
 
