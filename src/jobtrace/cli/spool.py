@@ -121,8 +121,7 @@ def replay(store_url: str | None, directory: str | None) -> None:
     try:
         console = plain_console()
         with console.status(
-            f"replaying {before['records']:,} records from {before['files']} files "
-            f"into {safe_url}…"
+            f"replaying {before['records']:,} records from {before['files']} files into {safe_url}…"
         ):
             recorder.flush(timeout=None)
     finally:
