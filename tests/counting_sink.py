@@ -1,10 +1,5 @@
 """``count://name``: a sink that counts the records it receives per kind and keeps none of
 them, for tests and benchmarks of memory (a ``memory://`` sink would hold every record).
-
->>> from tests.counting_sink import CountingSink, use_counting_sink
->>> sink = use_counting_sink("doc")
->>> sink.counts
-Counter()
 """
 
 from __future__ import annotations
