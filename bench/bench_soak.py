@@ -11,7 +11,7 @@ RSS is read from ``/proc/self/statm`` after a warm-up (the first 10 %), then eve
 the growth from the warm-up to the end is checked against a budget of 8 MiB (without the
 streaming batch aggregates, the batch alone grew ~270 MiB per million files). Run with
 ``--records N`` for another size; ``tests/test_soak.py`` runs this script with 1,000,000
-records (50× its 20,000-record buffer) and checks the same figures.
+records (50x its 20,000-record buffer) and checks the same figures.
 
     PYTHONPATH=src python bench/bench_soak.py              # 10,000,000 records
     PYTHONPATH=src python bench/bench_soak.py --quick      # 1,000,000 records
@@ -26,10 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.counting_sink
 
-import jobtrace  # noqa: E402
-from _common import Verdicts, banner  # noqa: E402
-from jobtrace.model import ITEM, METRIC, SPAN  # noqa: E402
-from tests.counting_sink import rss_kb, use_counting_sink  # noqa: E402
+from tests.counting_sink import rss_kb, use_counting_sink
+
+import jobtrace
+from _common import Verdicts, banner
+from jobtrace.model import ITEM, METRIC, SPAN
 
 GROWTH_BUDGET_MIB = 8.0
 BUFFER = 20_000

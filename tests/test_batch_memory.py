@@ -183,7 +183,7 @@ def test_rows_past_the_window_through_a_server_raise_a_clear_error(tmp_path: Pat
     for i in range(10):
         metrics.record_file(f"f{i}", duration=0.1)
     _config.configure(url="http://127.0.0.1:9", install_signal_handlers=False)
-    with pytest.raises(StoreError, match="more than the 5 kept in memory.*cannot hand them back"):
+    with pytest.raises(StoreError, match=r"more than the 5 kept in memory.*cannot hand them back"):
         metrics.get_file_metrics()
     with pytest.raises(StoreError, match="jobtrace batch items"):
         metrics.export_csv(tmp_path / "m.csv")

@@ -15,7 +15,7 @@ from jobtrace.batch import sketch as sketch_module
 from jobtrace.batch.sketch import QuantileSketch
 
 positive = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False)
-#: A hair above α for the rounding of log() at a bucket's edge.
+#: A hair above alpha for the rounding of log() at a bucket's edge.
 SLACK = 1 + 1e-9
 
 

@@ -148,7 +148,7 @@ def test_the_readme_job_example_runs_verbatim(isolated_jobtrace: Path) -> None:
     jobtrace_log = logging.getLogger("jobtrace")
     handlers = list(jobtrace_log.handlers)
     try:
-        exec(compile(example, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(example, str(README), "exec"), namespace)
         resize = namespace["resize"]
         assert callable(resize)
         for path in ("a.png", "b.png", "c.png"):

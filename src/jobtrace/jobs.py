@@ -481,9 +481,7 @@ def job(
     """
     if callable(name):
         return Job()(name)
-    return Job(
-        name, experiment=experiment, job_id=job_id, tags=tags, params=params, report=report
-    )
+    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params, report=report)
 
 
 def _iso(epoch: float | None) -> str:

@@ -164,8 +164,10 @@ class BatchMetrics:
         experiment: str | None = None,
         keep_in_memory: int = DEFAULT_KEEP_IN_MEMORY,
     ) -> None:
-        if isinstance(keep_in_memory, bool) or not isinstance(keep_in_memory, int) or (
-            keep_in_memory < 0
+        if (
+            isinstance(keep_in_memory, bool)
+            or not isinstance(keep_in_memory, int)
+            or (keep_in_memory < 0)
         ):
             raise ConfigurationError(
                 f"keep_in_memory must be a number of files >= 0, got {keep_in_memory!r}"

@@ -8,15 +8,17 @@
 >>> abs(sketch.median() - 1.5) <= 0.01 * 1.5          # the rest within 1 %
 True
 
-The scheme is DDSketch's (Masson, Rim & Lee, VLDB 2019). A positive value ``x`` is counted
-in bucket ``k = ceil(log(x) / log(γ))`` with ``γ = (1 + α) / (1 - α)``; every value in
-bucket ``k`` lies in ``(γ^(k-1), γ^k]``, and the bucket's estimate ``2γ^k / (γ + 1)`` is
-within ``α`` of each of them, relatively. So :meth:`value_at_rank` returns a value within
-``α · x`` of the exact ``x`` of that rank, whatever the data, and :meth:`median` (the mean of
-the two middle ranks for an even count, as :func:`statistics.median`) likewise.
+The scheme is DDSketch's (Masson, Rim & Lee, VLDB 2019). With a relative accuracy
+``alpha`` and ``gamma = (1 + alpha) / (1 - alpha)``, a positive value ``x`` is counted in
+bucket ``k = ceil(log(x) / log(gamma))``; every value in bucket ``k`` lies in
+``(gamma**(k-1), gamma**k]``, and the bucket's estimate ``2 * gamma**k / (gamma + 1)`` is
+within ``alpha`` of each of them, relatively. So :meth:`value_at_rank` returns a value
+within ``alpha * x`` of the exact ``x`` of that rank, whatever the data, and :meth:`median`
+(the mean of the two middle ranks for an even count, as :func:`statistics.median`)
+likewise.
 
-Memory is one dict entry per non-empty bucket. With the default ``α = 0.5 %`` a bucket
-spans 1 % of its value, so durations from 1 ns to a year fill at most ~3,600 buckets; the
+Memory is one dict entry per non-empty bucket. With the default ``alpha = 0.5 %`` a bucket
+spans 1 % of its value, so durations from 1 ns to a year fill at most ~3,800 buckets; the
 sketch never keeps more than ``max_buckets`` (4,096): past that it merges its lowest buckets
 into one (DDSketch's "collapsing lowest" store), which keeps the bound for every rank above
 the merged ones. The count, minimum and maximum are exact, and estimates are clamped to
@@ -62,7 +64,7 @@ class QuantileSketch:
 
     @property
     def relative_accuracy(self) -> float:
-        """The bound ``α`` on ``|estimate - exact| / exact`` for any rank."""
+        """The bound ``alpha`` on ``|estimate - exact| / exact`` for any rank."""
         return (self._gamma - 1.0) / (self._gamma + 1.0)
 
     @property
@@ -89,7 +91,7 @@ class QuantileSketch:
         except ValueError:
             raise ValueError(
                 f"values must be positive and finite, got {low!r}..{high!r}"
-                + (" and NaN" if any(v != v for v in chunk) else "")
+                + (" and NaN" if any(map(math.isnan, chunk)) else "")
             ) from None
         # Counter.update over an iterable counts in C (_collections._count_elements).
         self._counts.update(keys)
@@ -112,14 +114,14 @@ class QuantileSketch:
 
     def _collapse(self) -> None:
         # Fold the lowest buckets into the lowest one kept: the small values lose their
-        # resolution (they read as larger), every rank above them keeps the α bound.
+        # resolution (they read as larger), every rank above them keeps the alpha bound.
         keys = sorted(self._counts)
         excess = keys[: len(keys) - self.max_buckets + 1]
         into = keys[len(excess)]
         self._counts[into] += sum(self._counts.pop(k) for k in excess)
 
     def value_at_rank(self, rank: int) -> float:
-        """An estimate of the ``rank``-th smallest value (0-based), within ``α`` of it."""
+        """An estimate of the ``rank``-th smallest value (0-based), within ``alpha`` of it."""
         if not 0 <= rank < self.count:
             raise IndexError(f"rank {rank} out of range for {self.count} values")
         if rank == 0:
@@ -145,7 +147,7 @@ class QuantileSketch:
 
     def median(self) -> float:
         """The median as :func:`statistics.median` defines it (the mean of the two middle
-        values for an even count), each middle value within ``α``; 0.0 when empty."""
+        values for an even count), each middle value within ``alpha``; 0.0 when empty."""
         n = self.count
         if n == 0:
             return 0.0

@@ -112,9 +112,7 @@ def median_of_sorted(values: Sequence[float]) -> float:
 def exact_median(items: Iterable[model.Record]) -> float:
     """The exact median of the timed durations of ``ITEM`` records (sorts them: O(n))."""
     return median_of_sorted(
-        sorted(
-            d for r in items if r[_STATUS] == "success" and (d := r[_DURATION]) > 0
-        )
+        sorted(d for r in items if r[_STATUS] == "success" and (d := r[_DURATION]) > 0)
     )
 
 
@@ -223,8 +221,9 @@ class ItemAggregates:
         self._mean += delta * n_b / n
         self.timed = n
         self.duration_sum = math.fsum((self.duration_sum, total_b))
-        self.duration_min = min(self.duration_min, min(durations))
-        self.duration_max = max(self.duration_max, max(durations))
+        low, high = min(durations), max(durations)
+        self.duration_min = min(self.duration_min, low)
+        self.duration_max = max(self.duration_max, high)
         self.sketch.add_many(durations)
 
     def _add_errors(self, chunk: Sequence[model.Record]) -> None:

@@ -67,7 +67,7 @@ def prune_reports(directory: Path, keep: int, *, spare: Path | None = None) -> i
     dated: list[tuple[int, str]] = []
     for name in names:
         with contextlib.suppress(OSError):  # not a report, or removed meanwhile
-            dated.append((os.stat(directory / name / REPORT_FILE).st_mtime_ns, name))
+            dated.append(((directory / name / REPORT_FILE).stat().st_mtime_ns, name))
     dated.sort()
     removed = 0
     for _, name in dated[: max(0, len(dated) - keep)]:
