@@ -20,6 +20,7 @@ records (50x its 20,000-record buffer) and checks the same figures.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,7 +82,8 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when over budget")
     args = parser.parse_args()
     records = args.records or (1_000_000 if args.quick else 10_000_000)
-    banner("soak: records through the recorder, RSS flat", args.quick)
+    print(f"== soak: {records:,} records through the recorder, RSS flat ==")
+    print(f"python {sys.version.split()[0]}, pid {os.getpid()}; RSS every 10 %:")
     result = soak(records)
     sent = int(result["records"]) // len(KINDS)
     print(
