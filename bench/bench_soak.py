@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.cou
 from tests.counting_sink import rss_kb, use_counting_sink
 
 import jobtrace
-from _common import Verdicts, banner
+from _common import Verdicts
 from jobtrace.model import ITEM, METRIC, SPAN
 
 GROWTH_BUDGET_MIB = 8.0
