@@ -13,9 +13,11 @@ A batch is a job (its id is the batch id) and every file is an ``ITEM`` record t
 recorder, so ``jobtrace batch stats scan-0042`` shows the same summary after the process is
 gone. ``record_file`` does no I/O and takes no lock: it appends the record tuple to the
 recorder's buffer and to a short pending queue (``deque.append`` is atomic under the GIL),
-so any number of threads may record at once. Every 4,096 files the queue is folded into
-streaming aggregates (:class:`~jobtrace.batch.summary.ItemAggregates`), so memory does not
-grow with the batch: a batch of ten million files holds what a batch of ten thousand does.
+so any number of threads may record at once. Every 4,096 files the queue is folded: into a
+list while the batch holds at most ``keep_in_memory`` files, past that into streaming
+aggregates (:class:`~jobtrace.batch.summary.ItemAggregates`, a fraction of a microsecond per
+file), so memory does not grow with the batch: a batch of ten million files holds what a
+batch of ten thousand does.
 
 What stays in memory, and so what reads cost:
 
@@ -50,8 +52,8 @@ from jobtrace import _clock, _ids, model
 from jobtrace.batch.summary import (
     BatchSummary,
     ItemAggregates,
-    exact_median,
     file_metrics,
+    stats_of_items,
     write_file_metrics_csv,
 )
 from jobtrace.errors import ConfigurationError, JobtraceError
@@ -184,7 +186,8 @@ class BatchMetrics:
         # Recorded files not yet folded into the aggregates (at most about _FOLD_AT).
         self._pending: deque[model.Record] = deque()
         self._aggregates = ItemAggregates()
-        # Every folded file while there are at most _keep of them; None once past that.
+        # Every folded file while there are at most _keep of them (not yet aggregated);
+        # None once past that, when the aggregates hold them all.
         self._kept: list[model.Record] | None = []
         self._keep = keep_in_memory
         # Serialises folding and reading the aggregates; never taken by record_file itself
@@ -360,13 +363,18 @@ class BatchMetrics:
         chunk = [pending.popleft() for _ in range(len(pending))]
         if not chunk:
             return
-        self._aggregates.add(chunk)
         kept = self._kept
         if kept is not None:
             if len(kept) + len(chunk) <= self._keep:
+                # Within the window the records themselves are the aggregates (summary()
+                # reduces them exactly): a batch that stays small pays nothing to fold.
                 kept.extend(chunk)
-            else:
-                self._kept = None  # past the window: reads go to the store from now on
+                return
+            # Past the window: aggregate what was kept, release it, and read rows from the
+            # store from now on.
+            self._aggregates.add(kept)
+            self._kept = None
+        self._aggregates.add(chunk)
 
     def summary(self) -> BatchSummary:
         """The summary so far (TraceKit's fields; ``to_dict()`` for plain data).
@@ -377,12 +385,14 @@ class BatchMetrics:
         """
         job = self._job
         start = job.start_time if job.status != "created" else None
+        end = job.end_time if start is not None else None
         with self._fold_lock:
             self._fold_locked()
             kept = self._kept
-            median = exact_median(kept) if kept is not None else None
-            stats = self._aggregates.stats(
-                start, job.end_time if start is not None else None, median=median
+            stats = (
+                stats_of_items(kept, start, end)
+                if kept is not None
+                else self._aggregates.stats(start, end)
             )
         return BatchSummary.from_stats(self.batch_id, stats)
 
@@ -434,7 +444,7 @@ class BatchMetrics:
         _write_atomically(path, "w", lambda out: write_file_metrics_csv(rows, out))
 
     def __repr__(self) -> str:
-        files = self._aggregates.total + len(self._pending)
+        files = self._aggregates.total + len(self._kept or ()) + len(self._pending)
         return f"<BatchMetrics {self.batch_id} {files} files {self._job.status}>"
 
 
