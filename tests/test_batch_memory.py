@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,34 @@ def test_a_window_of_zero_reads_every_row_back() -> None:
     metrics.record_file("only", duration=1.0)
     assert [r["filename"] for r in metrics.get_file_metrics()] == ["only"]
     assert metrics.summary().timing.median_per_file == 1.0
+
+
+def test_threads_recording_past_the_window_lose_nothing_in_the_fold() -> None:
+    # Folding pops from the pending queue while other threads append to it: every file
+    # must land in the aggregates exactly once.
+    sink = use_counting_sink("batch-threads")
+    metrics = BatchMetrics(keep_in_memory=1000)
+    threads, per_thread = 8, 20_000
+    barrier = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            if i % 1000 == 0:
+                metrics.record_error(f"{t}/{i}", f"E{t}", "x")
+            else:
+                metrics.record_file(f"{t}/{i}", duration=0.001 * (t + 1), samples=1)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    jobtrace.flush()
+    summary = metrics.summary()
+    assert summary.total_files == sink.counts[ITEM] == threads * per_thread
+    assert summary.error_count == threads * per_thread // 1000
+    assert summary.errors.by_type == {f"E{t}": per_thread // 1000 for t in range(threads)}
+    timed = [0.001 * (t + 1) for t in range(threads) for _ in range(per_thread - 20)]
+    assert summary.timing.total_duration == pytest.approx(math.fsum(timed), rel=1e-12)
+    assert summary.timing.stddev_per_file == pytest.approx(statistics.stdev(timed), rel=1e-9)
