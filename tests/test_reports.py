@@ -99,6 +99,10 @@ def test_reports_keep_zero_keeps_every_report(
         with jobtrace.job("run"):
             pass
     assert len(reports(isolated_jobtrace)) == 5
+    jobtrace.configure("memory://keep-2", reports_keep=2, install_signal_handlers=False)
+    with jobtrace.job("run"):
+        pass
+    assert len(reports(isolated_jobtrace)) == 2  # the argument wins over the environment
 
 
 def test_reports_keep_must_be_a_count() -> None:

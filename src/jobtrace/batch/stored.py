@@ -88,7 +88,7 @@ def _from_memory(url: str, batch_id: str) -> tuple[int, Iterator[dict[str, Any]]
 def _from_jsonl(path: Path, batch_id: str) -> tuple[int, Iterator[dict[str, Any]]]:
     import orjson
 
-    needle = batch_id.encode()
+    needle = orjson.dumps(batch_id)  # as the line spells it, quotes and escapes included
 
     def mine() -> Iterator[dict[str, Any]]:
         try:
