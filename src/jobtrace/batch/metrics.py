@@ -44,6 +44,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat, starmap
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -360,7 +361,7 @@ class BatchMetrics:
         pending = self._pending
         # Take only what is there now: records appended meanwhile by other threads stay
         # queued for the next fold (popleft and append on a deque are atomic).
-        chunk = [pending.popleft() for _ in range(len(pending))]
+        chunk = list(starmap(pending.popleft, repeat((), len(pending))))  # a loop in C
         if not chunk:
             return
         kept = self._kept

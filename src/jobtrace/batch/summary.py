@@ -156,8 +156,6 @@ class ItemAggregates:
     __slots__ = (
         "_mean",
         "_sq_dev",
-        "duration_max",
-        "duration_min",
         "duration_sum",
         "error_types",
         "errors",
@@ -177,8 +175,6 @@ class ItemAggregates:
         self.total = self.processed = self.errors = self.skipped = 0
         self.timed = 0
         self.duration_sum = 0.0
-        self.duration_min = math.inf
-        self.duration_max = 0.0
         self._mean = 0.0
         self._sq_dev = 0.0
         self.samples = self.measurements = self.nbytes = 0
@@ -227,10 +223,7 @@ class ItemAggregates:
         self._mean += delta * n_b / n
         self.timed = n
         self.duration_sum = math.fsum((self.duration_sum, total_b))
-        low, high = min(durations), max(durations)
-        self.duration_min = min(self.duration_min, low)
-        self.duration_max = max(self.duration_max, high)
-        self.sketch.add_many(durations)
+        self.sketch.add_many(durations)  # which also keeps the exact minimum and maximum
 
     def _add_errors(self, chunk: Sequence[model.Record]) -> None:
         counts = self.error_types
@@ -255,8 +248,8 @@ class ItemAggregates:
             skipped=self.skipped,
             timed=n,
             duration_sum=self.duration_sum,
-            duration_min=self.duration_min if n else 0.0,
-            duration_max=self.duration_max,
+            duration_min=self.sketch.min if n else 0.0,
+            duration_max=self.sketch.max if n else 0.0,
             duration_median=self.sketch.median() if median is None else median,
             duration_sq_dev=self._sq_dev,
             samples=self.samples,
