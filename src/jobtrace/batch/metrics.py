@@ -354,8 +354,13 @@ class BatchMetrics:
     # -- folding and reading ------------------------------------------------------------------
 
     def _fold(self) -> None:
-        with self._fold_lock:
-            self._fold_locked()
+        # Called from record_file: whatever goes wrong here must not reach the caller (the
+        # records are in the recorder's buffer already; only the in-memory summary suffers).
+        try:
+            with self._fold_lock:
+                self._fold_locked()
+        except Exception:
+            log.exception("jobtrace: batch %s: folding file records failed", self.batch_id)
 
     def _fold_locked(self) -> None:
         pending = self._pending
