@@ -44,8 +44,6 @@ from operator import rshift
 
 __all__ = ["QuantileSketch"]
 
-#: The bit pattern of +inf: positive finite doubles are the patterns in (0, _INF_BITS).
-_INF_BITS = 0x7FF0000000000000
 _MANTISSA_BITS = 52
 
 
@@ -61,7 +59,7 @@ class QuantileSketch:
     Not thread-safe: callers that share one serialise :meth:`add_many` and the reads.
     """
 
-    __slots__ = ("_counts", "_inf_key", "_shift", "count", "max", "max_buckets", "min")
+    __slots__ = ("_counts", "_shift", "count", "max", "max_buckets", "min")
 
     def __init__(self, relative_accuracy: float = 0.005, max_buckets: int = 8192) -> None:
         if not 0.0 < relative_accuracy < 1.0:
@@ -71,7 +69,6 @@ class QuantileSketch:
         # The fewest mantissa bits m with 2**-(m + 1) <= relative_accuracy.
         mantissa_bits = min(_MANTISSA_BITS, max(0, math.ceil(-math.log2(relative_accuracy)) - 1))
         self._shift = _MANTISSA_BITS - mantissa_bits
-        self._inf_key = _INF_BITS >> self._shift
         self.max_buckets = max_buckets
         self._counts: Counter[int] = Counter()
         #: How many values were added; and the exact smallest and largest of them.
@@ -101,18 +98,21 @@ class QuantileSketch:
         chunk = values if type(values) is list else list(values)
         if not chunk:
             return
-        keys = list(
-            map(rshift, memoryview(array("d", chunk)).cast("B").cast("q"), repeat(self._shift))
-        )
         low, high = min(chunk), max(chunk)
-        # min and max can step over a NaN (it compares False), the keys cannot: a NaN's key
-        # is above +inf's, and anything negative (-0.0 and -NaN included) has a negative one.
-        if not (low > 0.0 and high < math.inf and min(keys) >= 0 and max(keys) < self._inf_key):
+        try:
+            # min and max can step over a NaN (it compares False); a sum cannot.
+            has_nan = math.isnan(math.fsum(chunk))
+        except OverflowError:  # finite values too large to add up: no NaN among them
+            has_nan = False
+        except ValueError:  # +inf and -inf together
+            has_nan = True
+        if has_nan or not (low > 0.0 and high < math.inf):
             bad = next((v for v in chunk if not 0.0 < v < math.inf), low)
             raise ValueError(f"values must be positive and finite, got {bad!r}")
         # Counter.update over an iterable counts in C (_collections._count_elements).
-        self._counts.update(keys)
-        self.count += len(keys)
+        bits = memoryview(array("d", chunk)).cast("B").cast("q")
+        self._counts.update(map(rshift, bits, repeat(self._shift)))
+        self.count += len(chunk)
         self.min = min(self.min, low)
         self.max = max(self.max, high)
         if len(self._counts) > self.max_buckets:

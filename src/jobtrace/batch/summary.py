@@ -191,11 +191,12 @@ class ItemAggregates:
             return
         statuses = list(map(_status_of, chunk))
         succeeded = statuses.count("success")
-        errors = statuses.count("error")
+        errors = 0 if succeeded == n else statuses.count("error")
         self.total += n
         self.processed += succeeded
         self.errors += errors
-        self.skipped += statuses.count("skipped")
+        if succeeded + errors < n:
+            self.skipped += statuses.count("skipped")
         if succeeded:
             ok = chunk if succeeded == n else [r for r in chunk if r[_STATUS] == "success"]
             self.samples += sum(map(_samples_of, ok))
