@@ -110,6 +110,7 @@ def configure(
     install_signal_handlers: bool | None = None,
     trace_sample_rate: float | None = None,
     trace_max_spans: int | None = None,
+    reports_keep: int | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -132,5 +133,6 @@ def configure(
         "install_signal_handlers": install_signal_handlers,
         "trace_sample_rate": trace_sample_rate,
         "trace_max_spans": trace_max_spans,
+        "reports_keep": reports_keep,
     }
     return _config.configure(**kwargs)

@@ -21,6 +21,9 @@ Environment variables (all optional):
     before it is spooled and retried later (default 5; see :mod:`jobtrace.sinks.http`).
 ``JOBTRACE_HEARTBEAT_INTERVAL``
     Seconds between job heartbeats (default 2).
+``JOBTRACE_REPORTS_KEEP``
+    Report directories kept under ``$JOBTRACE_DIR/reports``: writing a report removes the
+    oldest beyond this many (default 1000; ``0`` keeps every one).
 ``JOBTRACE_DISABLED``
     ``1`` turns recording off: every API call becomes a no-op.
 ``JOBTRACE_TRACE_SAMPLE_RATE``
@@ -57,6 +60,7 @@ ENV_BUFFER_SIZE = "JOBTRACE_BUFFER_SIZE"
 ENV_HEARTBEAT_INTERVAL = "JOBTRACE_HEARTBEAT_INTERVAL"
 ENV_HTTP_TIMEOUT = "JOBTRACE_HTTP_TIMEOUT"
 ENV_DISABLED = "JOBTRACE_DISABLED"
+ENV_REPORTS_KEEP = "JOBTRACE_REPORTS_KEEP"
 ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
 ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
@@ -97,6 +101,7 @@ class Settings(NamedTuple):
     trace_sample_rate: float = 1.0
     trace_max_spans: int = 10_000
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    reports_keep: int = 1000
 
     @property
     def reports_dir(self) -> Path:
@@ -170,6 +175,7 @@ def resolve(
     trace_sample_rate: float | None = None,
     trace_max_spans: int | None = None,
     http_timeout: float | None = None,
+    reports_keep: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -192,6 +198,7 @@ def resolve(
         ("trace_sample_rate", trace_sample_rate, ENV_TRACE_SAMPLE_RATE, float, -1e-12, 1.0),
         ("trace_max_spans", trace_max_spans, ENV_TRACE_MAX_SPANS, int, 0, 100_000_000),
         ("http_timeout", http_timeout, ENV_HTTP_TIMEOUT, float, 0.0, 3600.0),
+        ("reports_keep", reports_keep, ENV_REPORTS_KEEP, int, -1, 1_000_000_000),
     ):
         raw = arg if arg is not None else env.get(env_name)
         if raw is not None and raw != "":

@@ -106,7 +106,7 @@ class Job:
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         argv: list[str] | None = None,
-        report: bool = True,
+        report: bool | None = None,
     ) -> None:
         if job_id is not None and (not isinstance(job_id, str) or not _ids.is_valid_id(job_id)):
             raise ConfigurationError(
@@ -122,7 +122,9 @@ class Job:
         self.tags = _json_safe("tags", tags)
         self.params = _json_safe("params", params)
         self.argv = [model.clean_text(str(a)) for a in (sys.argv if argv is None else argv)]
-        self._report = report
+        # None: the default, a report for a job, none for each call of a decorated function.
+        self._report = report is not False
+        self._report_given = report
         self.status = "created"
         self.start_time: float | None = None
         self.end_time: float | None = None
@@ -186,6 +188,7 @@ class Job:
             self.experiment = settings.experiment
         self._heartbeat_interval = settings.heartbeat_interval
         self._reports_dir = settings.reports_dir
+        self._reports_keep = settings.reports_keep
         self._pid = os.getpid()
         self._host = model.clean_text(os.uname().nodename, _MAX_SHORT)
         if not settings.enabled:
@@ -300,7 +303,9 @@ class Job:
                 try:
                     from jobtrace.report.directory import write_report
 
-                    self.report_dir = str(write_report(self._reports_dir, self.to_dict()))
+                    self.report_dir = str(
+                        write_report(self._reports_dir, self.to_dict(), keep=self._reports_keep)
+                    )
                 except Exception as exc:
                     _internal_log.warning(
                         "jobtrace: cannot write the report of job %s: %s", self.id, exc
@@ -392,9 +397,17 @@ class Job:
     @overload
     def __call__(self, fn: None = None) -> None: ...
     def __call__(self, fn: Any = None) -> Any:
-        """Decorate ``fn`` so that every call runs as a new job with these settings."""
+        """Decorate ``fn`` so that every call runs as a new job with these settings.
+
+        The calls write no report directory unless the job was made with ``report=True``:
+        a decorated function is usually called many times (per file, per request), and a
+        directory per call would fill the disk; each call is still a job in the store and
+        logs its :class:`ReportResult`.
+        """
         if fn is None or not callable(fn):
             raise TypeError("a Job decorates a function")
+        if self._report_given is None:
+            self._report = False
         if self.name is None:
             self.name = getattr(fn, "__qualname__", None) or "job"
 
@@ -446,6 +459,7 @@ def job(
     job_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    report: bool | None = None,
 ) -> Job: ...
 def job(
     name: Any = None,
@@ -454,16 +468,20 @@ def job(
     job_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    report: bool | None = None,
 ) -> Any:
     """A job: ``with jobtrace.job("etl"):`` or ``@jobtrace.job("etl")`` (or bare ``@jobtrace.job``).
 
     ``job_id`` defaults to ``$JOBTRACE_JOB_ID`` for the process's first job, else a new
     time-ordered id; ``experiment`` to ``$JOBTRACE_EXPERIMENT``. Tags and params are JSON
-    values (anything else is stored as its repr).
+    values (anything else is stored as its repr). ``report``: write the job's report
+    directory (``$JOBTRACE_DIR/reports/<id>/report.json``) when it ends; by default a
+    ``with`` job does and the calls of a decorated function do not. Only the newest
+    ``$JOBTRACE_REPORTS_KEEP`` report directories are kept (1,000 by default).
     """
     if callable(name):
         return Job()(name)
-    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params)
+    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params, report=report)
 
 
 def _iso(epoch: float | None) -> str:

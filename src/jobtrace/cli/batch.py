@@ -177,6 +177,11 @@ def items(
         limit = TABLE_ROWS
     with open_store(store_url) as store:
         full_id = _resolve(store, batch_id)
+        if as_csv and limit is None:
+            # Every item of a batch of any size: streamed from the store a page at a time.
+            streamed = store.iter_items(full_id, status=status)
+            write_file_metrics_csv(map(file_metrics, streamed), sys.stdout)
+            return
         rows = store.list_items(full_id, status=status, limit=limit)
         more = store.count_items(full_id, status=status) - len(rows) if limit else 0
     if as_json:

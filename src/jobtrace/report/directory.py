@@ -2,21 +2,34 @@
 
 ``report.json`` holds Sciagraph's fields (``start_time_secs_since_epoch``, ``duration_ms``,
 ``id``, ``peak_memory_kb`` in KiB) and every other field of the job.
+
+The reports directory is bounded like a rotated log: after writing a report, the oldest
+report directories beyond ``keep`` (``JOBTRACE_REPORTS_KEEP``, 1,000 by default; 0 keeps
+all) are removed. Nothing is lost with them: ``report.json`` holds the job's fields, which
+the store keeps (``jobtrace jobs show <id>``). Only directories holding a ``report.json``
+are ever removed, so anything else put there is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+__all__ = ["REPORT_FILE", "prune_reports", "write_report"]
+
 REPORT_FILE = "report.json"
 
 
-def write_report(directory: Path, job: dict[str, Any]) -> Path:
-    """Write ``report.json`` for ``job`` (a dict of job fields) atomically; return its dir."""
+def write_report(directory: Path, job: dict[str, Any], *, keep: int = 0) -> Path:
+    """Write ``report.json`` for ``job`` (a dict of job fields) atomically; return its dir.
+
+    With ``keep`` > 0, then remove the oldest report directories beyond ``keep``.
+    """
     out = directory / str(job["id"])
     out.mkdir(parents=True, exist_ok=True)
     document = {
@@ -32,4 +45,35 @@ def write_report(directory: Path, job: dict[str, Any]) -> Path:
         orjson.dumps(document, default=repr, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
     tmp.replace(out / REPORT_FILE)
+    if keep > 0:
+        prune_reports(directory, keep, spare=out)
     return out
+
+
+def prune_reports(directory: Path, keep: int, *, spare: Path | None = None) -> int:
+    """Remove the oldest report directories under ``directory`` (by the time their
+    ``report.json`` was written) so that at most ``keep`` remain; return how many went.
+
+    ``spare`` (the report just written) is never removed. Safe against other processes
+    pruning at the same time: a directory another one removed first is skipped.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    if len(names) <= keep:
+        return 0  # the common case: one listing, no stat per report
+    dated: list[tuple[int, str]] = []
+    for name in names:
+        with contextlib.suppress(OSError):  # not a report, or removed meanwhile
+            dated.append(((directory / name / REPORT_FILE).stat().st_mtime_ns, name))
+    dated.sort()
+    removed = 0
+    for _, name in dated[: max(0, len(dated) - keep)]:
+        path = directory / name
+        if spare is not None and path == spare:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobtrace._config import mask_url
@@ -217,6 +217,21 @@ class Store(StoreQueries):
             item_queries.list_items, batch_id, status=status, limit=limit, offset=offset
         )
         return result
+
+    def iter_items(
+        self, batch_id: str, *, status: str | None = None, page_size: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """Items of batch ``batch_id`` (a full id) in the order they were recorded, fetched
+        ``page_size`` rows at a time: memory stays flat however large the batch."""
+        try:
+            with self.engine.connect() as conn:
+                yield from item_queries.iter_items(
+                    conn, batch_id, status=status, page_size=page_size
+                )
+        except Exception as exc:
+            if isinstance(exc, JobtraceError):
+                raise
+            raise StoreError(f"cannot read {self.safe_url}: {describe_error(exc)}") from exc
 
     def count_items(self, batch_id: str, *, status: str | None = None) -> int:
         """How many items batch ``batch_id`` (a full id) has, with ``status`` if given."""

@@ -12,6 +12,7 @@ has no ``stddev`` or ``percentile`` functions) and PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +23,14 @@ from jobtrace.model import ITEM_STATUSES
 from jobtrace.store import jobs as job_queries
 from jobtrace.store.schema import items, jobs
 
-__all__ = ["batch_stats", "count_items", "list_items", "resolve_batch_id"]
+__all__ = [
+    "batch_stats",
+    "count_items",
+    "items_query",
+    "iter_items",
+    "list_items",
+    "resolve_batch_id",
+]
 
 _c = items.c
 
@@ -115,6 +123,20 @@ def batch_stats(conn: sa.Connection, batch_id: str) -> BatchStats:
     )
 
 
+def items_query(batch_id: str, *, status: str | None = None) -> sa.Select[Any]:
+    """Items of batch ``batch_id`` (with ``status``) in the order they were recorded."""
+    if status is not None and status not in ITEM_STATUSES:
+        raise StoreError(
+            f"unknown item status {status!r}; expected one of {', '.join(ITEM_STATUSES)}"
+        )
+    query = sa.select(items).where(_c.job_id == batch_id)
+    if status is not None:
+        query = query.where(_c.status == status)
+    # An item is recorded when it ends (start + duration); items ending in the same
+    # microsecond are told apart by id, which increases within a process.
+    return query.order_by(_c.start_time + _c.duration, _c.id)
+
+
 def list_items(
     conn: sa.Connection,
     batch_id: str,
@@ -124,21 +146,24 @@ def list_items(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Items of batch ``batch_id`` in the order they were recorded, with every column."""
-    if status is not None and status not in ITEM_STATUSES:
-        raise StoreError(
-            f"unknown item status {status!r}; expected one of {', '.join(ITEM_STATUSES)}"
-        )
     if limit is not None and limit < 1:
         raise StoreError(f"limit must be at least 1, got {limit}")
-    query = sa.select(items).where(_c.job_id == batch_id)
-    if status is not None:
-        query = query.where(_c.status == status)
-    # An item is recorded when it ends (start + duration); items ending in the same
-    # microsecond are told apart by id, which increases within a process.
-    query = query.order_by(_c.start_time + _c.duration, _c.id).offset(offset)
+    query = items_query(batch_id, status=status).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def iter_items(
+    conn: sa.Connection, batch_id: str, *, status: str | None = None, page_size: int = 5000
+) -> Iterator[dict[str, Any]]:
+    """Like :func:`list_items` without a limit, but fetched ``page_size`` rows at a time
+    from one query (a server-side cursor on PostgreSQL), so memory does not grow with the
+    batch."""
+    query = items_query(batch_id, status=status)
+    result = conn.execution_options(stream_results=True, yield_per=page_size).execute(query)
+    for row in result:
+        yield dict(row._mapping)
 
 
 def count_items(conn: sa.Connection, batch_id: str, *, status: str | None = None) -> int:
