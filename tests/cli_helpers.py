@@ -12,7 +12,6 @@ import orjson
 
 import jobtrace
 
-
 #: Where the jobtrace under test lives. A subprocess started in another directory would not
 #: find it through a relative ``PYTHONPATH=src`` and would import an installed copy instead.
 JOBTRACE_SOURCE = str(Path(jobtrace.__file__).resolve().parents[1])

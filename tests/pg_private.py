@@ -47,6 +47,8 @@ from typing import Literal
 
 import pytest
 
+from tests.server_helpers import free_port
+
 __all__ = ["PrivateDatabase", "PrivatePostgres", "private_pg", "private_postgres"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -90,15 +92,6 @@ def find_bin_dir() -> Path:
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivatePostgres:
     """One PostgreSQL server of the test session's own, in a temporary directory.
 
@@ -135,7 +128,7 @@ class PrivatePostgres:
         root = Path(tempfile.mkdtemp(prefix="jobtrace-pg-"))
         if as_user is not None:
             os.chown(root, entry.pw_uid, entry.pw_gid)
-        server = cls(root, bin_dir, _free_port(), as_user)
+        server = cls(root, bin_dir, free_port(), as_user)
         try:
             server._run(
                 "initdb",
@@ -270,7 +263,7 @@ class PrivatePostgres:
         import psycopg
 
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]  # test-made SQL, no user input
+            conn.execute(sql)
 
     def create_database(self) -> str:
         """A new, empty database; returns its name."""
