@@ -433,10 +433,12 @@ def test_a_server_whose_postgresql_restarts_under_load_answers_503_and_recovers_
     # body, for writes and reads alike, and does not hang.
     assert_error(post_probe(serve.url, 1), 503, "store_unavailable")
     assert_error(httpx.get(f"{serve.url}/api/v1/jobs", timeout=30), 503, "store_unavailable")
+    assert_error(httpx.get(f"{serve.url}/metrics", timeout=30), 503, "store_unavailable")
     job.outage(0, private_pg, None)
     # The same server process, never restarted, writes and reads again.
     assert post_probe(serve.url, 2).status_code == 201
     assert httpx.get(f"{serve.url}/api/v1/jobs", timeout=30).status_code == 200
+    assert httpx.get(f"{serve.url}/metrics", timeout=30).status_code == 200
     assert_stored_exactly_once(private_pg.url, job)
     assert serve.process is server_process and server_process.poll() is None
     assert "Traceback" not in serve.log.read_text()
