@@ -17,6 +17,9 @@ Fixtures (re-exported by ``tests/conftest.py``):
   naming a database of the test's own; the server is started again after the test if the
   test left it down, and the database is dropped.
 
+A session that dies without cleaning up (SIGKILL) leaves its server running; the next
+session stops and removes it (:func:`reap_orphans`).
+
 Use it as::
 
     def test_restart(private_pg: PrivateDatabase) -> None:
@@ -49,7 +52,14 @@ import pytest
 
 from tests.server_helpers import free_port
 
-__all__ = ["PrivateDatabase", "PrivatePostgres", "private_pg", "private_postgres"]
+__all__ = [
+    "PrivateDatabase",
+    "PrivatePostgres",
+    "find_bin_dir",
+    "private_pg",
+    "private_postgres",
+    "reap_orphans",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 #: The user PostgreSQL runs as when the tests run as root.
@@ -92,6 +102,37 @@ def find_bin_dir() -> Path:
     )
 
 
+_PREFIX = "jobtrace-pg-"
+#: Holds the pid of the test session that owns a server directory.
+_OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(bin_dir: Path, as_user: str | None) -> list[Path]:
+    """Stop and remove the servers of test sessions that died without cleaning up (a
+    killed pytest); on a shared machine they would otherwise run for ever. Returns the
+    directories removed."""
+    reaped = []
+    for root in Path(tempfile.gettempdir()).glob(_PREFIX + "*"):
+        try:
+            owner = int((root / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or a session writing it this very moment
+        if not _alive(owner):
+            PrivatePostgres(root, bin_dir, 0, as_user).destroy()
+            reaped.append(root)
+    return reaped
+
+
 class PrivatePostgres:
     """One PostgreSQL server of the test session's own, in a temporary directory.
 
@@ -123,9 +164,11 @@ class PrivatePostgres:
                     "to run it as"
                 ) from None
             as_user = SERVER_USER
+        reap_orphans(bin_dir, as_user)
         # Not pytest's tmp_path: its parents are private to root, and the server user must
         # be able to reach the data directory.
-        root = Path(tempfile.mkdtemp(prefix="jobtrace-pg-"))
+        root = Path(tempfile.mkdtemp(prefix=_PREFIX))
+        (root / _OWNER_FILE).write_text(str(os.getpid()))
         if as_user is not None:
             os.chown(root, entry.pw_uid, entry.pw_gid)
         server = cls(root, bin_dir, free_port(), as_user)
@@ -173,8 +216,9 @@ class PrivatePostgres:
             capture_output=True,
             text=True,
             timeout=READY_TIMEOUT + 30,
-            # A neutral working directory the server user can read (not root's home).
-            cwd=self.root,
+            # A working directory the server user can read (not root's home), and that
+            # outlives the server's own.
+            cwd="/",
             check=False,
         )
         if check and result.returncode != 0:

@@ -1,14 +1,19 @@
 """PostgreSQL taken away under load: nothing sent is lost, nothing is stored twice.
 
 Each test runs a real job (``jobtrace run`` in a subprocess) that logs metric points, spans
-and batch items in a loop, flushing after every chunk, while a private PostgreSQL server
-(:mod:`tests.pg_private`; never the shared one) is killed and brought back. The job counts
-what it sent; the test counts what the database holds, by key, and expects the two to be
-equal, with the job ``succeeded`` and its spool empty.
+and batch items in a loop (flushing after every chunk, or leaving the writing to the
+recorder's thread) into ``postgresql://`` or through ``jobtrace serve``, while a private
+PostgreSQL server (:mod:`tests.pg_private`; never the shared one) is killed and brought
+back. A kill "under load" happens while a write of the job waits inside its transaction
+(:func:`writes_blocked`), so a half-done transaction dies with the server. The job counts
+what it sent; the test counts what the database holds, by row and by key, and expects
+both to equal what was sent, with the job ``succeeded``, nothing dropped, its spool empty
+and no traceback in its output.
 
 The job and the test take turns through marker files, never through sleeps: the job polls
-for the test's marks between chunks, and the test waits for the job's marks (and for the
-server with ``pg_isready``), each with a bound.
+for the test's marks between chunks, and the test waits for the job's marks, for the
+database's own state (``pg_isready``, ``pg_stat_activity``) or for the server's health
+endpoint, each with a bound.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pytest
 
 from jobtrace.sinks.http import BATCHES_PATH, encode_batch
 from tests.cli_helpers import cli_env
-from tests.pg_private import PrivateDatabase, StopMode
+from tests.pg_private import PrivateDatabase, PrivatePostgres, StopMode, reap_orphans
 from tests.server_helpers import ServeProcess, assert_error
 
 #: Loop iterations between two flushes; each logs a metric point, a span and an item.
@@ -471,3 +476,19 @@ def test_a_job_sending_to_a_server_whose_postgresql_is_down_loses_nothing_once_i
     job.wait_for("running")
     job.outage(0, private_pg, None)
     assert_stored_exactly_once(private_pg.url, job)
+
+
+def test_a_private_server_left_by_a_dead_session_is_reaped_by_the_next(
+    private_postgres: PrivatePostgres,
+) -> None:
+    orphan = PrivatePostgres.create()
+    try:
+        session = subprocess.Popen([sys.executable, "-c", "pass"])
+        session.wait()  # a session that ended without cleaning up
+        assert orphan.is_ready()
+        (orphan.root / "owner.pid").write_text(str(session.pid))
+        reaped = reap_orphans(orphan.bin_dir, orphan._as_user)
+        assert orphan.root in reaped and private_postgres.root not in reaped
+        assert not orphan.root.exists() and not orphan.is_ready()
+    finally:
+        orphan.destroy()
