@@ -10,9 +10,16 @@ from typing import Any
 
 import orjson
 
+import jobtrace
+
+#: Where the jobtrace under test lives. A subprocess started in another directory would not
+#: find it through a relative ``PYTHONPATH=src`` and would import an installed copy instead.
+JOBTRACE_SOURCE = str(Path(jobtrace.__file__).resolve().parents[1])
+
 
 def cli_env(directory: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRACE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [JOBTRACE_SOURCE, env.get("PYTHONPATH")]))
     env["JOBTRACE_DIR"] = str(directory)
     env["COLUMNS"] = "200"
     env.update(extra)

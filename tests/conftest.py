@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated jobtrace directory per test, stores on SQLite and on the
-real PostgreSQL server, and a fresh recorder configuration."""
+real PostgreSQL server, a private PostgreSQL server for tests that restart the database
+(:mod:`tests.pg_private`), and a fresh recorder configuration."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import pytest
 from jobtrace import _config
 from jobtrace.recorder import get_recorder
 from jobtrace.sinks.memory import MemorySink
+from tests.pg_private import private_pg, private_postgres
+
+# Fixtures defined in helper modules, offered to every test module.
+__all__ = ["private_pg", "private_postgres"]
 
 POSTGRES_URL = os.environ.get(
     "JOBTRACE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -490,13 +490,26 @@ class PostgresWriter(BatchWriter):
                 else:
                     raw.rollback()
                 return True
-            except BaseException:
-                raw.rollback()
+            except BaseException as exc:
+                _abandon(raw, exc)
                 raise
             finally:
                 cur.close()
         finally:
             raw.close()
+
+
+def _abandon(raw: Any, exc: BaseException) -> None:
+    """Roll back a failed transaction, or drop a connection that died with the server.
+
+    Rolling back on a dead connection raises (hiding why the write failed), and a dead
+    connection handed back to the pool makes the pool's own rollback fail and log a
+    traceback on the host program's stderr at every database restart.
+    """
+    try:
+        raw.rollback()
+    except Exception:
+        raw.invalidate(exc)  # closed, never reused; the pool opens a new one when needed
 
 
 def _is_data_error(exc: BaseException) -> bool:
