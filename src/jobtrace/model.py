@@ -85,6 +85,8 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
         "last_heartbeat",
         "heartbeat_interval",
         "report_dir",
+        # {kind: count} of this job's records the recorder had to drop (spool full), or None.
+        "records_dropped",
     ),
     METRIC: ("job_id", "name", "step", "value", "timestamp"),
     SPAN: (

@@ -2,17 +2,26 @@
 
 The API calls :meth:`Recorder.record` with a small tuple. That appends to a bounded deque —
 no I/O, no lock (``deque.append`` and ``len`` are atomic under the GIL) — and returns. A
-daemon thread drains the deque in batches at least every ``flush_interval`` seconds (and
+daemon thread takes batches off the deque at least every ``flush_interval`` seconds (and
 every heartbeat interval, whichever is shorter), sooner when the deque passes a high-water
 mark, and hands each batch to the sink.
 
-- Full buffer: the new record is dropped and counted; one log line per overflow episode.
-  Job snapshots (:meth:`Recorder.record_control`) are never dropped, so a job's final
-  state survives a flood of other records.
-- Sink down: the batch is spooled to disk (see :mod:`jobtrace.spool`); the sink is retried
-  with backoff. When it is back, spooled batches are replayed first, oldest first, then new
-  ones are written, so a later value is never overwritten by an older replayed one. The
-  next process that uses the same sink URL also replays.
+- Full buffer: the oldest records spill to the spool on local disk (one file of up to a
+  batch, written in one go, ~0.2 µs a record), and the writer delivers them when it
+  catches up. Nothing is dropped while the spool has room; past its cap
+  (``JOBTRACE_SPOOL_MAX_BYTES``) or when the disk refuses, records are dropped, counted per
+  kind and per job (a job's snapshots carry ``records_dropped``), and logged once per
+  episode. Job snapshots (:meth:`Recorder.record_control`) are never dropped.
+- Order: the writer always delivers the oldest thing first — files spooled by earlier
+  processes, then this process's spooled files in the order their records left memory,
+  then the deque — so a later value is never overwritten by an older one replayed after it.
+- Sink down: batches are spooled (see :mod:`jobtrace.spool`); the sink is retried with
+  backoff, and spooled files go first when it is back. The next process that uses the same
+  sink URL replays what this one could not deliver.
+- Bounded waits: the write lock (held across a sink write) is only ever waited for with a
+  deadline. :meth:`Recorder.flush` waits at most ``JOBTRACE_FLUSH_TIMEOUT`` seconds by
+  default; then it moves what is still in memory (and a copy of the batch stuck in a sink
+  write) to the spool, so everything recorded before it is delivered or on disk.
 - Exit: ``atexit`` flushes; SIGTERM and SIGINT flush, then chain to the handler the program
   had installed (or to the default action, so the exit status stays truthful).
 - ``fork``: the child starts with an empty buffer and its own thread and sink connections,
@@ -25,6 +34,7 @@ Nothing here raises into the caller's code: a failure in the writer is logged.
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import logging
 import os
@@ -35,14 +45,16 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from jobtrace._config import Settings, load_speedups, mask_url
+from jobtrace._config import DEFAULT_FLUSH_TIMEOUT, Settings, load_speedups, mask_url
 from jobtrace._ids import time_ordered_id
-from jobtrace.model import Record
+from jobtrace.errors import BatchRefusedError
+from jobtrace.model import FIELDS, JOB, Record
 from jobtrace.sinks import BatchIdSink, Sink, open_sink
-from jobtrace.spool import Spool
+from jobtrace.spool import Spool, SpoolFullError, new_key
 
 #: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
 _speedups = load_speedups()
@@ -51,10 +63,19 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
-#: Records per part when a spool file is replayed in parts (ids of parts depend on it).
-REPLAY_PART = 20_000
-#: How long a signal handler or exit hook waits for the writer before giving up.
-EXIT_FLUSH_TIMEOUT = 10.0
+#: The default wait of a flush at exit (kept for callers; the setting is flush_timeout).
+EXIT_FLUSH_TIMEOUT = DEFAULT_FLUSH_TIMEOUT
+#: Jobs whose latest snapshot is kept, to report drops that come after a job ended.
+_SNAPSHOTS_KEPT = 4096
+#: Tuple position of ``job_id`` in each record kind that has one (kind at 0).
+_JOB_POSITION: Final = {
+    kind: fields.index("job_id") + 1 for kind, fields in FIELDS.items() if "job_id" in fields
+}
+_SEQ: Final = FIELDS[JOB].index("seq") + 1
+_STATUS: Final = FIELDS[JOB].index("status") + 1
+_DROPPED: Final = FIELDS[JOB].index("records_dropped") + 1
+#: ``flush(timeout=DEFAULT)``: wait as long as the settings say.
+DEFAULT: Final = -1.0
 
 Ticker = Callable[[float], None]
 TerminateListener = Callable[[int, bool], None]
@@ -62,6 +83,36 @@ TerminateListener = Callable[[int, bool], None]
 
 def _record_nothing(record: Record) -> None:
     """The ``record`` of a disabled or closed recorder."""
+
+
+class _Batch:
+    """Records taken off the deque, named (key, id) when taken so that they keep their
+    place in the order of delivery wherever they go (sink, spool, spool at exit)."""
+
+    __slots__ = ("batch_id", "first", "key", "records", "spool", "spooled")
+
+    def __init__(self, records: list[Record], first: int, spool: Spool) -> None:
+        self.key = new_key()
+        self.batch_id = time_ordered_id()
+        self.records = records
+        #: How many records had left the deque before these (orders batches and files).
+        self.first = first
+        self.spool = spool
+        self.spooled = False
+
+
+class _File:
+    """A spooled file this process owns and will deliver, in its place in the order."""
+
+    __slots__ = ("first", "path", "spool")
+
+    def __init__(self, path: Path, first: int, spool: Spool) -> None:
+        self.path = path
+        self.first = first  # -1: spooled by an earlier process, older than anything here
+        self.spool = spool
+
+    def __lt__(self, other: _File) -> bool:
+        return (self.first, self.path.name) < (other.first, other.path.name)
 
 
 class Recorder:
@@ -91,10 +142,15 @@ class Recorder:
         if appender is not None:
             appender.retarget(self._buf)
         elif _speedups is not None:
-            self._appender = _speedups.Appender(self._buf, self._wake_writer, self._drop, 1, 1)
+            self._appender = _speedups.Appender(self._buf, self._wake_writer, self._overflow, 1, 1)
         self._wake = threading.Event()
         self._wake_pending = False
+        # Held across a sink write: waited for only with a deadline (see flush()).
         self._write_lock = threading.Lock()
+        # Orders everything that takes records off the deque or changes the list of
+        # spooled files; held for a local disk write at most, never across network I/O.
+        self._take_lock = threading.Lock()
+        self._take_owner: int | None = None
         # Reentrant: a signal handler on the thread that holds it may need it again.
         self._stats_lock = threading.RLock()
         self._sink: Sink | None = None
@@ -102,26 +158,40 @@ class Recorder:
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._spool_checked = False
-        self._overflowing = False
+        self._spilling = False
+        self._dropping = False
         self._closed = False
         self._lock_owner: int | None = None
         self._deferred_signal: tuple[int, FrameType | None] | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        #: Records taken off the deque so far (delivered, spooled or dropped).
+        self._taken = 0
+        #: This process's spooled files, oldest first (by when their records were taken).
+        self._own: list[_File] = []
+        self._inflight: _Batch | None = None
+        self._snapshots: dict[str, Record] = {}
+        self._job_drops: dict[str, dict[str, int]] = {}
+        self._dirty_jobs: set[str] = set()
         self.dropped = 0
+        self.dropped_by_kind: dict[str, int] = {}
         self.written = 0
         self.spooled = 0
+        self.spilled = 0
         self.replayed = 0
-        self.lost = 0
+        self.quarantined = 0
 
     def _apply(self, settings: Settings) -> None:
         self._settings = settings
         self._capacity = settings.buffer_size
         self._batch_size = settings.batch_size
         self._flush_at = max(1, min(settings.batch_size, settings.buffer_size // 2))
+        # A spill moves this many of the oldest records to disk: a batch at most, so one
+        # spill costs the caller a few milliseconds, once per that many records.
+        self._chunk = max(1, min(settings.batch_size, settings.buffer_size // 2))
         # Heartbeats tick on this thread, so it must wake at least that often.
         self._interval = min(settings.flush_interval, settings.heartbeat_interval)
-        self._spool = Spool(settings.spool_dir, settings.url)
+        self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
         if not settings.enabled:
             self.record = _record_nothing
@@ -136,11 +206,22 @@ class Recorder:
     def settings(self) -> Settings:
         return self._settings
 
+    @property
+    def spool(self) -> Spool:
+        """The spool of the current sink URL."""
+        return self._spool
+
     def reconfigure(self, settings: Settings) -> None:
-        """Flush what is buffered to the old sink, then switch to ``settings``."""
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
-        with self._locked(None):
-            self._close_sink()
+        """Flush what is buffered to the old sink (or its spool), then switch to ``settings``."""
+        self.flush()
+        with self._locked(self._settings.flush_timeout) as acquired:
+            # Not acquired: the writer is stuck in a write to the old sink. flush() put a
+            # copy of that batch in the old spool; the writer finds the new sink next time.
+            if acquired:
+                self._close_sink()
+            else:
+                self._sink = None
+            self._release_own()
             self._sink_down_since = None
             self._retry_at = 0.0
             self._spool_checked = False
@@ -155,7 +236,7 @@ class Recorder:
         buf = self._buf
         n = len(buf)
         if n >= self._capacity:
-            self._drop()
+            self._overflow(record)
             return
         buf.append(record)
         # One test on the common path; the rare cases (buffer past its high-water mark,
@@ -170,25 +251,197 @@ class Recorder:
             self._wake_pending = True
             self._wake.set()
 
+    def _overflow(self, record: Record) -> None:
+        """The buffer is full: spill its oldest records to the spool, then queue ``record``.
+
+        Costs the caller one spill (a batch written in one go) per ``_chunk`` records.
+        """
+        try:
+            if self._take_owner != threading.get_ident():
+                # (Owned by this thread: a signal handler or finalizer inside a spill. The
+                # record then goes past capacity rather than wait for ourselves.)
+                with self._take():
+                    if len(self._buf) >= self._capacity:
+                        self._spill_locked(self._chunk, sync=False)
+            self._buf.append(record)
+            self._wake_writer()
+        except Exception:  # never into the caller's code
+            log.exception("jobtrace: spilling records to the spool failed")
+
     def record_control(self, record: Record) -> None:
         """Queue a record that must not be dropped (job snapshots), even past capacity."""
         if self.record is _record_nothing:
             return
+        if record[0] == JOB:
+            # The latest snapshot of each job, to re-send with its drop counts should
+            # records of an ended job be dropped later (see _refresh_snapshots).
+            snapshots = self._snapshots
+            snapshots.pop(record[1], None)
+            snapshots[record[1]] = record
+            if len(snapshots) > _SNAPSHOTS_KEPT:
+                with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                    del snapshots[next(iter(snapshots))]
         self._buf.append(record)
         if self._thread is None:
             self._start_thread()
 
-    def _drop(self) -> None:
+    def records_dropped(self, job_id: str) -> dict[str, int] | None:
+        """Records of ``job_id`` dropped in this process, by kind (``None``: none)."""
         with self._stats_lock:
-            self.dropped += 1
-            first = not self._overflowing
-            self._overflowing = True
-        if first:
-            log.warning(
-                "jobtrace: record buffer full (%d records); dropping new records until the "
-                "writer catches up (raise JOBTRACE_BUFFER_SIZE to keep more)",
+            counts = self._job_drops.get(job_id)
+            return dict(counts) if counts else None
+
+    # -- taking records off the deque, spooling them --------------------------------------
+
+    @contextlib.contextmanager
+    def _take(self) -> Iterator[None]:
+        self._take_lock.acquire()
+        self._take_owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._take_owner = None
+            self._take_lock.release()
+            self._run_deferred_signal()
+
+    def _pop(self, n: int) -> _Batch:
+        """Take the ``n`` oldest records off the deque (the take lock is held)."""
+        popleft = self._buf.popleft
+        records = [popleft() for _ in range(n)]
+        batch = _Batch(records, self._taken, self._spool)
+        self._taken += n
+        return batch
+
+    def _spill_locked(self, n: int, *, sync: bool) -> None:
+        """Move the ``n`` oldest records (at most) from memory to the spool."""
+        n = min(n, len(self._buf))
+        if n <= 0:
+            return
+        batch = self._pop(n)
+        if not self._spilling:
+            self._spilling = True
+            log.info(
+                "jobtrace: the writer is behind; spilling records past the buffer (%d) to %s",
                 self._capacity,
+                self._spool.directory,
             )
+        self._spool_batch(batch, sync=sync, locked=True)
+        self.spilled += n
+
+    def _spill_until(self, target: int) -> None:
+        """Spool every record taken before ``target`` that is neither delivered nor on
+        disk: what is left in memory, and the batch a sink write is stuck on."""
+        with self._take():
+            inflight = self._inflight
+            if inflight is not None and not inflight.spooled and inflight.first < target:
+                self._spool_batch(inflight, sync=True, locked=True)
+            while self._taken < target and self._buf:
+                n = min(self._chunk, target - self._taken, len(self._buf))
+                self._spool_batch(self._pop(n), sync=True, locked=True)
+
+    def _spool_batch(self, batch: _Batch, *, sync: bool, locked: bool) -> None:
+        """Write a batch to its spool (as this process's file); count drops if it cannot.
+        ``locked``: the caller holds the take lock."""
+        if batch.spooled:
+            return
+        # A batch of the spool in use becomes one of this process's files; one left over
+        # from before a reconfigure goes to the old URL's spool for any process to replay.
+        own = batch.spool is self._spool
+        try:
+            path = batch.spool.write(
+                batch.records, batch.batch_id, key=batch.key, own=own, sync=sync
+            )
+        except OSError as exc:
+            path = self._drop_records(batch, exc)
+        else:
+            batch.spooled = True
+            self.spooled += len(batch.records)
+            if self._dropping:
+                self._end_drop_episode()
+        if own and path is not None:
+            entry = _File(path, batch.first, batch.spool)
+            if locked:
+                bisect.insort(self._own, entry)
+            else:
+                with self._take():
+                    bisect.insort(self._own, entry)
+
+    def _drop_records(self, batch: _Batch, exc: OSError) -> Path | None:
+        """Count a batch the spool refused, by kind and job; spool its job snapshots anyway
+        (returns their file)."""
+        snapshots = [r for r in batch.records if r[0] == JOB]
+        with self._stats_lock:
+            for record in batch.records:
+                kind = record[0]
+                if kind == JOB:
+                    continue
+                self.dropped += 1
+                self.dropped_by_kind[kind] = self.dropped_by_kind.get(kind, 0) + 1
+                position = _JOB_POSITION.get(kind)
+                job_id = record[position] if position is not None else None
+                if isinstance(job_id, str):
+                    counts = self._job_drops.setdefault(job_id, {})
+                    counts[kind] = counts.get(kind, 0) + 1
+                    self._dirty_jobs.add(job_id)
+            first = not self._dropping
+            self._dropping = True
+        if first:
+            reason = "its cap is reached" if isinstance(exc, SpoolFullError) else str(exc)
+            log.error(
+                "jobtrace: the spool %s cannot take more records (%s): dropping records "
+                "until it has room; they are counted on their jobs (records_dropped). Raise "
+                "JOBTRACE_SPOOL_MAX_BYTES or free disk space to keep them",
+                batch.spool.directory,
+                reason,
+            )
+        if not snapshots:
+            return None
+        # A job's final state matters more than the cap: it goes past it.
+        try:
+            return batch.spool.write(
+                snapshots, None, key=batch.key, own=batch.spool is self._spool, force=True
+            )
+        except OSError:
+            log.exception("jobtrace: lost %d job snapshots: the disk refuses", len(snapshots))
+            return None
+
+    def _end_drop_episode(self) -> None:
+        with self._stats_lock:
+            self._dropping = False
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped_by_kind.items()))
+        log.warning(
+            "jobtrace: the spool %s has room again; records dropped so far: %s",
+            self._spool.directory,
+            counts,
+        )
+
+    def _refresh_snapshots(self) -> bool:
+        """Re-send the last snapshot of each ended job that lost records since it was
+        sent, with its drop counts (a running job's next heartbeat carries them)."""
+        if not self._dirty_jobs:
+            return False
+        sent = False
+        with self._stats_lock:
+            dirty, self._dirty_jobs = self._dirty_jobs, set()
+            updates = {job_id: dict(self._job_drops[job_id]) for job_id in dirty}
+        for job_id, counts in updates.items():
+            last = self._snapshots.get(job_id)
+            if last is None or last[_STATUS] == "running" or last[_DROPPED] == counts:
+                continue
+            snapshot = list(last)
+            snapshot[_SEQ] = last[_SEQ] + 1
+            snapshot[_DROPPED] = counts
+            self.record_control(tuple(snapshot))
+            sent = True
+        return sent
+
+    def _release_own(self) -> None:
+        """Give this process's spooled files to any process (at exit, on reconfigure)."""
+        with self._take():
+            own, self._own = self._own, []
+        for entry in own:
+            with contextlib.suppress(OSError):
+                entry.spool.release(entry.path)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -224,7 +477,7 @@ class Recorder:
     def _locked(self, timeout: float | None) -> Iterator[bool]:
         """Hold the write lock (yields False if ``timeout`` passed), noting the owner so a
         signal handler on the same thread knows not to wait for it."""
-        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
+        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else max(0, timeout))
         if not acquired:
             yield False
             return
@@ -234,70 +487,133 @@ class Recorder:
         finally:
             self._lock_owner = None
             self._write_lock.release()
-            deferred = self._deferred_signal
-            if deferred is not None and threading.current_thread() is threading.main_thread():
-                self._deferred_signal = None
-                self._on_signal(*deferred)
+            self._run_deferred_signal()
 
-    def flush(self, timeout: float | None = None, *, retry: bool = True) -> bool:
-        """Write everything buffered so far; False if the writer was busy past ``timeout``.
+    def _run_deferred_signal(self) -> None:
+        deferred = self._deferred_signal
+        if (
+            deferred is not None
+            and self._lock_owner is None
+            and self._take_owner is None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._deferred_signal = None
+            self._on_signal(*deferred)
 
-        An explicit flush tries a sink that is down at once (``retry``); the background
-        thread waits for the backoff delay instead. Never raises.
+    def flush(self, timeout: float | None = DEFAULT, *, retry: bool = True) -> bool:
+        """Write everything recorded so far; False if the sink was too slow for ``timeout``.
+
+        ``timeout`` defaults to the ``flush_timeout`` setting (``JOBTRACE_FLUSH_TIMEOUT``,
+        10 s); ``None`` waits as long as it takes. Whatever is not written when it returns
+        is in the spool (on disk), to be written later. An explicit flush tries a sink that
+        is down at once (``retry``); the background thread waits for the backoff delay
+        instead. Never raises.
         """
         if os.getpid() != self._pid:  # a fork hook has not run (e.g. os.fork from C)
             self._after_fork_in_child()
-        with self._locked(timeout) as acquired:
-            if not acquired:
+        if timeout == DEFAULT:
+            timeout = self._settings.flush_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if retry:
+            self._retry_at = 0.0
+        try:
+            done = True
+            for _ in range(2):  # again for snapshots re-sent with drop counts
+                with self._take():
+                    target = self._taken + len(self._buf)
+                done = self._drain(target, deadline) and done
+                if not done:
+                    self._spill_until(target)
+                if not self._refresh_snapshots():
+                    break
+            return done
+        except Exception:  # a bug in a sink or the spool must not reach the caller
+            log.exception("jobtrace: recorder flush failed")
+            return False
+
+    def _drain(self, target: int, deadline: float | None) -> bool:
+        """Deliver, oldest first, everything taken or to be taken before ``target``; False
+        if ``deadline`` passed first. The write lock is taken per batch, so a flush on
+        another thread can take its turn between two batches of the writer thread."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return False
-            try:
-                if retry:
-                    self._retry_at = 0.0
-                self._flush_locked()
-            except Exception:  # a bug in a sink or the spool must not reach the caller
-                log.exception("jobtrace: recorder flush failed")
+            with self._locked(remaining) as acquired:
+                if not acquired:
+                    return False
+                if not self._spool_checked:
+                    self._spool_checked = True
+                    self._adopt_spooled()  # what earlier processes left for this URL
+                if not self._step(target):
+                    return True
+
+    def _step(self, target: int) -> bool:
+        """Deliver (or spool) the oldest batch or file before ``target`` (the write lock is
+        held); False when nothing before ``target`` is left to do."""
+        waiting = self._sink_down_since is not None and time.monotonic() < self._retry_at
+        with self._take():
+            head = self._own[0] if self._own else None
+            if head is not None and head.first < target and not waiting and not self._closed:
+                unit: _File | _Batch = head
+            elif self._taken < target and self._buf:
+                unit = self._pop(min(len(self._buf), target - self._taken, self._batch_size))
+                self._inflight = unit
+            else:
+                return False
+        if isinstance(unit, _File):
+            self._deliver_file(unit)
+        elif waiting:
+            self._inflight = None
+            self._spool_batch(unit, sync=True, locked=False)
+        else:
+            self._deliver_batch(unit)
         return True
 
-    def _flush_locked(self) -> None:
-        buf = self._buf
-        # Drain only what is there now, so a producer that never pauses cannot keep the
-        # writer (or a caller of flush()) busy forever.
-        remaining = len(buf)
-        while remaining > 0:
-            n = min(remaining, self._batch_size)
-            batch = [buf.popleft() for _ in range(n)]
-            remaining -= n
-            self._deliver(batch)
-        with self._stats_lock:
-            self._overflowing = False
-        if self._sink_down_since is not None and time.monotonic() >= self._retry_at:
-            self._replay()  # probe the sink with spooled batches even when nothing is new
-        if not self._spool_checked and self._sink_down_since is None:
-            # The first flush of a process also picks up batches a previous run spooled.
-            self._spool_checked = True
-            if self._spool.pending():
-                self._replay()
-
-    def _deliver(self, batch: Sequence[Record]) -> None:
-        # One id per batch, kept through spooling and replay, so a sink that deduplicates
-        # by id (a server) stores a batch once however often it is retried.
-        batch_id = time_ordered_id()
-        if self._sink_down_since is not None:
-            if time.monotonic() < self._retry_at:
-                self._to_spool(batch, batch_id)
-                return
-            # Older spooled batches go first, so they never overwrite what comes after.
-            self._replay()
-            if self._sink_down_since is not None:
-                self._to_spool(batch, batch_id)
-                return
+    def _deliver_batch(self, batch: _Batch) -> None:
         try:
-            self._write(batch, batch_id)
+            self._write(batch.records, batch.batch_id)
+        except Exception as exc:
+            if not isinstance(exc, BatchRefusedError):
+                self._on_sink_failure(exc)
+            self._spool_batch(batch, sync=True, locked=False)
+        else:
+            self.written += len(batch.records)
+            if self._sink_down_since is not None:
+                self._mark_up()
+        finally:
+            self._inflight = None
+
+    def _deliver_file(self, entry: _File) -> None:
+        try:
+            delivered = entry.spool.deliver(entry.path, self._write)
         except Exception as exc:
             self._on_sink_failure(exc)
-            self._to_spool(batch, batch_id)
             return
-        self.written += len(batch)
+        with self._take():
+            with contextlib.suppress(ValueError):
+                self._own.remove(entry)
+            if not self._own and self._spilling:
+                self._spilling = False
+        if delivered is None:
+            self.quarantined += 1
+        else:
+            self.replayed += delivered
+            if self._sink_down_since is not None:
+                self._mark_up()
+
+    def _adopt_spooled(self) -> None:
+        """Make the files no live process owns (earlier runs') this process's, first in line."""
+        spool = self._spool
+        adopted = []
+        for path in spool.pending():
+            claimed = spool.claim(path)
+            if claimed is not None:
+                adopted.append(_File(claimed, -1, spool))
+        if adopted:
+            with self._take():
+                self._own.extend(adopted)
+                self._own.sort()
 
     def _write(self, batch: Sequence[Record], batch_id: str | None) -> None:
         sink = self._sink
@@ -330,56 +646,7 @@ class Recorder:
         )
         self._sink_down_since = None
         self._retry_delay = 0.5
-
-    def _to_spool(self, batch: Sequence[Record], batch_id: str | None) -> None:
-        try:
-            self._spool.write(batch, batch_id)
-            self.spooled += len(batch)
-        except Exception as exc:
-            self.lost += len(batch)
-            log.error(
-                "jobtrace: lost %d records: the sink is down and the spool %s cannot be "
-                "written (%s)",
-                len(batch),
-                self._spool.directory,
-                _one_line(exc),
-            )
-
-    def _replay(self) -> None:
-        """Write spooled batches to the sink, oldest first; a success means it is up."""
-        for path in self._spool.pending():
-            claimed = self._spool.claim(path)
-            if claimed is None:
-                continue
-            try:
-                records = self._spool.read(claimed)
-                batch_id = self._spool.batch_id(claimed)
-                # A big file is split into parts of a fixed size, not of today's batch
-                # size: a part's id must name the same records on every replay, or a
-                # sink that drops repeated ids would drop records never stored.
-                size = REPLAY_PART
-                for start in range(0, len(records), size):
-                    part_id = batch_id
-                    if batch_id is not None and len(records) > size:
-                        part_id = f"{batch_id}:{start}"
-                    self._write(records[start : start + size], part_id)
-            except Exception as exc:
-                self._spool.release(claimed)
-                self._on_sink_failure(exc)
-                return
-            self._spool.done(claimed)
-            self.replayed += len(records)
-            if self._sink_down_since is not None:
-                self._mark_up()
-        if self._sink_down_since is not None:
-            # Nothing was spooled (or it all replayed): probe by opening the sink.
-            try:
-                if self._sink is None:
-                    self._sink = open_sink(self._settings.url)
-            except Exception as exc:
-                self._on_sink_failure(exc)
-                return
-            self._mark_up()
+        self._adopt_spooled()  # other processes' leftovers too, now that it is up
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -389,7 +656,7 @@ class Recorder:
             except Exception:
                 log.debug("jobtrace: closing sink failed", exc_info=True)
 
-    # -- listeners -------------------------------------------------------------------------
+# -- listeners -------------------------------------------------------------------------
 
     def add_ticker(self, ticker: Ticker) -> None:
         """Call ``ticker(now)`` on the writer thread after every flush."""
@@ -432,9 +699,10 @@ class Recorder:
                 log.debug("jobtrace: cannot install a handler for %s", signum)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._lock_owner == threading.get_ident():
-            # The signal interrupted a flush on this very thread: waiting for the write
-            # lock would wait for ourselves. Let that flush finish; it handles the signal.
+        me = threading.get_ident()
+        if me in (self._lock_owner, self._take_owner):
+            # The signal interrupted a flush or a spill on this very thread: waiting for
+            # its lock would wait for ourselves. Let it finish; it handles the signal.
             self._deferred_signal = (signum, frame)
             return
         previous = self._previous_handlers.get(signum, signal.SIG_DFL)
@@ -444,10 +712,11 @@ class Recorder:
                 listener(signum, fatal)
             except Exception:
                 log.exception("jobtrace: terminate listener failed")
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        self.flush()  # bounded; what the sink does not take by then stays in the spool
         if callable(previous):
             previous(signum, frame)
         elif fatal:
+            self._release_own()
             # Die by the signal as if we had never been here, so the parent sees -SIGTERM.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
@@ -455,28 +724,31 @@ class Recorder:
     def close(self) -> None:
         """Flush and stop the writer thread (the recorder records nothing afterwards)."""
         self.record = _record_nothing
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        self.flush()
         self._closed = True
         self._wake.set()
-        with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
+        with self._locked(self._settings.flush_timeout) as acquired:
             if acquired:
                 self._close_sink()
+        self._release_own()
 
     def _at_exit(self) -> None:
         if os.getpid() != self._pid:
             return
         try:
-            if self.flush(timeout=EXIT_FLUSH_TIMEOUT):
-                with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
-                    if acquired:
-                        self._close_sink()
-            else:
-                log.error(
-                    "jobtrace: the writer was busy for %.0f s at exit; %d buffered records "
-                    "were not written",
-                    EXIT_FLUSH_TIMEOUT,
-                    len(self._buf),
+            if not self.flush():
+                log.warning(
+                    "jobtrace: %s did not take every record within %.0f s at exit; the rest "
+                    "stays in the spool %s and is written by the next run that uses it",
+                    mask_url(self._settings.url),
+                    self._settings.flush_timeout,
+                    self._spool.directory,
                 )
+            self._closed = True
+            with self._locked(0) as acquired:
+                if acquired:
+                    self._close_sink()
+            self._release_own()
         except Exception:
             log.exception("jobtrace: final flush failed")
 
@@ -564,10 +836,12 @@ def record(rec: Record) -> None:
     get_recorder().record(rec)
 
 
-def flush(timeout: float | None = None) -> bool:
-    """Write every record buffered so far to the sink (or the spool); never raises.
+def flush(timeout: float | None = DEFAULT) -> bool:
+    """Write every record buffered so far to the sink; never raises.
 
-    Returns False if the writer was still busy after ``timeout`` seconds.
+    Waits at most ``timeout`` seconds (default: ``JOBTRACE_FLUSH_TIMEOUT``, 10 s; ``None``:
+    as long as it takes). Returns False if the sink did not take everything by then: the
+    rest is in the spool on local disk, written later by this process or the next one.
     """
     return get_recorder().flush(timeout)
 
