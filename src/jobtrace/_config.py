@@ -24,8 +24,8 @@ Environment variables (all optional):
     job snapshots are always kept.
 ``JOBTRACE_FLUSH_TIMEOUT``
     Seconds that :func:`jobtrace.flush`, the exit flush and the SIGTERM flush wait for a
-    slow or hung sink (default 10). What is not written by then stays in the spool and is
-    replayed later (by this process or the next one using the same URL).
+    slow or hung sink, in all (default 30). What is not written by then stays in the
+    spool and is replayed later (by this process or the next one using the same URL).
 ``JOBTRACE_HEARTBEAT_INTERVAL``
     Seconds between job heartbeats (default 2).
 ``JOBTRACE_DISABLED``
@@ -88,7 +88,7 @@ DEFAULT_DIR = ".jobtrace"
 #: The spool cap when none is set: 1 GiB.
 DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 #: Seconds a flush (explicit, at exit, on SIGTERM) waits for the sink when none is set.
-DEFAULT_FLUSH_TIMEOUT = 10.0
+DEFAULT_FLUSH_TIMEOUT = 30.0
 DB_FILENAME = "jobtrace.db"
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, cast
 
-from jobtrace._config import DEFAULT_FLUSH_TIMEOUT, Settings, load_speedups, mask_url
+from jobtrace._config import Settings, load_speedups, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import BatchRefusedError
 from jobtrace.model import FIELDS, JOB, Record
@@ -63,8 +63,6 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
-#: The default wait of a flush at exit (kept for callers; the setting is flush_timeout).
-EXIT_FLUSH_TIMEOUT = DEFAULT_FLUSH_TIMEOUT
 #: Jobs whose latest snapshot is kept, to report drops that come after a job ended.
 _SNAPSHOTS_KEPT = 4096
 #: Tuple position of ``job_id`` in each record kind that has one (kind at 0).
@@ -504,7 +502,7 @@ class Recorder:
         """Write everything recorded so far; False if the sink was too slow for ``timeout``.
 
         ``timeout`` defaults to the ``flush_timeout`` setting (``JOBTRACE_FLUSH_TIMEOUT``,
-        10 s); ``None`` waits as long as it takes. Whatever is not written when it returns
+        30 s); ``None`` waits as long as it takes. Whatever is not written when it returns
         is in the spool (on disk), to be written later. An explicit flush tries a sink that
         is down at once (``retry``); the background thread waits for the backoff delay
         instead. Never raises.
@@ -712,6 +710,11 @@ class Recorder:
                 listener(signum, fatal)
             except Exception:
                 log.exception("jobtrace: terminate listener failed")
+        # The process may be killed hard soon: what is in memory goes to disk first (fast,
+        # local), then the sink gets what it takes before the deadline.
+        with self._take():
+            target = self._taken + len(self._buf)
+        self._spill_until(target)
         self.flush()  # bounded; what the sink does not take by then stays in the spool
         if callable(previous):
             previous(signum, frame)
@@ -839,7 +842,7 @@ def record(rec: Record) -> None:
 def flush(timeout: float | None = DEFAULT) -> bool:
     """Write every record buffered so far to the sink; never raises.
 
-    Waits at most ``timeout`` seconds (default: ``JOBTRACE_FLUSH_TIMEOUT``, 10 s; ``None``:
+    Waits at most ``timeout`` seconds (default: ``JOBTRACE_FLUSH_TIMEOUT``, 30 s; ``None``:
     as long as it takes). Returns False if the sink did not take everything by then: the
     rest is in the spool on local disk, written later by this process or the next one.
     """
