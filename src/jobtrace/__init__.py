@@ -110,6 +110,8 @@ def configure(
     install_signal_handlers: bool | None = None,
     trace_sample_rate: float | None = None,
     trace_max_spans: int | None = None,
+    spool_max_bytes: int | None = None,
+    flush_timeout: float | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -132,5 +134,7 @@ def configure(
         "install_signal_handlers": install_signal_handlers,
         "trace_sample_rate": trace_sample_rate,
         "trace_max_spans": trace_max_spans,
+        "spool_max_bytes": spool_max_bytes,
+        "flush_timeout": flush_timeout,
     }
     return _config.configure(**kwargs)
