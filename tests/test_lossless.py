@@ -129,9 +129,9 @@ def test_a_full_disk_drops_count_per_kind_show_on_the_job_and_what_fit_is_replay
     url = f"sqlite:///{blocker}/store.db"
     sent = 150_000
     with tiny_filesystem(tmp_path / "tiny", 3 << 20) as fsize:
+        tiny = str(tmp_path / "tiny")
         child = subprocess.run(
-            [sys.executable, "-c", DISK_FULL_CHILD, url, str(tmp_path / "tiny"), str(fsize)]
-            + [str(sent)],
+            [sys.executable, "-c", DISK_FULL_CHILD, url, tiny, str(fsize), str(sent)],
             env=cli_env(tmp_path / "tiny"),
             capture_output=True,
             text=True,

@@ -8,8 +8,8 @@ to 404, :class:`ConflictError` to 409, :class:`SearchError` to 422 and any other
 from __future__ import annotations
 
 __all__ = [
-    "ConfigurationError",
     "BatchRefusedError",
+    "ConfigurationError",
     "ConflictError",
     "ExperimentNotFoundError",
     "JobNotFoundError",

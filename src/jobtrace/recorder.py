@@ -51,8 +51,9 @@ from typing import Any, Final, cast
 
 from jobtrace._config import Settings, load_speedups, mask_url
 from jobtrace._ids import time_ordered_id
+from jobtrace._losses import Losses
 from jobtrace.errors import BatchRefusedError
-from jobtrace.model import FIELDS, JOB, Record
+from jobtrace.model import JOB, Record
 from jobtrace.sinks import BatchIdSink, Sink, open_sink
 from jobtrace.spool import Spool, SpoolFullError, new_key
 
@@ -63,15 +64,6 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
-#: Jobs whose latest snapshot is kept, to report drops that come after a job ended.
-_SNAPSHOTS_KEPT = 4096
-#: Tuple position of ``job_id`` in each record kind that has one (kind at 0).
-_JOB_POSITION: Final = {
-    kind: fields.index("job_id") + 1 for kind, fields in FIELDS.items() if "job_id" in fields
-}
-_SEQ: Final = FIELDS[JOB].index("seq") + 1
-_STATUS: Final = FIELDS[JOB].index("status") + 1
-_DROPPED: Final = FIELDS[JOB].index("records_dropped") + 1
 #: ``flush(timeout=DEFAULT)``: wait as long as the settings say.
 DEFAULT: Final = -1.0
 
@@ -157,7 +149,6 @@ class Recorder:
         self._retry_delay = 0.5
         self._spool_checked = False
         self._spilling = False
-        self._dropping = False
         self._closed = False
         self._lock_owner: int | None = None
         self._deferred_signal: tuple[int, FrameType | None] | None = None
@@ -168,11 +159,8 @@ class Recorder:
         #: This process's spooled files, oldest first (by when their records were taken).
         self._own: list[_File] = []
         self._inflight: _Batch | None = None
-        self._snapshots: dict[str, Record] = {}
-        self._job_drops: dict[str, dict[str, int]] = {}
-        self._dirty_jobs: set[str] = set()
-        self.dropped = 0
-        self.dropped_by_kind: dict[str, int] = {}
+        #: What this process had to drop (the spool full), by kind and by job.
+        self.losses = Losses()
         self.written = 0
         self.spooled = 0
         self.spilled = 0
@@ -271,23 +259,25 @@ class Recorder:
         if self.record is _record_nothing:
             return
         if record[0] == JOB:
-            # The latest snapshot of each job, to re-send with its drop counts should
-            # records of an ended job be dropped later (see _refresh_snapshots).
-            snapshots = self._snapshots
-            snapshots.pop(record[1], None)
-            snapshots[record[1]] = record
-            if len(snapshots) > _SNAPSHOTS_KEPT:
-                with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                    del snapshots[next(iter(snapshots))]
+            # Kept to re-send with drop counts should records of an ended job be dropped.
+            self.losses.note_snapshot(record)
         self._buf.append(record)
         if self._thread is None:
             self._start_thread()
 
     def records_dropped(self, job_id: str) -> dict[str, int] | None:
         """Records of ``job_id`` dropped in this process, by kind (``None``: none)."""
-        with self._stats_lock:
-            counts = self._job_drops.get(job_id)
-            return dict(counts) if counts else None
+        return self.losses.for_job(job_id)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped in this process (the spool full), all kinds together."""
+        return self.losses.total
+
+    @property
+    def dropped_by_kind(self) -> dict[str, int]:
+        """Records dropped in this process, by kind."""
+        return dict(self.losses.by_kind)
 
     # -- taking records off the deque, spooling them --------------------------------------
 
@@ -345,6 +335,7 @@ class Recorder:
         # A batch of the spool in use becomes one of this process's files; one left over
         # from before a reconfigure goes to the old URL's spool for any process to replay.
         own = batch.spool is self._spool
+        path: Path | None
         try:
             path = batch.spool.write(
                 batch.records, batch.batch_id, key=batch.key, own=own, sync=sync
@@ -354,8 +345,7 @@ class Recorder:
         else:
             batch.spooled = True
             self.spooled += len(batch.records)
-            if self._dropping:
-                self._end_drop_episode()
+            self.losses.spooled(batch.spool.directory)
         if own and path is not None:
             entry = _File(path, batch.first, batch.spool)
             if locked:
@@ -365,36 +355,13 @@ class Recorder:
                     bisect.insort(self._own, entry)
 
     def _drop_records(self, batch: _Batch, exc: OSError) -> Path | None:
-        """Count a batch the spool refused, by kind and job; spool its job snapshots anyway
-        (returns their file)."""
+        """Count a batch the spool refused; spool its job snapshots anyway, past the cap (a
+        job's final state matters more than the cap). Returns their file, if any."""
+        reason = "its cap is reached" if isinstance(exc, SpoolFullError) else str(exc)
+        self.losses.count(batch.records, batch.spool.directory, reason)
         snapshots = [r for r in batch.records if r[0] == JOB]
-        with self._stats_lock:
-            for record in batch.records:
-                kind = record[0]
-                if kind == JOB:
-                    continue
-                self.dropped += 1
-                self.dropped_by_kind[kind] = self.dropped_by_kind.get(kind, 0) + 1
-                position = _JOB_POSITION.get(kind)
-                job_id = record[position] if position is not None else None
-                if isinstance(job_id, str):
-                    counts = self._job_drops.setdefault(job_id, {})
-                    counts[kind] = counts.get(kind, 0) + 1
-                    self._dirty_jobs.add(job_id)
-            first = not self._dropping
-            self._dropping = True
-        if first:
-            reason = "its cap is reached" if isinstance(exc, SpoolFullError) else str(exc)
-            log.error(
-                "jobtrace: the spool %s cannot take more records (%s): dropping records "
-                "until it has room; they are counted on their jobs (records_dropped). Raise "
-                "JOBTRACE_SPOOL_MAX_BYTES or free disk space to keep them",
-                batch.spool.directory,
-                reason,
-            )
         if not snapshots:
             return None
-        # A job's final state matters more than the cap: it goes past it.
         try:
             return batch.spool.write(
                 snapshots, None, key=batch.key, own=batch.spool is self._spool, force=True
@@ -403,35 +370,12 @@ class Recorder:
             log.exception("jobtrace: lost %d job snapshots: the disk refuses", len(snapshots))
             return None
 
-    def _end_drop_episode(self) -> None:
-        with self._stats_lock:
-            self._dropping = False
-            counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped_by_kind.items()))
-        log.warning(
-            "jobtrace: the spool %s has room again; records dropped so far: %s",
-            self._spool.directory,
-            counts,
-        )
-
     def _refresh_snapshots(self) -> bool:
-        """Re-send the last snapshot of each ended job that lost records since it was
-        sent, with its drop counts (a running job's next heartbeat carries them)."""
-        if not self._dirty_jobs:
-            return False
-        sent = False
-        with self._stats_lock:
-            dirty, self._dirty_jobs = self._dirty_jobs, set()
-            updates = {job_id: dict(self._job_drops[job_id]) for job_id in dirty}
-        for job_id, counts in updates.items():
-            last = self._snapshots.get(job_id)
-            if last is None or last[_STATUS] == "running" or last[_DROPPED] == counts:
-                continue
-            snapshot = list(last)
-            snapshot[_SEQ] = last[_SEQ] + 1
-            snapshot[_DROPPED] = counts
-            self.record_control(tuple(snapshot))
-            sent = True
-        return sent
+        """Queue new snapshots of ended jobs that lost records since their last one."""
+        updates = self.losses.updates()
+        for snapshot in updates:
+            self.record_control(snapshot)
+        return bool(updates)
 
     def _release_own(self) -> None:
         """Give this process's spooled files to any process (at exit, on reconfigure)."""
@@ -654,7 +598,7 @@ class Recorder:
             except Exception:
                 log.debug("jobtrace: closing sink failed", exc_info=True)
 
-# -- listeners -------------------------------------------------------------------------
+    # -- listeners -------------------------------------------------------------------------
 
     def add_ticker(self, ticker: Ticker) -> None:
         """Call ``ticker(now)`` on the writer thread after every flush."""

@@ -322,9 +322,7 @@ class Spool:
         name = path.name.split(_CLAIM, 1)[0]
         if name.endswith(_JSONL):
             return list(_read_lines(path))
-        data = path.read_bytes()
-        records = _decode(data)
-        return records
+        return _decode(path.read_bytes())
 
     @staticmethod
     def batch_id(path: Path) -> str | None:
