@@ -12,15 +12,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 
 from jobtrace import _config
 from jobtrace.recorder import get_recorder
 from jobtrace.sinks import register_sink
-from jobtrace.store import Store
+from jobtrace.store import Store, schema
 from tests.cli_helpers import cli_env, jobtrace_cli
 from tests.lossless_helpers import ENV_DELAY, KINDS, produce, stored
-from tests.server_helpers import ServeProcess
+from tests.server_helpers import ServeProcess, thread_server
 
 #: The issue's acceptance figures: a million records of each kind, 20x the buffer.
 MILLION = 1_000_000
@@ -179,6 +181,24 @@ def test_past_the_spool_cap_drops_are_counted_and_reported_on_the_job(tmp_path: 
     assert row is not None and row["records_dropped"] == dropped
     shown = jobtrace_cli("jobs", "show", "capped", "--store", url, cwd=tmp_path, check=True)
     assert f"metric: {dropped['metric']}" in shown.stdout
+    with thread_server(url) as server_url:
+        body = httpx.get(f"{server_url}/api/v1/jobs/capped").json()
+    assert body["recordsDropped"] == dropped
+
+
+def test_a_later_value_is_never_overwritten_by_an_older_spilled_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _config.configure(url=url, buffer_size=100, install_signal_handlers=False)
+    recorder = get_recorder()
+    with recorder._locked(None):  # most of these spill; the newest stay in memory
+        for value in range(1000):
+            recorder.record(("metric", "order", "loss", 0, float(value), 1.0))
+    assert recorder.spilled > 0
+    assert recorder.flush(timeout=None)
+    store = Store(url)
+    with store.engine.connect() as conn:
+        value = conn.execute(sa.select(schema.metrics.c.value)).scalar_one()
+    assert value == 999.0
 
 
 def test_below_the_spool_cap_nothing_is_dropped(tmp_path: Path) -> None:

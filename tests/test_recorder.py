@@ -291,3 +291,28 @@ def test_a_big_spool_file_replays_in_parts_whose_ids_do_not_depend_on_the_batch_
     assert parts[7] == parts[1000]
     assert sorted(parts[7]) == ["B:0", "B:20", "B:40"]
     assert [r[3] for r in parts[7]["B:40"]] == list(range(40, 50))
+
+
+def test_a_flush_behind_a_hung_sink_returns_at_its_timeout_with_everything_on_disk(
+    tmp_path: Path,
+) -> None:
+    register_sink("blocking", f"{__name__}:BlockingSink")
+    BlockingSink.entered.clear()
+    BlockingSink.release.clear()
+    BlockingSink.written = []
+    recorder = make_recorder("blocking://", tmp_path, buffer_size=1000)
+    recorder._batch_size = 100
+    for step in range(100):  # one batch: the writer takes it and hangs in write()
+        recorder.record(metric(step))
+    assert BlockingSink.entered.wait(10)
+    for step in range(100, 300):
+        recorder.record(metric(step))
+    assert recorder.flush(timeout=0.2) is False  # bounded: the writer is still stuck
+    on_disk = sorted(r[3] for f in recorder.spool.files() for r in recorder.spool.read(f.path))
+    # The batch stuck in the sink write is on disk too (a copy), with everything after it.
+    assert on_disk == list(range(300))
+    BlockingSink.release.set()
+    assert recorder.flush(timeout=None)
+    assert sorted({r[3] for r in BlockingSink.written}) == list(range(300))
+    assert recorder.spool.files() == []
+    recorder.close()
