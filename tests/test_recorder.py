@@ -90,7 +90,7 @@ def test_a_full_buffer_spills_to_the_spool_and_loses_nothing_or_order(
     assert recorder.flush(timeout=None)
     assert recorder.dropped == 0
     assert [r[3] for r in BlockingSink.written] == list(range(25))
-    assert recorder.spool.pending() == [] and recorder._own == []
+    assert recorder.spool.pending() == [] and recorder._backlog.files == []
     assert sum("spilling" in r.getMessage() for r in caplog.records) == 1
     recorder.close()
 
@@ -104,7 +104,7 @@ def test_a_failing_sink_spools_and_a_later_flush_replays(tmp_path: Path) -> None
     recorder.flush()
     assert sink.records == []
     assert recorder.spooled == 100
-    assert len(recorder._own) == 1  # one file, this process's until it closes
+    assert len(recorder._backlog.files) == 1  # one file, this process's until it closes
 
     sink.fail_with = None
     recorder.record(metric(100))

@@ -34,7 +34,6 @@ Nothing here raises into the caller's code: a failure in the writer is logged.
 from __future__ import annotations
 
 import atexit
-import bisect
 import contextlib
 import logging
 import os
@@ -50,12 +49,12 @@ from types import FrameType
 from typing import Any, Final, cast
 
 from jobtrace._config import Settings, load_speedups, mask_url
-from jobtrace._ids import time_ordered_id
 from jobtrace._losses import Losses
+from jobtrace.backlog import Backlog, Batch, SpooledFile
 from jobtrace.errors import BatchRefusedError
 from jobtrace.model import JOB, Record
 from jobtrace.sinks import BatchIdSink, Sink, open_sink
-from jobtrace.spool import Spool, SpoolFullError, new_key
+from jobtrace.spool import Spool
 
 #: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
 _speedups = load_speedups()
@@ -73,36 +72,6 @@ TerminateListener = Callable[[int, bool], None]
 
 def _record_nothing(record: Record) -> None:
     """The ``record`` of a disabled or closed recorder."""
-
-
-class _Batch:
-    """Records taken off the deque, named (key, id) when taken so that they keep their
-    place in the order of delivery wherever they go (sink, spool, spool at exit)."""
-
-    __slots__ = ("batch_id", "first", "key", "records", "spool", "spooled")
-
-    def __init__(self, records: list[Record], first: int, spool: Spool) -> None:
-        self.key = new_key()
-        self.batch_id = time_ordered_id()
-        self.records = records
-        #: How many records had left the deque before these (orders batches and files).
-        self.first = first
-        self.spool = spool
-        self.spooled = False
-
-
-class _File:
-    """A spooled file this process owns and will deliver, in its place in the order."""
-
-    __slots__ = ("first", "path", "spool")
-
-    def __init__(self, path: Path, first: int, spool: Spool) -> None:
-        self.path = path
-        self.first = first  # -1: spooled by an earlier process, older than anything here
-        self.spool = spool
-
-    def __lt__(self, other: _File) -> bool:
-        return (self.first, self.path.name) < (other.first, other.path.name)
 
 
 class Recorder:
@@ -137,10 +106,6 @@ class Recorder:
         self._wake_pending = False
         # Held across a sink write: waited for only with a deadline (see flush()).
         self._write_lock = threading.Lock()
-        # Orders everything that takes records off the deque or changes the list of
-        # spooled files; held for a local disk write at most, never across network I/O.
-        self._take_lock = threading.Lock()
-        self._take_owner: int | None = None
         # Reentrant: a signal handler on the thread that holds it may need it again.
         self._stats_lock = threading.RLock()
         self._sink: Sink | None = None
@@ -148,22 +113,16 @@ class Recorder:
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._spool_checked = False
-        self._spilling = False
         self._closed = False
         self._lock_owner: int | None = None
         self._deferred_signal: tuple[int, FrameType | None] | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        #: Records taken off the deque so far (delivered, spooled or dropped).
-        self._taken = 0
-        #: This process's spooled files, oldest first (by when their records were taken).
-        self._own: list[_File] = []
-        self._inflight: _Batch | None = None
         #: What this process had to drop (the spool full), by kind and by job.
         self.losses = Losses()
+        spool = getattr(self, "_spool", None) or Spool(Path(), "memory://")
+        self._backlog = Backlog(self._buf, spool, self.losses, self._run_deferred_signal)
         self.written = 0
-        self.spooled = 0
-        self.spilled = 0
         self.replayed = 0
         self.quarantined = 0
 
@@ -178,6 +137,7 @@ class Recorder:
         # Heartbeats tick on this thread, so it must wake at least that often.
         self._interval = min(settings.flush_interval, settings.heartbeat_interval)
         self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
+        self._backlog.spool = self._spool
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
         if not settings.enabled:
             self.record = _record_nothing
@@ -207,7 +167,7 @@ class Recorder:
                 self._close_sink()
             else:
                 self._sink = None
-            self._release_own()
+            self._backlog.release()
             self._sink_down_since = None
             self._retry_at = 0.0
             self._spool_checked = False
@@ -243,12 +203,13 @@ class Recorder:
         Costs the caller one spill (a batch written in one go) per ``_chunk`` records.
         """
         try:
-            if self._take_owner != threading.get_ident():
+            backlog = self._backlog
+            if backlog.owner != threading.get_ident():
                 # (Owned by this thread: a signal handler or finalizer inside a spill. The
                 # record then goes past capacity rather than wait for ourselves.)
-                with self._take():
+                with backlog.held():
                     if len(self._buf) >= self._capacity:
-                        self._spill_locked(self._chunk, sync=False)
+                        backlog.spill(self._chunk, self._capacity)
             self._buf.append(record)
             self._wake_writer()
         except Exception:  # never into the caller's code
@@ -279,96 +240,15 @@ class Recorder:
         """Records dropped in this process, by kind."""
         return dict(self.losses.by_kind)
 
-    # -- taking records off the deque, spooling them --------------------------------------
+    @property
+    def spooled(self) -> int:
+        """Records this process wrote to the spool (sink down, buffer full, flush timeout)."""
+        return self._backlog.spooled
 
-    @contextlib.contextmanager
-    def _take(self) -> Iterator[None]:
-        self._take_lock.acquire()
-        self._take_owner = threading.get_ident()
-        try:
-            yield
-        finally:
-            self._take_owner = None
-            self._take_lock.release()
-            self._run_deferred_signal()
-
-    def _pop(self, n: int) -> _Batch:
-        """Take the ``n`` oldest records off the deque (the take lock is held)."""
-        popleft = self._buf.popleft
-        records = [popleft() for _ in range(n)]
-        batch = _Batch(records, self._taken, self._spool)
-        self._taken += n
-        return batch
-
-    def _spill_locked(self, n: int, *, sync: bool) -> None:
-        """Move the ``n`` oldest records (at most) from memory to the spool."""
-        n = min(n, len(self._buf))
-        if n <= 0:
-            return
-        batch = self._pop(n)
-        if not self._spilling:
-            self._spilling = True
-            log.info(
-                "jobtrace: the writer is behind; spilling records past the buffer (%d) to %s",
-                self._capacity,
-                self._spool.directory,
-            )
-        self._spool_batch(batch, sync=sync, locked=True)
-        self.spilled += n
-
-    def _spill_until(self, target: int) -> None:
-        """Spool every record taken before ``target`` that is neither delivered nor on
-        disk: what is left in memory, and the batch a sink write is stuck on."""
-        with self._take():
-            inflight = self._inflight
-            if inflight is not None and not inflight.spooled and inflight.first < target:
-                self._spool_batch(inflight, sync=True, locked=True)
-            while self._taken < target and self._buf:
-                n = min(self._chunk, target - self._taken, len(self._buf))
-                self._spool_batch(self._pop(n), sync=True, locked=True)
-
-    def _spool_batch(self, batch: _Batch, *, sync: bool, locked: bool) -> None:
-        """Write a batch to its spool (as this process's file); count drops if it cannot.
-        ``locked``: the caller holds the take lock."""
-        if batch.spooled:
-            return
-        # A batch of the spool in use becomes one of this process's files; one left over
-        # from before a reconfigure goes to the old URL's spool for any process to replay.
-        own = batch.spool is self._spool
-        path: Path | None
-        try:
-            path = batch.spool.write(
-                batch.records, batch.batch_id, key=batch.key, own=own, sync=sync
-            )
-        except OSError as exc:
-            path = self._drop_records(batch, exc)
-        else:
-            batch.spooled = True
-            self.spooled += len(batch.records)
-            self.losses.spooled(batch.spool.directory)
-        if own and path is not None:
-            entry = _File(path, batch.first, batch.spool)
-            if locked:
-                bisect.insort(self._own, entry)
-            else:
-                with self._take():
-                    bisect.insort(self._own, entry)
-
-    def _drop_records(self, batch: _Batch, exc: OSError) -> Path | None:
-        """Count a batch the spool refused; spool its job snapshots anyway, past the cap (a
-        job's final state matters more than the cap). Returns their file, if any."""
-        reason = "its cap is reached" if isinstance(exc, SpoolFullError) else str(exc)
-        self.losses.count(batch.records, batch.spool.directory, reason)
-        snapshots = [r for r in batch.records if r[0] == JOB]
-        if not snapshots:
-            return None
-        try:
-            return batch.spool.write(
-                snapshots, None, key=batch.key, own=batch.spool is self._spool, force=True
-            )
-        except OSError:
-            log.exception("jobtrace: lost %d job snapshots: the disk refuses", len(snapshots))
-            return None
+    @property
+    def spilled(self) -> int:
+        """Records this process spilled to the spool because its buffer was full."""
+        return self._backlog.spilled
 
     def _refresh_snapshots(self) -> bool:
         """Queue new snapshots of ended jobs that lost records since their last one."""
@@ -376,14 +256,6 @@ class Recorder:
         for snapshot in updates:
             self.record_control(snapshot)
         return bool(updates)
-
-    def _release_own(self) -> None:
-        """Give this process's spooled files to any process (at exit, on reconfigure)."""
-        with self._take():
-            own, self._own = self._own, []
-        for entry in own:
-            with contextlib.suppress(OSError):
-                entry.spool.release(entry.path)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -436,7 +308,7 @@ class Recorder:
         if (
             deferred is not None
             and self._lock_owner is None
-            and self._take_owner is None
+            and self._backlog.owner is None
             and threading.current_thread() is threading.main_thread()
         ):
             self._deferred_signal = None
@@ -461,11 +333,10 @@ class Recorder:
         try:
             done = True
             for _ in range(2):  # again for snapshots re-sent with drop counts
-                with self._take():
-                    target = self._taken + len(self._buf)
+                target = self._backlog.target()
                 done = self._drain(target, deadline) and done
                 if not done:
-                    self._spill_until(target)
+                    self._backlog.spill_until(target, self._chunk)
                 if not self._refresh_snapshots():
                     break
             return done
@@ -486,7 +357,7 @@ class Recorder:
                     return False
                 if not self._spool_checked:
                     self._spool_checked = True
-                    self._adopt_spooled()  # what earlier processes left for this URL
+                    self._backlog.adopt()  # what earlier processes left for this URL
                 if not self._step(target):
                     return True
 
@@ -494,68 +365,48 @@ class Recorder:
         """Deliver (or spool) the oldest batch or file before ``target`` (the write lock is
         held); False when nothing before ``target`` is left to do."""
         waiting = self._sink_down_since is not None and time.monotonic() < self._retry_at
-        with self._take():
-            head = self._own[0] if self._own else None
-            if head is not None and head.first < target and not waiting and not self._closed:
-                unit: _File | _Batch = head
-            elif self._taken < target and self._buf:
-                unit = self._pop(min(len(self._buf), target - self._taken, self._batch_size))
-                self._inflight = unit
-            else:
-                return False
-        if isinstance(unit, _File):
+        backlog = self._backlog
+        unit = backlog.next(
+            target, files=not waiting and not self._closed, batch_size=self._batch_size
+        )
+        if unit is None:
+            return False
+        if isinstance(unit, SpooledFile):
             self._deliver_file(unit)
         elif waiting:
-            self._inflight = None
-            self._spool_batch(unit, sync=True, locked=False)
+            backlog.inflight = None
+            backlog.spool_batch(unit, sync=True, locked=False)
         else:
             self._deliver_batch(unit)
         return True
 
-    def _deliver_batch(self, batch: _Batch) -> None:
+    def _deliver_batch(self, batch: Batch) -> None:
         try:
             self._write(batch.records, batch.batch_id)
         except Exception as exc:
             if not isinstance(exc, BatchRefusedError):
                 self._on_sink_failure(exc)
-            self._spool_batch(batch, sync=True, locked=False)
+            self._backlog.spool_batch(batch, sync=True, locked=False)
         else:
             self.written += len(batch.records)
             if self._sink_down_since is not None:
                 self._mark_up()
         finally:
-            self._inflight = None
+            self._backlog.inflight = None
 
-    def _deliver_file(self, entry: _File) -> None:
+    def _deliver_file(self, entry: SpooledFile) -> None:
         try:
             delivered = entry.spool.deliver(entry.path, self._write)
         except Exception as exc:
             self._on_sink_failure(exc)
             return
-        with self._take():
-            with contextlib.suppress(ValueError):
-                self._own.remove(entry)
-            if not self._own and self._spilling:
-                self._spilling = False
+        self._backlog.delivered(entry)
         if delivered is None:
             self.quarantined += 1
         else:
             self.replayed += delivered
             if self._sink_down_since is not None:
                 self._mark_up()
-
-    def _adopt_spooled(self) -> None:
-        """Make the files no live process owns (earlier runs') this process's, first in line."""
-        spool = self._spool
-        adopted = []
-        for path in spool.pending():
-            claimed = spool.claim(path)
-            if claimed is not None:
-                adopted.append(_File(claimed, -1, spool))
-        if adopted:
-            with self._take():
-                self._own.extend(adopted)
-                self._own.sort()
 
     def _write(self, batch: Sequence[Record], batch_id: str | None) -> None:
         sink = self._sink
@@ -588,7 +439,7 @@ class Recorder:
         )
         self._sink_down_since = None
         self._retry_delay = 0.5
-        self._adopt_spooled()  # other processes' leftovers too, now that it is up
+        self._backlog.adopt()  # other processes' leftovers too, now that it is up
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -642,7 +493,7 @@ class Recorder:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         me = threading.get_ident()
-        if me in (self._lock_owner, self._take_owner):
+        if me in (self._lock_owner, self._backlog.owner):
             # The signal interrupted a flush or a spill on this very thread: waiting for
             # its lock would wait for ourselves. Let it finish; it handles the signal.
             self._deferred_signal = (signum, frame)
@@ -656,14 +507,12 @@ class Recorder:
                 log.exception("jobtrace: terminate listener failed")
         # The process may be killed hard soon: what is in memory goes to disk first (fast,
         # local), then the sink gets what it takes before the deadline.
-        with self._take():
-            target = self._taken + len(self._buf)
-        self._spill_until(target)
+        self._backlog.spill_until(self._backlog.target(), self._chunk)
         self.flush()  # bounded; what the sink does not take by then stays in the spool
         if callable(previous):
             previous(signum, frame)
         elif fatal:
-            self._release_own()
+            self._backlog.release()
             # Die by the signal as if we had never been here, so the parent sees -SIGTERM.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
@@ -677,7 +526,7 @@ class Recorder:
         with self._locked(self._settings.flush_timeout) as acquired:
             if acquired:
                 self._close_sink()
-        self._release_own()
+        self._backlog.release()
 
     def _at_exit(self) -> None:
         if os.getpid() != self._pid:
@@ -695,7 +544,7 @@ class Recorder:
             with self._locked(0) as acquired:
                 if acquired:
                     self._close_sink()
-            self._release_own()
+            self._backlog.release()
         except Exception:
             log.exception("jobtrace: final flush failed")
 
