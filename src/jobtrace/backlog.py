@@ -178,7 +178,7 @@ class Backlog:
             path = batch.spool.write(
                 batch.records, batch.batch_id, key=batch.key, own=own, sync=sync
             )
-        except OSError as exc:
+        except Exception as exc:  # a full disk, the cap, or a bug: counted, never raised
             path = self._drop(batch, exc)
         else:
             batch.spooled = True
@@ -192,7 +192,7 @@ class Backlog:
                 with self.held():
                     bisect.insort(self.files, entry)
 
-    def _drop(self, batch: Batch, exc: OSError) -> Path | None:
+    def _drop(self, batch: Batch, exc: Exception) -> Path | None:
         """Count a batch the spool refused; spool its job snapshots anyway, past the cap (a
         job's final state matters more than the cap). Returns their file, if any."""
         reason = "its cap is reached" if isinstance(exc, SpoolFullError) else str(exc)
@@ -204,7 +204,7 @@ class Backlog:
             return batch.spool.write(
                 snapshots, None, key=batch.key, own=batch.spool is self.spool, force=True
             )
-        except OSError:
+        except Exception:
             log.exception("jobtrace: lost %d job snapshots: the disk refuses", len(snapshots))
             return None
 

@@ -44,7 +44,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any, Final, cast
 
@@ -87,6 +86,7 @@ class Recorder:
         self._terminate_listeners: tuple[TerminateListener, ...] = ()
         self._previous_handlers: dict[int, Any] = {}
         self._mp_hooked = False
+        self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         self._init_process_state()
         self._apply(settings)
 
@@ -120,8 +120,7 @@ class Recorder:
         self._pid = os.getpid()
         #: What this process had to drop (the spool full), by kind and by job.
         self.losses = Losses()
-        spool = getattr(self, "_spool", None) or Spool(Path(), "memory://")
-        self._backlog = Backlog(self._buf, spool, self.losses, self._run_deferred_signal)
+        self._backlog = Backlog(self._buf, self._spool, self.losses, self._run_deferred_signal)
         self.written = 0
         self.replayed = 0
         self.quarantined = 0
