@@ -165,7 +165,7 @@ def test_a_corrupt_store_is_a_clear_error_and_does_not_break_the_script(tmp_path
     assert result.returncode == 5 and result.stdout.strip() == "still runs"
     assert "spooling" in result.stderr
     assert db.read_bytes() == b"garbage" * 1000  # nothing overwritten
-    assert list((tmp_path / ".jobtrace" / "spool").rglob("*.jsonl"))
+    assert list((tmp_path / ".jobtrace" / "spool").rglob("*.spool*"))
 
 
 def test_db_upgrade_creates_and_reports_the_revision(tmp_path: Path) -> None:

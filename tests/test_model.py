@@ -91,3 +91,12 @@ def test_the_positional_codec_round_trips_special_floats_and_span_ids() -> None:
 def test_the_positional_codec_refuses_a_wrong_field_count() -> None:
     with pytest.raises(model.RecordError, match="5 fields"):
         model.from_list(["metric", "j", "loss", 0])
+
+
+def test_a_job_record_from_before_records_dropped_existed_still_decodes() -> None:
+    from jobtrace.model import FIELDS, JOB, RecordError, from_list
+
+    old = [JOB, *range(len(FIELDS[JOB]) - 1)]
+    assert from_list(old)[-1] is None
+    with pytest.raises(RecordError):
+        from_list(old[:-1])

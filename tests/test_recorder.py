@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -70,9 +71,10 @@ class BlockingSink:
         pass
 
 
-def test_a_full_buffer_drops_new_records_and_counts_them(
+def test_a_full_buffer_spills_to_the_spool_and_loses_nothing_or_order(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "jobtrace")
     register_sink("blocking", f"{__name__}:BlockingSink")
     BlockingSink.entered.clear()
     BlockingSink.release.clear()
@@ -81,13 +83,15 @@ def test_a_full_buffer_drops_new_records_and_counts_them(
     for step in range(5):  # reaches the high-water mark (5) and wakes the writer
         recorder.record(metric(step))
     assert BlockingSink.entered.wait(10)
-    for step in range(5, 25):  # 10 fit in the buffer, 10 are dropped
+    for step in range(5, 25):  # 10 fit in the buffer, the oldest spill to disk
         recorder.record(metric(step))
+    assert recorder.spilled == 10
     BlockingSink.release.set()
-    recorder.flush()
-    assert recorder.dropped == 10
-    assert [r[3] for r in BlockingSink.written] == list(range(15))
-    assert sum("buffer full" in r.getMessage() for r in caplog.records) == 1
+    assert recorder.flush(timeout=None)
+    assert recorder.dropped == 0
+    assert [r[3] for r in BlockingSink.written] == list(range(25))
+    assert recorder.spool.pending() == [] and recorder._backlog.files == []
+    assert sum("spilling" in r.getMessage() for r in caplog.records) == 1
     recorder.close()
 
 
@@ -100,14 +104,13 @@ def test_a_failing_sink_spools_and_a_later_flush_replays(tmp_path: Path) -> None
     recorder.flush()
     assert sink.records == []
     assert recorder.spooled == 100
-    spool_files = list((tmp_path / "spool").rglob("*.jsonl"))
-    assert len(spool_files) == 1
+    assert len(recorder._backlog.files) == 1  # one file, this process's until it closes
 
     sink.fail_with = None
     recorder.record(metric(100))
     recorder.flush()
     assert sorted(r[3] for r in sink.records) == list(range(101))
-    assert list((tmp_path / "spool").rglob("*.jsonl")) == []
+    assert recorder.spool.files() == []
     assert recorder.replayed == 100
 
 
@@ -117,6 +120,7 @@ def test_the_next_process_replays_what_a_previous_one_spooled(tmp_path: Path) ->
     first = make_recorder("memory://later", tmp_path)
     first.record(metric(1))
     first.flush()
+    first.close()  # its spooled files are anyone's now
     sink.fail_with = None
     assert sink.records == []
 
@@ -267,9 +271,9 @@ def test_a_bound_method_ticker_and_listener_can_be_removed() -> None:
 def test_a_big_spool_file_replays_in_parts_whose_ids_do_not_depend_on_the_batch_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from jobtrace import recorder as recorder_module
+    from jobtrace import spool as spool_module
 
-    monkeypatch.setattr(recorder_module, "REPLAY_PART", 20)
+    monkeypatch.setattr(spool_module, "REPLAY_PART", 20)
     register_sink("idtest", f"{__name__}:_IdSink")
     records = [("metric", "j", "loss", i, 1.0, 1.0) for i in range(50)]
     parts = {}
@@ -287,3 +291,28 @@ def test_a_big_spool_file_replays_in_parts_whose_ids_do_not_depend_on_the_batch_
     assert parts[7] == parts[1000]
     assert sorted(parts[7]) == ["B:0", "B:20", "B:40"]
     assert [r[3] for r in parts[7]["B:40"]] == list(range(40, 50))
+
+
+def test_a_flush_behind_a_hung_sink_returns_at_its_timeout_with_everything_on_disk(
+    tmp_path: Path,
+) -> None:
+    register_sink("blocking", f"{__name__}:BlockingSink")
+    BlockingSink.entered.clear()
+    BlockingSink.release.clear()
+    BlockingSink.written = []
+    recorder = make_recorder("blocking://", tmp_path, buffer_size=1000)
+    recorder._batch_size = 100
+    for step in range(100):  # one batch: the writer takes it and hangs in write()
+        recorder.record(metric(step))
+    assert BlockingSink.entered.wait(10)
+    for step in range(100, 300):
+        recorder.record(metric(step))
+    assert recorder.flush(timeout=0.2) is False  # bounded: the writer is still stuck
+    on_disk = sorted(r[3] for f in recorder.spool.files() for r in recorder.spool.read(f.path))
+    # The batch stuck in the sink write is on disk too (a copy), with everything after it.
+    assert on_disk == list(range(300))
+    BlockingSink.release.set()
+    assert recorder.flush(timeout=None)
+    assert sorted({r[3] for r in BlockingSink.written}) == list(range(300))
+    assert recorder.spool.files() == []
+    recorder.close()

@@ -212,18 +212,40 @@ def test_settings_changed_at_run_time_reach_the_hot_path(memory_sink: MemorySink
     assert records[-1][7] == {spans.DROPPED_KEY: 3}
 
 
-def test_a_full_buffer_drops_and_counts_without_raising() -> None:
+def test_a_full_buffer_spills_the_oldest_records_in_order() -> None:
     sink = MemorySink.named("speedups-full")
     recorder = get_recorder()
     _config.configure(url="memory://speedups-full", buffer_size=4, install_signal_handlers=False)
     recorder.flush()
     with recorder._locked(None):  # hold the writer so nothing drains meanwhile
-        before = recorder.dropped
+        before = recorder.spilled
         for i in range(10):
             recorder.record((model.METRIC, "job", "m", i, float(i), 0.0))
-        assert recorder.dropped - before == 6
+        # The two oldest go to disk whenever a record finds the buffer full.
+        assert recorder.spilled - before == 6
+        assert [r[3] for r in recorder._buf] == [6, 7, 8, 9]
+    assert recorder.flush(timeout=None)
+    assert [r[3] for r in sink.of_kind(model.METRIC)] == list(range(10))
+    assert recorder.dropped == 0
+
+
+def test_a_full_buffer_with_a_full_spool_drops_and_counts_by_kind_without_raising() -> None:
+    sink = MemorySink.named("speedups-capped")
+    recorder = get_recorder()
+    _config.configure(
+        url="memory://speedups-capped",
+        buffer_size=4,
+        spool_max_bytes=0,
+        install_signal_handlers=False,
+    )
     recorder.flush()
-    assert len(sink.of_kind(model.METRIC)) == 4
+    with recorder._locked(None):
+        for i in range(10):
+            recorder.record((model.METRIC, "job", "m", i, float(i), 0.0))
+        assert recorder.dropped_by_kind == {model.METRIC: 6}
+        assert recorder.records_dropped("job") == {model.METRIC: 6}
+    assert recorder.flush(timeout=None)
+    assert [r[3] for r in sink.of_kind(model.METRIC)] == [6, 7, 8, 9]
 
 
 def test_update_and_traceparent_work_on_either_span_type(memory_sink: MemorySink) -> None:

@@ -111,6 +111,9 @@ def configure(
     trace_sample_rate: float | None = None,
     trace_max_spans: int | None = None,
     reports_keep: int | None = None,
+    http_timeout: float | None = None,
+    spool_max_bytes: int | None = None,
+    flush_timeout: float | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -134,5 +137,8 @@ def configure(
         "trace_sample_rate": trace_sample_rate,
         "trace_max_spans": trace_max_spans,
         "reports_keep": reports_keep,
+        "http_timeout": http_timeout,
+        "spool_max_bytes": spool_max_bytes,
+        "flush_timeout": flush_timeout,
     }
     return _config.configure(**kwargs)

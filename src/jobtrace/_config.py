@@ -15,7 +15,17 @@ Environment variables (all optional):
 ``JOBTRACE_FLUSH_INTERVAL``
     Seconds between background flushes (default 1).
 ``JOBTRACE_BUFFER_SIZE``
-    Records held in memory before new ones are dropped and counted (default 200000).
+    Records held in memory (default 200000). Past it the oldest spill to the spool on
+    local disk, to be written when the writer catches up: nothing is dropped while the
+    spool has room.
+``JOBTRACE_SPOOL_MAX_BYTES``
+    Cap on the spool of one store URL, in bytes (default 1073741824, 1 GiB). Past it new
+    records are dropped, counted per kind and shown on their job (``records_dropped``);
+    job snapshots are always kept.
+``JOBTRACE_FLUSH_TIMEOUT``
+    Seconds that :func:`jobtrace.flush`, the exit flush and the SIGTERM flush wait for a
+    slow or hung sink, in all (default 30). What is not written by then stays in the
+    spool and is replayed later (by this process or the next one using the same URL).
 ``JOBTRACE_HTTP_TIMEOUT``
     Most seconds one batch may take to reach a ``jobtrace serve`` server, retries included,
     before it is spooled and retried later (default 5; see :mod:`jobtrace.sinks.http`).
@@ -57,6 +67,8 @@ ENV_JOB_ID = "JOBTRACE_JOB_ID"
 ENV_EXPERIMENT = "JOBTRACE_EXPERIMENT"
 ENV_FLUSH_INTERVAL = "JOBTRACE_FLUSH_INTERVAL"
 ENV_BUFFER_SIZE = "JOBTRACE_BUFFER_SIZE"
+ENV_SPOOL_MAX_BYTES = "JOBTRACE_SPOOL_MAX_BYTES"
+ENV_FLUSH_TIMEOUT = "JOBTRACE_FLUSH_TIMEOUT"
 ENV_HEARTBEAT_INTERVAL = "JOBTRACE_HEARTBEAT_INTERVAL"
 ENV_HTTP_TIMEOUT = "JOBTRACE_HTTP_TIMEOUT"
 ENV_DISABLED = "JOBTRACE_DISABLED"
@@ -83,6 +95,10 @@ def load_speedups() -> ModuleType | None:
 DEFAULT_DIR = ".jobtrace"
 #: Seconds one batch may take to reach a server (:data:`jobtrace.sinks.http.WRITE_TIMEOUT`).
 DEFAULT_HTTP_TIMEOUT = 5.0
+#: The spool cap when none is set: 1 GiB.
+DEFAULT_SPOOL_MAX_BYTES = 1 << 30
+#: Seconds a flush (explicit, at exit, on SIGTERM) waits for the sink when none is set.
+DEFAULT_FLUSH_TIMEOUT = 30.0
 DB_FILENAME = "jobtrace.db"
 
 
@@ -102,6 +118,8 @@ class Settings(NamedTuple):
     trace_max_spans: int = 10_000
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     reports_keep: int = 1000
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
 
     @property
     def reports_dir(self) -> Path:
@@ -176,6 +194,8 @@ def resolve(
     trace_max_spans: int | None = None,
     http_timeout: float | None = None,
     reports_keep: int | None = None,
+    spool_max_bytes: int | None = None,
+    flush_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -199,6 +219,8 @@ def resolve(
         ("trace_max_spans", trace_max_spans, ENV_TRACE_MAX_SPANS, int, 0, 100_000_000),
         ("http_timeout", http_timeout, ENV_HTTP_TIMEOUT, float, 0.0, 3600.0),
         ("reports_keep", reports_keep, ENV_REPORTS_KEEP, int, -1, 1_000_000_000),
+        ("spool_max_bytes", spool_max_bytes, ENV_SPOOL_MAX_BYTES, int, -1, 2**62),
+        ("flush_timeout", flush_timeout, ENV_FLUSH_TIMEOUT, float, 0.0, 86400.0),
     ):
         raw = arg if arg is not None else env.get(env_name)
         if raw is not None and raw != "":

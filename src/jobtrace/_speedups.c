@@ -985,16 +985,17 @@ static PyType_Spec traced_spec = {
 
 /* -- the recorder's append -------------------------------------------------------------- */
 
-/* Recorder.record in C: append one record to the buffer, or count a drop when it is full,
-   and wake the writer when a batch is ready (or on the first record in this process, which
-   starts it). Never raises. The rules are Recorder._record's, which runs when this module
-   is not built. */
+/* Recorder.record in C: append one record to the buffer (a full buffer hands the record to
+   the recorder's overflow, which spills the oldest records to the spool first), and wake
+   the writer when a batch is ready (or on the first record in this process, which starts
+   it). Never raises. The rules are Recorder._record's, which runs when this module is not
+   built. */
 typedef struct {
     PyObject_HEAD
     PyObject *buf;    /* collections.deque */
     PyObject *append; /* buf.append */
     PyObject *wake;   /* Recorder._wake_writer */
-    PyObject *drop;   /* Recorder._drop */
+    PyObject *overflow; /* Recorder._overflow */
     Py_ssize_t capacity;
     Py_ssize_t flush_at;
     char woken;       /* the writer was asked to start in this process */
@@ -1024,7 +1025,7 @@ static PyObject *appender_vectorcall(PyObject *op, PyObject *const *args, size_t
         Py_RETURN_NONE;
     }
     if (n >= self->capacity) {
-        call_quietly(self->drop, NULL);
+        call_quietly(self->overflow, args[0]);
         Py_RETURN_NONE;
     }
     call_quietly(self->append, args[0]);
@@ -1049,10 +1050,10 @@ static int appender_target(AppenderObject *self, PyObject *buf)
 
 static PyObject *appender_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"buf", "wake", "drop", "capacity", "flush_at", NULL};
-    PyObject *buf, *wake, *drop;
+    static char *kwlist[] = {"buf", "wake", "overflow", "capacity", "flush_at", NULL};
+    PyObject *buf, *wake, *overflow;
     Py_ssize_t capacity, flush_at;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnn:Appender", kwlist, &buf, &wake, &drop,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnn:Appender", kwlist, &buf, &wake, &overflow,
                                      &capacity, &flush_at)) {
         return NULL;
     }
@@ -1061,7 +1062,7 @@ static PyObject *appender_new(PyTypeObject *type, PyObject *args, PyObject *kwar
         return NULL;
     }
     self->wake = Py_NewRef(wake);
-    self->drop = Py_NewRef(drop);
+    self->overflow = Py_NewRef(overflow);
     self->capacity = capacity;
     self->flush_at = flush_at;
     self->vectorcall = appender_vectorcall;
@@ -1087,7 +1088,7 @@ static int appender_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->buf);
     Py_VISIT(self->append);
     Py_VISIT(self->wake);
-    Py_VISIT(self->drop);
+    Py_VISIT(self->overflow);
     return 0;
 }
 
@@ -1097,7 +1098,7 @@ static int appender_clear(PyObject *op)
     Py_CLEAR(self->buf);
     Py_CLEAR(self->append);
     Py_CLEAR(self->wake);
-    Py_CLEAR(self->drop);
+    Py_CLEAR(self->overflow);
     return 0;
 }
 

@@ -8,6 +8,7 @@ to 404, :class:`ConflictError` to 409, :class:`SearchError` to 422 and any other
 from __future__ import annotations
 
 __all__ = [
+    "BatchRefusedError",
     "ConfigurationError",
     "ConflictError",
     "ExperimentNotFoundError",
@@ -30,6 +31,12 @@ class ConfigurationError(JobtraceError, ValueError):
 
 class StoreError(JobtraceError):
     """A store could not be opened, migrated, read or written."""
+
+
+class BatchRefusedError(StoreError):
+    """A sink refused a batch for a reason that retrying will not change (its records can
+    never be stored as they are). A spooled batch that raises it is quarantined, not
+    retried forever; a sink raises any other exception for a failure that may pass."""
 
 
 class QueryError(JobtraceError, ValueError):

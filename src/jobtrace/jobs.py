@@ -323,12 +323,22 @@ class Job:
                 error_type=self.error_type,
                 error_message=self.error_message,
                 report_dir=self.report_dir,
+                records_dropped=self.records_dropped,
             )
         try:
             log.info(self.result)
         except Exception:  # a user's broken handler must not break the job's end
             _internal_log.debug("jobtrace: logging the job result failed", exc_info=True)
         return self.result
+
+    @property
+    def records_dropped(self) -> dict[str, int] | None:
+        """This job's records the recorder dropped so far, by kind (``None``: none).
+
+        Records are dropped only when the spool is full (``JOBTRACE_SPOOL_MAX_BYTES``) or
+        the disk refuses; the stored job, its report and its result show the counts."""
+        rec = self._recorder
+        return None if rec is None or not self.id else rec.records_dropped(self.id)
 
     def to_dict(self) -> dict[str, Any]:
         """The job's fields as the store holds them."""
@@ -360,6 +370,7 @@ class Job:
             self._last_heartbeat,
             self._heartbeat_interval,
             self.report_dir,
+            self.records_dropped,
         )
 
     def _emit(self) -> None:

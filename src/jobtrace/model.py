@@ -85,6 +85,8 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
         "last_heartbeat",
         "heartbeat_interval",
         "report_dir",
+        # {kind: count} of this job's records the recorder had to drop (spool full), or None.
+        "records_dropped",
     ),
     METRIC: ("job_id", "name", "step", "value", "timestamp"),
     SPAN: (
@@ -249,6 +251,9 @@ def from_dict(data: object) -> Record:
     return (kind, *values)
 
 
+#: Trailing fields added to a kind after its wire form shipped: a record may leave them out.
+_OPTIONAL_TAIL: Final = {JOB: 1}
+
 # Tuple positions (kind at 0) of the special-float fields and of span ids left as ints.
 _SPECIAL_POSITIONS: Final = {
     kind: tuple(FIELDS[kind].index(name) + 1 for name in names)
@@ -282,6 +287,9 @@ def from_list(data: object) -> Record:
     if not isinstance(kind, str) or kind not in FIELDS:
         raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
     fields = FIELDS[kind]
+    missing = len(fields) + 1 - len(data)
+    if 0 < missing <= _OPTIONAL_TAIL.get(kind, 0):
+        data = [*data, *(None,) * missing]  # a client from before these fields existed
     if len(data) != len(fields) + 1:
         raise RecordError(
             f"a {kind} record has {len(fields)} fields ({', '.join(fields)}), got {len(data) - 1}"

@@ -2,17 +2,26 @@
 
 The API calls :meth:`Recorder.record` with a small tuple. That appends to a bounded deque —
 no I/O, no lock (``deque.append`` and ``len`` are atomic under the GIL) — and returns. A
-daemon thread drains the deque in batches at least every ``flush_interval`` seconds (and
+daemon thread takes batches off the deque at least every ``flush_interval`` seconds (and
 every heartbeat interval, whichever is shorter), sooner when the deque passes a high-water
 mark, and hands each batch to the sink.
 
-- Full buffer: the new record is dropped and counted; one log line per overflow episode.
-  Job snapshots (:meth:`Recorder.record_control`) are never dropped, so a job's final
-  state survives a flood of other records.
-- Sink down: the batch is spooled to disk (see :mod:`jobtrace.spool`); the sink is retried
-  with backoff. When it is back, spooled batches are replayed first, oldest first, then new
-  ones are written, so a later value is never overwritten by an older replayed one. The
-  next process that uses the same sink URL also replays.
+- Full buffer: the oldest records spill to the spool on local disk (one file of up to a
+  batch, written in one go, ~0.2 µs a record), and the writer delivers them when it
+  catches up. Nothing is dropped while the spool has room; past its cap
+  (``JOBTRACE_SPOOL_MAX_BYTES``) or when the disk refuses, records are dropped, counted per
+  kind and per job (a job's snapshots carry ``records_dropped``), and logged once per
+  episode. Job snapshots (:meth:`Recorder.record_control`) are never dropped.
+- Order: the writer always delivers the oldest thing first — files spooled by earlier
+  processes, then this process's spooled files in the order their records left memory,
+  then the deque — so a later value is never overwritten by an older one replayed after it.
+- Sink down: batches are spooled (see :mod:`jobtrace.spool`); the sink is retried with
+  backoff, and spooled files go first when it is back. The next process that uses the same
+  sink URL replays what this one could not deliver.
+- Bounded waits: the write lock (held across a sink write) is only ever waited for with a
+  deadline. :meth:`Recorder.flush` waits at most ``JOBTRACE_FLUSH_TIMEOUT`` seconds by
+  default; then it moves what is still in memory (and a copy of the batch stuck in a sink
+  write) to the spool, so everything recorded before it is delivered or on disk.
 - Exit: ``atexit`` flushes; SIGTERM and SIGINT flush, then chain to the handler the program
   had installed (or to the default action, so the exit status stays truthful).
 - ``fork``: the child starts with an empty buffer and its own thread and sink connections,
@@ -36,11 +45,13 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from jobtrace._config import Settings, load_speedups, mask_url
-from jobtrace._ids import time_ordered_id
-from jobtrace.model import Record
+from jobtrace._losses import Losses
+from jobtrace.backlog import Backlog, Batch, SpooledFile
+from jobtrace.errors import BatchRefusedError
+from jobtrace.model import JOB, Record
 from jobtrace.sinks import BatchIdSink, Sink, open_sink
 from jobtrace.spool import Spool
 
@@ -51,10 +62,8 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
-#: Records per part when a spool file is replayed in parts (ids of parts depend on it).
-REPLAY_PART = 20_000
-#: How long a signal handler or exit hook waits for the writer before giving up.
-EXIT_FLUSH_TIMEOUT = 10.0
+#: ``flush(timeout=DEFAULT)``: wait as long as the settings say.
+DEFAULT: Final = -1.0
 
 Ticker = Callable[[float], None]
 TerminateListener = Callable[[int, bool], None]
@@ -77,6 +86,7 @@ class Recorder:
         self._terminate_listeners: tuple[TerminateListener, ...] = ()
         self._previous_handlers: dict[int, Any] = {}
         self._mp_hooked = False
+        self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         self._init_process_state()
         self._apply(settings)
 
@@ -91,9 +101,10 @@ class Recorder:
         if appender is not None:
             appender.retarget(self._buf)
         elif _speedups is not None:
-            self._appender = _speedups.Appender(self._buf, self._wake_writer, self._drop, 1, 1)
+            self._appender = _speedups.Appender(self._buf, self._wake_writer, self._overflow, 1, 1)
         self._wake = threading.Event()
         self._wake_pending = False
+        # Held across a sink write: waited for only with a deadline (see flush()).
         self._write_lock = threading.Lock()
         # Reentrant: a signal handler on the thread that holds it may need it again.
         self._stats_lock = threading.RLock()
@@ -102,26 +113,30 @@ class Recorder:
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._spool_checked = False
-        self._overflowing = False
         self._closed = False
         self._lock_owner: int | None = None
         self._deferred_signal: tuple[int, FrameType | None] | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self.dropped = 0
+        #: What this process had to drop (the spool full), by kind and by job.
+        self.losses = Losses()
+        self._backlog = Backlog(self._buf, self._spool, self.losses, self._run_deferred_signal)
         self.written = 0
-        self.spooled = 0
         self.replayed = 0
-        self.lost = 0
+        self.quarantined = 0
 
     def _apply(self, settings: Settings) -> None:
         self._settings = settings
         self._capacity = settings.buffer_size
         self._batch_size = settings.batch_size
         self._flush_at = max(1, min(settings.batch_size, settings.buffer_size // 2))
+        # A spill moves this many of the oldest records to disk: a batch at most, so one
+        # spill costs the caller a few milliseconds, once per that many records.
+        self._chunk = max(1, min(settings.batch_size, settings.buffer_size // 2))
         # Heartbeats tick on this thread, so it must wake at least that often.
         self._interval = min(settings.flush_interval, settings.heartbeat_interval)
-        self._spool = Spool(settings.spool_dir, settings.url)
+        self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
+        self._backlog.spool = self._spool
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
         if not settings.enabled:
             self.record = _record_nothing
@@ -136,11 +151,22 @@ class Recorder:
     def settings(self) -> Settings:
         return self._settings
 
+    @property
+    def spool(self) -> Spool:
+        """The spool of the current sink URL."""
+        return self._spool
+
     def reconfigure(self, settings: Settings) -> None:
-        """Flush what is buffered to the old sink, then switch to ``settings``."""
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
-        with self._locked(None):
-            self._close_sink()
+        """Flush what is buffered to the old sink (or its spool), then switch to ``settings``."""
+        self.flush()
+        with self._locked(self._settings.flush_timeout) as acquired:
+            # Not acquired: the writer is stuck in a write to the old sink. flush() put a
+            # copy of that batch in the old spool; the writer finds the new sink next time.
+            if acquired:
+                self._close_sink()
+            else:
+                self._sink = None
+            self._backlog.release()
             self._sink_down_since = None
             self._retry_at = 0.0
             self._spool_checked = False
@@ -155,7 +181,7 @@ class Recorder:
         buf = self._buf
         n = len(buf)
         if n >= self._capacity:
-            self._drop()
+            self._overflow(record)
             return
         buf.append(record)
         # One test on the common path; the rare cases (buffer past its high-water mark,
@@ -170,25 +196,65 @@ class Recorder:
             self._wake_pending = True
             self._wake.set()
 
+    def _overflow(self, record: Record) -> None:
+        """The buffer is full: spill its oldest records to the spool, then queue ``record``.
+
+        Costs the caller one spill (a batch written in one go) per ``_chunk`` records.
+        """
+        try:
+            backlog = self._backlog
+            if backlog.owner != threading.get_ident():
+                # (Owned by this thread: a signal handler or finalizer inside a spill. The
+                # record then goes past capacity rather than wait for ourselves.)
+                with backlog.held():
+                    if len(self._buf) >= self._capacity:
+                        backlog.spill(self._chunk, self._capacity)
+            self._buf.append(record)
+            self._wake_writer()
+        except Exception:  # never into the caller's code
+            log.exception("jobtrace: spilling records to the spool failed")
+
     def record_control(self, record: Record) -> None:
         """Queue a record that must not be dropped (job snapshots), even past capacity."""
         if self.record is _record_nothing:
             return
+        if record[0] == JOB:
+            # Kept to re-send with drop counts should records of an ended job be dropped.
+            self.losses.note_snapshot(record)
         self._buf.append(record)
         if self._thread is None:
             self._start_thread()
 
-    def _drop(self) -> None:
-        with self._stats_lock:
-            self.dropped += 1
-            first = not self._overflowing
-            self._overflowing = True
-        if first:
-            log.warning(
-                "jobtrace: record buffer full (%d records); dropping new records until the "
-                "writer catches up (raise JOBTRACE_BUFFER_SIZE to keep more)",
-                self._capacity,
-            )
+    def records_dropped(self, job_id: str) -> dict[str, int] | None:
+        """Records of ``job_id`` dropped in this process, by kind (``None``: none)."""
+        return self.losses.for_job(job_id)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped in this process (the spool full), all kinds together."""
+        return self.losses.total
+
+    @property
+    def dropped_by_kind(self) -> dict[str, int]:
+        """Records dropped in this process, by kind."""
+        return dict(self.losses.by_kind)
+
+    @property
+    def spooled(self) -> int:
+        """Records this process wrote to the spool (sink down, buffer full, flush timeout)."""
+        return self._backlog.spooled
+
+    @property
+    def spilled(self) -> int:
+        """Records this process spilled to the spool because its buffer was full."""
+        return self._backlog.spilled
+
+    def _refresh_snapshots(self) -> bool:
+        """Queue new snapshots of ended jobs that lost records since their last one."""
+        updates = self.losses.updates()
+        for snapshot in updates:
+            self.record_control(snapshot)
+        return bool(updates)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -224,7 +290,7 @@ class Recorder:
     def _locked(self, timeout: float | None) -> Iterator[bool]:
         """Hold the write lock (yields False if ``timeout`` passed), noting the owner so a
         signal handler on the same thread knows not to wait for it."""
-        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else timeout)
+        acquired = self._write_lock.acquire(timeout=-1 if timeout is None else max(0, timeout))
         if not acquired:
             yield False
             return
@@ -234,70 +300,112 @@ class Recorder:
         finally:
             self._lock_owner = None
             self._write_lock.release()
-            deferred = self._deferred_signal
-            if deferred is not None and threading.current_thread() is threading.main_thread():
-                self._deferred_signal = None
-                self._on_signal(*deferred)
+            self._run_deferred_signal()
 
-    def flush(self, timeout: float | None = None, *, retry: bool = True) -> bool:
-        """Write everything buffered so far; False if the writer was busy past ``timeout``.
+    def _run_deferred_signal(self) -> None:
+        deferred = self._deferred_signal
+        if (
+            deferred is not None
+            and self._lock_owner is None
+            and self._backlog.owner is None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._deferred_signal = None
+            self._on_signal(*deferred)
 
-        An explicit flush tries a sink that is down at once (``retry``); the background
-        thread waits for the backoff delay instead. Never raises.
+    def flush(self, timeout: float | None = DEFAULT, *, retry: bool = True) -> bool:
+        """Write everything recorded so far; False if the sink was too slow for ``timeout``.
+
+        ``timeout`` defaults to the ``flush_timeout`` setting (``JOBTRACE_FLUSH_TIMEOUT``,
+        30 s); ``None`` waits as long as it takes. Whatever is not written when it returns
+        is in the spool (on disk), to be written later. An explicit flush tries a sink that
+        is down at once (``retry``); the background thread waits for the backoff delay
+        instead. Never raises.
         """
         if os.getpid() != self._pid:  # a fork hook has not run (e.g. os.fork from C)
             self._after_fork_in_child()
-        with self._locked(timeout) as acquired:
-            if not acquired:
+        if timeout == DEFAULT:
+            timeout = self._settings.flush_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if retry:
+            self._retry_at = 0.0
+        try:
+            done = True
+            for _ in range(2):  # again for snapshots re-sent with drop counts
+                target = self._backlog.target()
+                done = self._drain(target, deadline) and done
+                if not done:
+                    self._backlog.spill_until(target, self._chunk)
+                if not self._refresh_snapshots():
+                    break
+            return done
+        except Exception:  # a bug in a sink or the spool must not reach the caller
+            log.exception("jobtrace: recorder flush failed")
+            return False
+
+    def _drain(self, target: int, deadline: float | None) -> bool:
+        """Deliver, oldest first, everything taken or to be taken before ``target``; False
+        if ``deadline`` passed first. The write lock is taken per batch, so a flush on
+        another thread can take its turn between two batches of the writer thread."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return False
-            try:
-                if retry:
-                    self._retry_at = 0.0
-                self._flush_locked()
-            except Exception:  # a bug in a sink or the spool must not reach the caller
-                log.exception("jobtrace: recorder flush failed")
+            with self._locked(remaining) as acquired:
+                if not acquired:
+                    return False
+                if not self._spool_checked:
+                    self._spool_checked = True
+                    self._backlog.adopt()  # what earlier processes left for this URL
+                if not self._step(target):
+                    return True
+
+    def _step(self, target: int) -> bool:
+        """Deliver (or spool) the oldest batch or file before ``target`` (the write lock is
+        held); False when nothing before ``target`` is left to do."""
+        waiting = self._sink_down_since is not None and time.monotonic() < self._retry_at
+        backlog = self._backlog
+        unit = backlog.next(
+            target, files=not waiting and not self._closed, batch_size=self._batch_size
+        )
+        if unit is None:
+            return False
+        if isinstance(unit, SpooledFile):
+            self._deliver_file(unit)
+        elif waiting:
+            backlog.inflight = None
+            backlog.spool_batch(unit, sync=True, locked=False)
+        else:
+            self._deliver_batch(unit)
         return True
 
-    def _flush_locked(self) -> None:
-        buf = self._buf
-        # Drain only what is there now, so a producer that never pauses cannot keep the
-        # writer (or a caller of flush()) busy forever.
-        remaining = len(buf)
-        while remaining > 0:
-            n = min(remaining, self._batch_size)
-            batch = [buf.popleft() for _ in range(n)]
-            remaining -= n
-            self._deliver(batch)
-        with self._stats_lock:
-            self._overflowing = False
-        if self._sink_down_since is not None and time.monotonic() >= self._retry_at:
-            self._replay()  # probe the sink with spooled batches even when nothing is new
-        if not self._spool_checked and self._sink_down_since is None:
-            # The first flush of a process also picks up batches a previous run spooled.
-            self._spool_checked = True
-            if self._spool.pending():
-                self._replay()
-
-    def _deliver(self, batch: Sequence[Record]) -> None:
-        # One id per batch, kept through spooling and replay, so a sink that deduplicates
-        # by id (a server) stores a batch once however often it is retried.
-        batch_id = time_ordered_id()
-        if self._sink_down_since is not None:
-            if time.monotonic() < self._retry_at:
-                self._to_spool(batch, batch_id)
-                return
-            # Older spooled batches go first, so they never overwrite what comes after.
-            self._replay()
-            if self._sink_down_since is not None:
-                self._to_spool(batch, batch_id)
-                return
+    def _deliver_batch(self, batch: Batch) -> None:
         try:
-            self._write(batch, batch_id)
+            self._write(batch.records, batch.batch_id)
+        except Exception as exc:
+            if not isinstance(exc, BatchRefusedError):
+                self._on_sink_failure(exc)
+            self._backlog.spool_batch(batch, sync=True, locked=False)
+        else:
+            self.written += len(batch.records)
+            if self._sink_down_since is not None:
+                self._mark_up()
+        finally:
+            self._backlog.inflight = None
+
+    def _deliver_file(self, entry: SpooledFile) -> None:
+        try:
+            delivered = entry.spool.deliver(entry.path, self._write)
         except Exception as exc:
             self._on_sink_failure(exc)
-            self._to_spool(batch, batch_id)
             return
-        self.written += len(batch)
+        self._backlog.delivered(entry)
+        if delivered is None:
+            self.quarantined += 1
+        else:
+            self.replayed += delivered
+            if self._sink_down_since is not None:
+                self._mark_up()
 
     def _write(self, batch: Sequence[Record], batch_id: str | None) -> None:
         sink = self._sink
@@ -330,56 +438,7 @@ class Recorder:
         )
         self._sink_down_since = None
         self._retry_delay = 0.5
-
-    def _to_spool(self, batch: Sequence[Record], batch_id: str | None) -> None:
-        try:
-            self._spool.write(batch, batch_id)
-            self.spooled += len(batch)
-        except Exception as exc:
-            self.lost += len(batch)
-            log.error(
-                "jobtrace: lost %d records: the sink is down and the spool %s cannot be "
-                "written (%s)",
-                len(batch),
-                self._spool.directory,
-                _one_line(exc),
-            )
-
-    def _replay(self) -> None:
-        """Write spooled batches to the sink, oldest first; a success means it is up."""
-        for path in self._spool.pending():
-            claimed = self._spool.claim(path)
-            if claimed is None:
-                continue
-            try:
-                records = self._spool.read(claimed)
-                batch_id = self._spool.batch_id(claimed)
-                # A big file is split into parts of a fixed size, not of today's batch
-                # size: a part's id must name the same records on every replay, or a
-                # sink that drops repeated ids would drop records never stored.
-                size = REPLAY_PART
-                for start in range(0, len(records), size):
-                    part_id = batch_id
-                    if batch_id is not None and len(records) > size:
-                        part_id = f"{batch_id}:{start}"
-                    self._write(records[start : start + size], part_id)
-            except Exception as exc:
-                self._spool.release(claimed)
-                self._on_sink_failure(exc)
-                return
-            self._spool.done(claimed)
-            self.replayed += len(records)
-            if self._sink_down_since is not None:
-                self._mark_up()
-        if self._sink_down_since is not None:
-            # Nothing was spooled (or it all replayed): probe by opening the sink.
-            try:
-                if self._sink is None:
-                    self._sink = open_sink(self._settings.url)
-            except Exception as exc:
-                self._on_sink_failure(exc)
-                return
-            self._mark_up()
+        self._backlog.adopt()  # other processes' leftovers too, now that it is up
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -432,9 +491,10 @@ class Recorder:
                 log.debug("jobtrace: cannot install a handler for %s", signum)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._lock_owner == threading.get_ident():
-            # The signal interrupted a flush on this very thread: waiting for the write
-            # lock would wait for ourselves. Let that flush finish; it handles the signal.
+        me = threading.get_ident()
+        if me in (self._lock_owner, self._backlog.owner):
+            # The signal interrupted a flush or a spill on this very thread: waiting for
+            # its lock would wait for ourselves. Let it finish; it handles the signal.
             self._deferred_signal = (signum, frame)
             return
         previous = self._previous_handlers.get(signum, signal.SIG_DFL)
@@ -444,10 +504,14 @@ class Recorder:
                 listener(signum, fatal)
             except Exception:
                 log.exception("jobtrace: terminate listener failed")
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        # The process may be killed hard soon: what is in memory goes to disk first (fast,
+        # local), then the sink gets what it takes before the deadline.
+        self._backlog.spill_until(self._backlog.target(), self._chunk)
+        self.flush()  # bounded; what the sink does not take by then stays in the spool
         if callable(previous):
             previous(signum, frame)
         elif fatal:
+            self._backlog.release()
             # Die by the signal as if we had never been here, so the parent sees -SIGTERM.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
@@ -455,28 +519,31 @@ class Recorder:
     def close(self) -> None:
         """Flush and stop the writer thread (the recorder records nothing afterwards)."""
         self.record = _record_nothing
-        self.flush(timeout=EXIT_FLUSH_TIMEOUT)
+        self.flush()
         self._closed = True
         self._wake.set()
-        with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
+        with self._locked(self._settings.flush_timeout) as acquired:
             if acquired:
                 self._close_sink()
+        self._backlog.release()
 
     def _at_exit(self) -> None:
         if os.getpid() != self._pid:
             return
         try:
-            if self.flush(timeout=EXIT_FLUSH_TIMEOUT):
-                with self._locked(EXIT_FLUSH_TIMEOUT) as acquired:
-                    if acquired:
-                        self._close_sink()
-            else:
-                log.error(
-                    "jobtrace: the writer was busy for %.0f s at exit; %d buffered records "
-                    "were not written",
-                    EXIT_FLUSH_TIMEOUT,
-                    len(self._buf),
+            if not self.flush():
+                log.warning(
+                    "jobtrace: %s did not take every record within %.0f s at exit; the rest "
+                    "stays in the spool %s and is written by the next run that uses it",
+                    mask_url(self._settings.url),
+                    self._settings.flush_timeout,
+                    self._spool.directory,
                 )
+            self._closed = True
+            with self._locked(0) as acquired:
+                if acquired:
+                    self._close_sink()
+            self._backlog.release()
         except Exception:
             log.exception("jobtrace: final flush failed")
 
@@ -564,10 +631,12 @@ def record(rec: Record) -> None:
     get_recorder().record(rec)
 
 
-def flush(timeout: float | None = None) -> bool:
-    """Write every record buffered so far to the sink (or the spool); never raises.
+def flush(timeout: float | None = DEFAULT) -> bool:
+    """Write every record buffered so far to the sink; never raises.
 
-    Returns False if the writer was still busy after ``timeout`` seconds.
+    Waits at most ``timeout`` seconds (default: ``JOBTRACE_FLUSH_TIMEOUT``, 30 s; ``None``:
+    as long as it takes). Returns False if the sink did not take everything by then: the
+    rest is in the spool on local disk, written later by this process or the next one.
     """
     return get_recorder().flush(timeout)
 

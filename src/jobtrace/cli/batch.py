@@ -315,7 +315,7 @@ def run(
             f"succeeded, {s.error_count} failed; jobtrace batch stats {results.batch_id}",
             err=True,
         )
-    from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+    from jobtrace.recorder import get_recorder
 
-    get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
+    get_recorder().flush()  # bounded by JOBTRACE_FLUSH_TIMEOUT
     sys.exit(1 if results.failures else 0)

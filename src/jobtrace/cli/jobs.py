@@ -155,6 +155,7 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
         "params": _pairs(row["params"]),
         "last heartbeat": local_time(row["last_heartbeat"]),
         "report": row["report_dir"],
+        "records lost": _lost(row.get("records_dropped")),
     }
     for key, value in display.items():
         if value is None or value == "":
@@ -167,6 +168,16 @@ def _cpu(row: dict[str, Any]) -> str | None:
     if row["cpu_user"] is None:
         return None
     return f"{row['cpu_user']:.2f} s / {row['cpu_sys']:.2f} s"
+
+
+def _lost(dropped: dict[str, int] | None) -> Text | None:
+    """Records the recorder dropped (its spool was full), in red: the job is incomplete."""
+    if not dropped:
+        return None
+    from rich.text import Text
+
+    counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(dropped.items()))
+    return Text(f"{sum(dropped.values())} ({counts}); the spool was full", style="bold red")
 
 
 def _pairs(values: dict[str, Any] | None) -> str | None:

@@ -203,9 +203,9 @@ def run(
     status, _, error = outcome(ended_by, job._signal)
     job.finish(status, exit_code=code, error=error)
 
-    from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+    from jobtrace.recorder import get_recorder
 
-    get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
+    get_recorder().flush()  # bounded by JOBTRACE_FLUSH_TIMEOUT
     sys.stdout.flush()
     if isinstance(ended_by, KeyboardInterrupt):
         _interrupted.set()
@@ -219,9 +219,9 @@ def _die_by_sigint_if_interrupted() -> None:
     """Python dies by SIGINT after an uncaught KeyboardInterrupt, once its exit handlers
     have run; so do we."""
     if _interrupted.is_set():
-        from jobtrace.recorder import EXIT_FLUSH_TIMEOUT, get_recorder
+        from jobtrace.recorder import get_recorder
 
-        get_recorder().flush(timeout=EXIT_FLUSH_TIMEOUT)
+        get_recorder().flush()  # bounded by JOBTRACE_FLUSH_TIMEOUT
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -58,6 +58,8 @@ class ReportResult(NamedTuple):
     error_type: str | None
     error_message: str | None
     report_dir: str | None
+    #: Records of the job dropped because the spool was full, by kind (``None``: none).
+    records_dropped: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -70,8 +72,12 @@ class ReportResult(NamedTuple):
             if self.report_dir
             else "no report directory was written"
         )
+        lost = ""
+        if self.records_dropped:
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.records_dropped.items()))
+            lost = f"; LOST {sum(self.records_dropped.values())} records ({counts})"
         return (
             f"jobtrace: job {label} {self.status}{error} after "
             f"{human_duration(self.duration_ms / 1000)}, peak memory "
-            f"{human_bytes(self.peak_memory_kb)}; {where}"
+            f"{human_bytes(self.peak_memory_kb)}{lost}; {where}"
         )

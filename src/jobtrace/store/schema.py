@@ -54,6 +54,8 @@ jobs = sa.Table(
     sa.Column("last_heartbeat", sa.Double),
     sa.Column("heartbeat_interval", sa.Double),
     sa.Column("report_dir", sa.Text),
+    # {kind: count} of the job's records the recorder dropped (spool full); NULL: none.
+    sa.Column("records_dropped", JSONDoc),
     sa.Index("ix_jobs_start_time", "start_time"),
     sa.Index("ix_jobs_experiment_start_time", "experiment", "start_time"),
     sa.Index("ix_jobs_status", "status"),

@@ -121,7 +121,12 @@ PLANS: tuple[TableSpec, ...] = (
     TableSpec("experiments", model.EXPERIMENT, ("name",), json=("tags",)),
     # A job snapshot replaces the stored one only if it is at least as new.
     TableSpec(
-        "jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq", reduce=True
+        "jobs",
+        model.JOB,
+        ("id",),
+        json=("argv", "tags", "params", "records_dropped"),
+        newer="seq",
+        reduce=True,
     ),
     TableSpec(
         "metrics", model.METRIC, ("job_id", "name", "step"), special=True, special_in_sql=True
