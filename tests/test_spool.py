@@ -111,7 +111,7 @@ def test_a_sink_that_is_down_leaves_the_file_pending(tmp_path: Path) -> None:
 
     with pytest.raises(ConnectionError):
         spool.replay(down)
-    assert [f.state for f in spool.files()] == ["owned"]  # claimed by us, still on disk
+    assert [f.state for f in spool.files()] == ["pending"]  # given back, still on disk
 
 
 def test_a_failed_write_leaves_no_tmp_file_and_stale_ones_are_removed(

@@ -40,7 +40,7 @@ def test_status_lists_files_records_and_the_masked_url(tmp_path: Path) -> None:
     rows = orjson.loads(jobtrace_cli("spool", "status", "--json", cwd=tmp_path, check=True).stdout)
     assert len(rows) == 1
     row = rows[0]
-    assert (row["files"], row["records"], row["quarantined"], row["claimed"]) == (2, 500, 0, 0)
+    assert (row["files"], row["records"], row["quarantined"], row["owned"]) == (2, 500, 0, 0)
     assert row["url"] == url.replace("secret", "***")
     assert row["bytes"] > 0 and row["oldest_age_s"] >= 0
     table = jobtrace_cli("spool", "status", cwd=tmp_path, check=True).stdout
@@ -80,3 +80,29 @@ def test_replay_into_an_unreachable_store_keeps_the_records_and_fails_in_one_lin
 def test_replay_help_names_every_option(tmp_path: Path) -> None:
     result = jobtrace_cli("spool", "replay", "--help", cwd=tmp_path, check=True)
     assert "--store URL" in result.stdout and "--dir DIR" in result.stdout
+
+
+def test_replay_quarantines_a_damaged_file_and_delivers_the_rest(tmp_path: Path) -> None:
+    directory = tmp_path / ".jobtrace"
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _spool_two_batches(directory, url)
+    damaged = Spool(directory / "spool", url).write(_metrics("job-b", range(10)), "01damaged")
+    damaged.write_bytes(damaged.read_bytes()[:-7])  # a torn write
+    result = jobtrace_cli("spool", "replay", "--store", url, cwd=tmp_path, check=True)
+    assert "replayed 500 records" in result.stdout
+    assert "quarantined 1 files" in result.stderr
+    rows = orjson.loads(jobtrace_cli("spool", "status", "--json", cwd=tmp_path, check=True).stdout)
+    assert (rows[0]["files"], rows[0]["quarantined"]) == (0, 1)
+
+
+def test_replay_leaves_the_files_of_a_live_job_to_it(tmp_path: Path) -> None:
+    directory = tmp_path / ".jobtrace"
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    # Owned by this (live) test process, as a running job's spill files are.
+    Spool(directory / "spool", url).write(_metrics("job-c", range(50)), "01live", own=True)
+    status = jobtrace_cli("spool", "status", "--json", cwd=tmp_path, check=True)
+    row = orjson.loads(status.stdout)[0]
+    assert (row["files"], row["owned"]) == (1, 1)
+    result = jobtrace_cli("spool", "replay", "--store", url, cwd=tmp_path, check=True)
+    assert "replayed 0 records" in result.stdout
+    assert "left 1 files to the running jobs" in result.stdout

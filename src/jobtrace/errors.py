@@ -18,6 +18,7 @@ __all__ = [
     "QueryError",
     "SearchError",
     "StoreError",
+    "one_line",
 ]
 
 
@@ -79,3 +80,9 @@ class ExperimentNotFoundError(NotFoundError):
 
 class ConflictError(JobtraceError):
     """Creating something failed because it already exists."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

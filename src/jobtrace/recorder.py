@@ -45,14 +45,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from jobtrace._config import Settings, load_speedups, mask_url
 from jobtrace._losses import Losses
 from jobtrace.backlog import Backlog, Batch, SpooledFile
-from jobtrace.errors import BatchRefusedError
+from jobtrace.errors import BatchRefusedError, one_line
 from jobtrace.model import JOB, Record
-from jobtrace.sinks import BatchIdSink, Sink, open_sink
+from jobtrace.sinks import Sink, open_sink, write_batch
 from jobtrace.spool import Spool
 
 #: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
@@ -411,10 +411,7 @@ class Recorder:
         sink = self._sink
         if sink is None:
             sink = self._sink = open_sink(self._settings.url)
-        if getattr(sink, "accepts_batch_id", False):
-            cast(BatchIdSink, sink).write(batch, batch_id=batch_id)
-        else:
-            sink.write(batch)
+        write_batch(sink, batch, batch_id)
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()
@@ -424,7 +421,7 @@ class Recorder:
             log.warning(
                 "jobtrace: cannot write to %s (%s); spooling records to %s until it is back",
                 mask_url(self._settings.url),
-                _one_line(exc),
+                one_line(exc),
                 self._spool.directory,
             )
         else:
@@ -639,8 +636,3 @@ def flush(timeout: float | None = DEFAULT) -> bool:
     rest is in the spool on local disk, written later by this process or the next one.
     """
     return get_recorder().flush(timeout)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -375,7 +375,11 @@ class Spool:
             claimed = self.claim(path)
             if claimed is None:
                 continue
-            outcome = self.deliver(claimed, write)
+            try:
+                outcome = self.deliver(claimed, write)
+            except BaseException:
+                self.release(claimed)  # pending again, for whoever replays next
+                raise
             if outcome is None:
                 quarantined += 1
             else:

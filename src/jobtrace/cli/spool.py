@@ -8,15 +8,14 @@ waiting, how old it is, and delivering it now, e.g. after a server came back whi
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from jobtrace.cli._common import fail, handle_errors, json_option, plain_console, print_json
+from jobtrace.spool import QUARANTINE, Spool, spools
 
 dir_option = click.option(
     "--dir",
@@ -50,7 +49,7 @@ def status(store_url: str | None, directory: str | None, as_json: bool) -> None:
         jobtrace spool status
         jobtrace spool status --store http://jobtrace.internal:8000 --json
     """
-    rows = [_summary(folder) for folder in _folders(store_url, directory)]
+    rows = [_summary(queue) for queue in _spools(store_url, directory)]
     if as_json:
         print_json(rows)
         return
@@ -63,7 +62,7 @@ def status(store_url: str | None, directory: str | None, as_json: bool) -> None:
     from jobtrace.report.result import human_bytes, human_duration
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for title in ("store", "files", "records", "size", "oldest", "quarantined", "replaying"):
+    for title in ("store", "files", "records", "size", "oldest", "by a live job", "quarantined"):
         table.add_column(title, justify="left" if title == "store" else "right")
     for row in rows:
         age = row["oldest_age_s"]
@@ -73,8 +72,8 @@ def status(store_url: str | None, directory: str | None, as_json: bool) -> None:
             f"{row['records']:,}",
             human_bytes(row["bytes"]),
             "-" if age is None else human_duration(age) + " ago",
+            str(row["owned"]),
             str(row["quarantined"]),
-            str(row["claimed"]),
         )
     console.print(table)
 
@@ -94,9 +93,10 @@ def status(store_url: str | None, directory: str | None, as_json: bool) -> None:
 def replay(store_url: str | None, directory: str | None) -> None:
     """Deliver the records spooled for a store URL to it now, oldest first.
 
-    Safe to run while jobs are recording: a file is claimed by one process at a time, and
-    every batch keeps its id, so nothing is stored twice. Exits with status 1 if the store
-    is still unreachable (the records stay in the spool).
+    Safe to run while jobs are recording: a file is claimed by one process at a time, a
+    live job's own files are left to it, and every batch keeps its id, so nothing is
+    stored twice. A file the store refuses for good is quarantined. Exits with status 1
+    if the store is still unreachable (the records stay in the spool).
 
     \b
         jobtrace spool replay
@@ -104,125 +104,88 @@ def replay(store_url: str | None, directory: str | None) -> None:
     """
     from jobtrace import _config
     from jobtrace._config import mask_url
-    from jobtrace.recorder import Recorder
+    from jobtrace.errors import one_line
+    from jobtrace.sinks import open_sink, write_batch
     from jobtrace.spool import Spool
 
     settings = _config.resolve(url=store_url, directory=directory)
-    settings = settings._replace(install_signal_handlers=False, enabled=True)
     queue = Spool(settings.spool_dir, settings.url)
-    before = _summary(queue.directory)
+    before = _summary(queue)
     safe_url = mask_url(settings.url)
     if not before["files"]:
         click.echo(f"nothing spooled for {safe_url}")
         return
-    problems = _Problems()
-    recorder = Recorder(settings)
-    logging.getLogger("jobtrace").addHandler(problems)
-    try:
-        console = plain_console()
-        with console.status(
-            f"replaying {before['records']:,} records from {before['files']} files into {safe_url}…"
-        ):
-            recorder.flush(timeout=None)
-    finally:
-        logging.getLogger("jobtrace").removeHandler(problems)
-        recorder.close()
-    after = _summary(queue.directory)
-    click.echo(f"replayed {recorder.replayed:,} records into {safe_url}")
-    if after["quarantined"] > before["quarantined"]:
+    delivered = quarantined = 0
+    problem = None
+    with plain_console().status(
+        f"replaying {before['records']:,} records from {before['files']} files into {safe_url}…"
+    ):
+        try:
+            sink = open_sink(settings.url)
+            try:
+                delivered, quarantined = queue.replay(
+                    lambda records, batch_id: write_batch(sink, records, batch_id)
+                )
+            finally:
+                sink.close()
+        except Exception as exc:  # the store is down or refuses: the files stay spooled
+            problem = one_line(exc)
+    click.echo(f"replayed {delivered:,} records into {safe_url}")
+    if quarantined:
         click.echo(
-            f"quarantined {after['quarantined'] - before['quarantined']} files the store "
-            f"will never accept; they are kept in {queue.directory / 'quarantine'}",
+            f"quarantined {quarantined} files the store will never accept; they are kept "
+            f"in {queue.directory / QUARANTINE}",
             err=True,
         )
-    if after["files"]:
-        reason = f": {problems.last}" if problems.last else ""
+    after = _summary(queue)
+    if after["owned"]:
+        click.echo(
+            f"left {after['owned']} files to the running jobs that spooled them "
+            "(they deliver them themselves)"
+        )
+    if after["files"] > after["owned"]:
+        left = after["files"] - after["owned"]
         fail(
-            f"{after['files']} files ({after['records']:,} records) are still spooled for "
-            f"{safe_url}{reason}; run `jobtrace spool replay` again once it is reachable"
+            f"{left} files ({after['records'] - after['owned_records']:,} records) are still "
+            f"spooled for {safe_url}{': ' + problem if problem else ''}; run "
+            "`jobtrace spool replay` again once it is reachable"
         )
 
 
-class _Problems(logging.Handler):
-    """Keeps the last warning the recorder logged, to end the command with its reason."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.last = record.getMessage().removeprefix("jobtrace: ")
-
-
-def _folders(store_url: str | None, directory: str | None) -> Iterator[Path]:
+def _spools(store_url: str | None, directory: str | None) -> list[Spool]:
     from jobtrace import _config
-    from jobtrace.errors import ConfigurationError
-    from jobtrace.spool import Spool
 
     base = _config.resolve(directory=directory).spool_dir
-    if store_url is not None:
-        try:
-            url = _config.normalize_url(store_url)
-        except ConfigurationError as exc:
-            fail(str(exc))
-        folder = Spool(base, url).directory
-        if folder.is_dir():
-            yield folder
-        return
-    try:
-        folders = sorted(p for p in base.iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return
-    yield from folders
+    if store_url is None:
+        return spools(base)
+    queue = Spool(base, _config.normalize_url(store_url))
+    return [queue] if queue.directory.is_dir() else []
 
 
-def _summary(folder: Path) -> dict[str, Any]:
-    """What one store URL's spool folder holds (files waiting, being replayed, set aside)."""
-    from jobtrace.spool import Spool
+def _summary(queue: Spool) -> dict[str, Any]:
+    """What one store URL's spool holds: files waiting, owned by a live job, set aside."""
+    from jobtrace._config import mask_url
 
-    queue = Spool.__new__(Spool)  # read-only view of an existing folder; no URL needed
-    queue.directory = folder
-    pending = queue.pending()
-    claimed = [p for p in _files(folder) if p not in pending and ".claimed-" in p.name]
-    url_file = folder / "url.txt"
-    url = url_file.read_text().strip() if url_file.exists() else f"? ({folder.name})"
-    oldest = min((_spooled_at(p) for p in pending), default=None)
-    quarantine = folder / "quarantine"
+    files = queue.files()
+    waiting = [f for f in files if f.state != "quarantined"]
+    oldest = min((_spooled_at(f.path) for f in waiting), default=None)
     return {
-        "url": url,
-        "directory": str(folder),
-        "files": len(pending),
-        "records": sum(_count_lines(p) for p in pending),
-        "bytes": sum(_size(p) for p in pending),
+        "url": mask_url(queue.url),
+        "directory": str(queue.directory),
+        "files": len(waiting),
+        "records": sum(f.records or 0 for f in waiting),
+        "bytes": sum(f.size for f in waiting),
         "oldest_age_s": None if oldest is None else max(0.0, time.time() - oldest),
-        "claimed": len(claimed),
-        "quarantined": len(list(_files(quarantine))),
+        "owned": sum(f.state == "owned" for f in files),
+        "owned_records": sum(f.records or 0 for f in files if f.state == "owned"),
+        "quarantined": sum(f.state == "quarantined" for f in files),
     }
-
-
-def _files(folder: Path) -> Iterator[Path]:
-    try:
-        yield from (p for p in folder.iterdir() if p.is_file())
-    except FileNotFoundError:
-        return
 
 
 def _spooled_at(path: Path) -> float:
     """When a file was spooled: its name starts with the time in ns (else its mtime)."""
     head = path.name.split("-", 1)[0]
-    return int(head) / 1e9 if head.isdigit() else path.stat().st_mtime
-
-
-def _count_lines(path: Path) -> int:
     try:
-        with path.open("rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+        return int(head) / 1e9 if head.isdigit() else path.stat().st_mtime
+    except FileNotFoundError:  # replayed meanwhile
+        return time.time()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from jobtrace.errors import ConfigurationError
 from jobtrace.model import Record
@@ -115,3 +115,11 @@ def refused_records() -> dict[str, int]:
     """Records dropped in this process because the store or server refused them, by kind."""
     with _refused_lock:
         return dict(_refused)
+
+
+def write_batch(sink: Sink, records: Sequence[Record], batch_id: str | None) -> None:
+    """Write one batch, handing its id to a sink that deduplicates by it."""
+    if getattr(sink, "accepts_batch_id", False):
+        cast(BatchIdSink, sink).write(records, batch_id=batch_id)
+    else:
+        sink.write(records)
