@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from jobtrace.errors import JobtraceError
+from jobtrace.limits import cap_doc, cap_text
 
 __all__ = [
     "EXPERIMENT",
@@ -182,26 +183,15 @@ def split_float(value: float) -> tuple[float | None, str | None]:
 
 def clean_text(text: str, limit: int | None = None) -> str:
     """Text every store and encoder accepts: lone surrogates (from undecodable bytes in file
-    names or argv) become backslash escapes, NUL characters are dropped, and the result is
-    cut to ``limit`` characters."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    names or argv) become backslash escapes, NUL characters become U+FFFD, and the result is
+    cut to ``limit`` characters (see :func:`jobtrace.limits.cap_text`)."""
+    return cap_text(text, limit)
 
 
 def clean(value: Any) -> Any:
-    """:func:`clean_text` applied through dicts, lists and tuples (keys included)."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
+    """``value`` as a bounded JSON document: :func:`clean_text` applied through dicts, lists
+    and tuples (keys included), nesting and sizes capped (see :func:`jobtrace.limits.cap_doc`)."""
+    return cap_doc(value)
 
 
 def error_type_name(exc: BaseException) -> str:

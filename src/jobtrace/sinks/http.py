@@ -31,7 +31,8 @@ from jobtrace import __version__
 from jobtrace._config import mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
-from jobtrace.model import Record, clean, to_list
+from jobtrace.limits import cap_record
+from jobtrace.model import Record, to_list
 from jobtrace.sinks.file import json_loads
 
 __all__ = ["BATCHES_PATH", "HTTPSink", "encode_batch"]
@@ -62,8 +63,11 @@ def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
     try:
         return orjson.dumps(body, default=repr, option=option)
     except (TypeError, ValueError):
-        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name).
-        return orjson.dumps(clean(body), default=repr, option=option)
+        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name), a
+        # document nested too deep for it. Each record is then bounded as the store writer
+        # would bound it (jobtrace.limits), so the server stores what a local store would.
+        body["records"] = [to_list(cap_record(r)) for r in records]
+        return orjson.dumps(body, default=repr, option=option)
 
 
 class HTTPSink:

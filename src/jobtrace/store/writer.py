@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
-
-from jobtrace import model
+from jobtrace import limits, model
 from jobtrace.errors import StoreError
 from jobtrace.store import sqlite
 
@@ -57,12 +55,9 @@ def _as_repr(value: Any) -> str:
 
 
 def json_dumps(value: Any) -> str:
-    """JSON text for JSON columns; what JSON cannot hold is stored as its repr."""
-    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    try:
-        return orjson.dumps(value, default=_as_repr, option=option).decode()
-    except (TypeError, ValueError):  # e.g. a lone surrogate in a string
-        return orjson.dumps(model.clean(value), default=_as_repr, option=option).decode()
+    """JSON text for JSON columns, bounded (:func:`jobtrace.limits.dump_doc`); what JSON
+    cannot hold is stored as its repr."""
+    return limits.dump_doc(value, _as_repr)
 
 
 class TableSpec(NamedTuple):
@@ -288,12 +283,28 @@ class BatchWriter:
                 else "",
             )
 
+    def _screen(
+        self, kind: str, records: list[model.Record], batch_id: str | None
+    ) -> list[model.Record]:
+        """``records`` within :mod:`jobtrace.limits`, the same on every path into a store:
+        text cut, NUL replaced; a record with an over-long key is refused — dropped and
+        counted here, like a record the database refuses, or the whole idempotent batch."""
+        kept, refused = limits.screen(kind, records)
+        for index, field, problem in refused:
+            exc = ValueError(f"{kind} record field {field!r} {problem}")
+            if batch_id is not None:
+                raise StoreError(f"the store refused a record: {exc}") from exc
+            self._reject(records[index], exc)
+        return kept
+
     def _write_once(self, records: Sequence[model.Record], batch_id: str | None) -> bool:
         by_kind: dict[str, list[model.Record]] = {}
         for rec in records:
             if rec[0] not in model.FIELDS:
                 raise StoreError(f"unknown record kind {rec[0]!r}")
             by_kind.setdefault(rec[0], []).append(rec)
+        for kind, group in by_kind.items():
+            by_kind[kind] = self._screen(kind, group, batch_id)
         reduce = self.dialect == "postgresql"
         work: Work = []
         jobs = by_kind.get(model.JOB, ())
