@@ -41,9 +41,7 @@ def _batch(client: TestClient, batch_id: str, records: list[Any], deep: int = 0)
     (written by hand: json.dumps itself stops at a few hundred levels)."""
     body = json.dumps({"id": batch_id, "records": records})
     body = body.replace('"DEEP"', '{"a": ' * deep + "1" + "}" * deep)
-    return client.post(
-        f"{API}/batches", content=body, headers={"Content-Type": "application/json"}
-    )
+    return client.post(f"{API}/batches", content=body, headers={"Content-Type": "application/json"})
 
 
 #: A trace id made now (its first 48 bits are milliseconds), so /metrics' window shows it.
@@ -109,7 +107,7 @@ def test_text_limits_are_the_store_column_widths() -> None:
     }
     for kind, fields in limits.TEXT_LIMITS.items():
         for field, (limit, _key) in fields.items():
-            width = tables[kind].c[field].type.length  # type: ignore[attr-defined]
+            width = tables[kind].c[field].type.length
             assert width in (None, limit), (kind, field)
     # Every column with a width is bounded here (or by a rule of its own: ids, statuses).
     ruled = {("job", "status"), ("item", "status"), ("span", "trace_id")}

@@ -215,7 +215,7 @@ def _cap_key(key: Any) -> Any:
     return cap_text(str(key), _NAME)
 
 
-def cap_doc(value: Any, depth: int = 0) -> Any:
+def cap_doc(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 (one return per type)
     """``value`` bounded as a JSON document (see the module docstring). Idempotent, and
     recursion is bounded by :data:`MAX_DEPTH` whatever the input (cycles included)."""
     if isinstance(value, str):

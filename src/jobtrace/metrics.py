@@ -58,8 +58,9 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
 
     ``value``: a float, int, bool or numpy scalar (anything with ``__float__``), NaN and
     ±Inf included. ``step``: an integer from 0 to 2**63-1 (default 0). ``timestamp``:
-    epoch seconds or an aware ``datetime`` between years 1 and 9999 (default: now). Outside a job, or with a bad argument, the point
-    is dropped (logged once per kind of mistake, counted by :func:`rejected_metrics`)::
+    epoch seconds or an aware ``datetime`` between years 1 and 9999 (default: now). Outside
+    a job, or with a bad argument, the point is dropped (logged once per kind of mistake,
+    counted by :func:`rejected_metrics`)::
 
         jobtrace.log_metric("accuracy", 0.93, step=epoch)
     """

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from jobtrace.errors import ConfigurationError
-from jobtrace.limits import MAX_SERIES_PER_NAME
 from jobtrace.instruments import _cells
 from jobtrace.instruments._cells import (
     Cell,
@@ -44,6 +43,7 @@ from jobtrace.instruments._cells import (
     SummaryCell,
     drops,
 )
+from jobtrace.limits import MAX_SERIES_PER_NAME
 
 if TYPE_CHECKING:
     from jobtrace.instruments.registry import InstrumentRegistry
@@ -215,11 +215,12 @@ class Metric:
         values made from unbounded data (ids, paths) must not grow memory and every scrape
         without end. What it records is dropped, counted (``series_overflow``) and logged
         once."""
+        labels = dict(zip(self.label_names, key, strict=True))
         drops.drop(
             self.name,
             "series_overflow",
-            f"more than {MAX_SERIES_PER_NAME} label sets; {dict(zip(self.label_names, key))!r} "
-            "is not kept (use labels with few values)",
+            f"more than {MAX_SERIES_PER_NAME} label sets; {labels!r} is not kept (use labels "
+            "with few values)",
         )
         return self._new_cell()
 

@@ -244,8 +244,7 @@ def _merged(
     overflow = series_overflow(conn, len(rows))
     if overflow:
         log.warning(
-            "jobtrace /metrics: %d instrument series left out (over %d per name or %d per "
-            "source)",
+            "jobtrace /metrics: %d instrument series left out (over %d per name or %d per source)",
             overflow,
             MAX_SERIES_PER_NAME,
             MAX_SERIES_PER_SOURCE,
