@@ -3,7 +3,7 @@
 The same limits hold on every path a record takes — the library into a SQLite or
 PostgreSQL store, the library through a server, and the REST routes — because they are
 applied where every path meets: the store writer's row building
-(:func:`screen` and :func:`dump_doc`, called by :mod:`jobtrace.store.writer` on its own
+(:func:`screen` and :func:`doc_dumper`, called by :mod:`jobtrace.store.writer` on its own
 thread, never on the caller's), with the server's ingest checks derived from the same
 tables (:func:`text_limit`). The rules:
 
@@ -71,7 +71,7 @@ __all__ = [
     "cap_doc",
     "cap_record",
     "cap_text",
-    "dump_doc",
+    "doc_dumper",
     "epoch_problem",
     "screen",
     "text_limit",
@@ -242,31 +242,45 @@ def cap_doc(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 (one return per
     return value
 
 
-def dump_doc(value: Any, default: Callable[[Any], Any]) -> str:
-    """The JSON text of ``value`` as a bounded document (``default`` serialises what JSON
-    cannot hold). The common case is one ``orjson.dumps`` and a few C-speed string scans;
-    only a document that may break a bound is walked by :func:`cap_doc`."""
-    import orjson
+# A JSON text this short cannot break the depth or key-count bounds (each level takes two
+# characters, each key four), so only NUL is looked for in it.
+_SHORT_DOC = 2 * MAX_DEPTH
 
-    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    try:
-        text: str | None = orjson.dumps(value, default=default, option=option).decode()
-    except (TypeError, ValueError):  # too deep, a cycle, a lone surrogate, a huge int
-        text = None
-    # Each test over-approximates its bound (a "{" inside a string counts as nesting),
-    # which costs a walk, never a wrong result.
-    if (
-        text is None
-        or len(text) > MAX_DOC_CHARS
-        or "\\u0000" in text
-        or text.count(":") >= MAX_KEYS
-        or text.count(",") >= MAX_KEYS
-        or text.count("{") + text.count("[") > MAX_DEPTH
-    ):
-        text = orjson.dumps(cap_doc(value), default=default, option=option).decode()
-        if len(text) > MAX_DOC_CHARS:
-            text = orjson.dumps({TRUNCATED: text[:_PREVIEW]}).decode()
-    return text
+
+def doc_dumper(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """A function giving the JSON text of a value as a bounded document (``default``
+    serialises what JSON cannot hold). The common case is one ``orjson.dumps`` and a string
+    scan or two; only a document that may break a bound is walked by :func:`cap_doc`."""
+    import orjson  # on the writer thread, keeping `import jobtrace` light
+
+    dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+    def dump_doc(value: Any) -> str:
+        try:
+            text: str = dumps(value, default=default, option=option).decode()
+        except (TypeError, ValueError):  # too deep, a cycle, a lone surrogate, a huge int
+            text = ""
+        # Each test over-approximates its bound (a "{" inside a string counts as nesting),
+        # which costs a walk, never a wrong result.
+        if (
+            not text
+            or "\\u0000" in text
+            or (
+                len(text) > _SHORT_DOC
+                and (
+                    len(text) > MAX_DOC_CHARS
+                    or text.count(":") >= MAX_KEYS
+                    or text.count(",") >= MAX_KEYS
+                    or text.count("{") + text.count("[") > MAX_DEPTH
+                )
+            )
+        ):
+            text = dumps(cap_doc(value), default=default, option=option).decode()
+            if len(text) > MAX_DOC_CHARS:
+                text = dumps({TRUNCATED: text[:_PREVIEW]}).decode()
+        return text
+
+    return dump_doc
 
 
 # -- records -----------------------------------------------------------------------------------

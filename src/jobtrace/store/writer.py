@@ -55,9 +55,12 @@ def _as_repr(value: Any) -> str:
 
 
 def json_dumps(value: Any) -> str:
-    """JSON text for JSON columns, bounded (:func:`jobtrace.limits.dump_doc`); what JSON
+    """JSON text for JSON columns, bounded (:func:`jobtrace.limits.doc_dumper`); what JSON
     cannot hold is stored as its repr."""
-    return limits.dump_doc(value, _as_repr)
+    return _dump_doc(value)
+
+
+_dump_doc = limits.doc_dumper(_as_repr)
 
 
 class TableSpec(NamedTuple):
@@ -203,7 +206,7 @@ class TablePlan:
                 out[i] = format(out[i], fmt)
         for i in self._json:
             if out[i] is not None:
-                out[i] = json_dumps(out[i])
+                out[i] = _dump_doc(out[i])
         special, value = self._special, self._value
         if special is not None and value is not None:
             v = out[value]
