@@ -44,14 +44,11 @@ def _batch(client: TestClient, batch_id: str, records: list[Any], deep: int = 0)
     return client.post(f"{API}/batches", content=body, headers={"Content-Type": "application/json"})
 
 
-#: A trace id made now (its first 48 bits are milliseconds), so /metrics' window shows it.
-TRACE = f"{time.time_ns() // 1_000_000:012x}" + "0" * 19 + "1"
-
-
 def _span(name: str, info: Any = None, span_id: str = "1") -> dict[str, Any]:
     return {
         "kind": "span",
-        "trace_id": TRACE,
+        # Made now (its first 48 bits are milliseconds), so /metrics' span window shows it.
+        "trace_id": f"{time.time_ns() // 1_000_000:012x}" + "0" * 19 + "1",
         "span_id": span_id.rjust(16, "0"),
         "parent_id": None,
         "name": name,
@@ -141,7 +138,7 @@ def test_a_cyclic_document_is_stored_cut_not_crashing_the_writer(tmp_path: Path)
         record = list(model.from_dict(_span("cycle")))
         record[7] = cycle
         store.write([tuple(record)])
-        (span,) = store.get_trace(TRACE) or []
+        (span,) = store.get_trace(record[1]) or []
     assert _depth(span["info"]) == limits.MAX_DEPTH
 
 
@@ -261,8 +258,9 @@ def test_a_huge_span_name_is_cut_the_same_on_every_path(
     expected = limits.cap_text(name, 512)
     assert span["name"] == expected and len(expected) == 512 and expected.endswith("…")
     # The REST ingest, from another client, stores the same.
-    assert _batch(http, "b", [_span(name)]).status_code == 201
-    (posted,) = http.get(f"{API}/traces/{TRACE}").json()["spans"]
+    posted_span = _span(name)
+    assert _batch(http, "b", [posted_span]).status_code == 201
+    (posted,) = http.get(f"{API}/traces/{posted_span['trace_id']}").json()["spans"]
     assert posted["name"] == expected
     scrape = http.get("/metrics").text  # the name rides in every scrape: now cut
     assert len(scrape) < 100_000 and f'span="{expected}"' in scrape
@@ -275,9 +273,10 @@ def test_deep_info_is_cut_at_the_documented_depth_on_every_path(
     job_id, _ = _record_span(url, "deep", _nested(1000))
     (span,) = _stored_spans(store_url, job_id)
     assert _depth(span["info"]) == limits.MAX_DEPTH
-    response = _batch(http, "b", [_span("deep", "DEEP")], deep=1000)
+    posted_span = _span("deep", "DEEP")
+    response = _batch(http, "b", [posted_span], deep=1000)
     assert response.status_code == 201, response.text
-    (posted,) = http.get(f"{API}/traces/{TRACE}").json()["spans"]
+    (posted,) = http.get(f"{API}/traces/{posted_span['trace_id']}").json()["spans"]
     assert posted["info"] == span["info"]
 
 
