@@ -147,6 +147,17 @@ class RecordError(JobtraceError, ValueError):
     """A record dict could not be decoded."""
 
 
+def _shown(value: object) -> str:
+    """``value`` for an error message, bounded: the repr of a scalar (strings cut), the type
+    of anything else (a document's repr may be megabytes, or too deep to make)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 64 else value[:61] + "...")
+    if value is None or isinstance(value, bool | int | float):
+        text = repr(value)
+        return text if len(text) <= 64 else text[:61] + "..."
+    return f"a value of type {type(value).__name__}"
+
+
 def encode_float(value: float) -> float | str:
     """A JSON-safe form: finite floats unchanged, specials as ``"nan"``, ``"inf"``, ``"-inf"``."""
     if math.isfinite(value):
@@ -159,14 +170,14 @@ def encode_float(value: float) -> float | str:
 def decode_float(value: float | int | str) -> float:
     """Inverse of :func:`encode_float`; raises :class:`RecordError` for anything else."""
     if isinstance(value, bool):
-        raise RecordError(f"expected a number, got {value!r}")
+        raise RecordError(f"expected a number, got {_shown(value)}")
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
         special = _SPECIAL_NAMES.get(value.strip().lower())
         if special is not None:
             return special
-    raise RecordError(f"expected a number or one of 'nan', 'inf', '-inf', got {value!r}")
+    raise RecordError(f"expected a number or one of 'nan', 'inf', '-inf', got {_shown(value)}")
 
 
 def split_float(value: float) -> tuple[float | None, str | None]:
@@ -224,7 +235,9 @@ def from_dict(data: object) -> Record:
         raise RecordError(f"a record must be an object, got {type(data).__name__}")
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in FIELDS:
-        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+        raise RecordError(
+            f"unknown record kind {_shown(kind)}; expected one of {', '.join(FIELDS)}"
+        )
     fields = FIELDS[kind]
     unknown = set(data) - set(fields) - {"kind"}
     if unknown:
@@ -270,7 +283,9 @@ def from_list(data: object) -> Record:
         raise RecordError(f"a record must be a non-empty array, got {type(data).__name__}")
     kind = data[0]
     if not isinstance(kind, str) or kind not in FIELDS:
-        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+        raise RecordError(
+            f"unknown record kind {_shown(kind)}; expected one of {', '.join(FIELDS)}"
+        )
     fields = FIELDS[kind]
     if len(data) != len(fields) + 1:
         raise RecordError(
