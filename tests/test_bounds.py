@@ -344,3 +344,18 @@ def test_an_instrument_keeps_a_bounded_number_of_label_sets() -> None:
         counter.labels(id=str(i)).inc()
     assert len(counter.series()) == limits.MAX_SERIES_PER_NAME
     assert drops.by_reason["series_overflow"] - before == 10
+
+
+def test_every_store_keeps_what_it_once_refused_now_bounded(store_url: str) -> None:
+    # PostgreSQL refused NUL (in text and in JSONB) and text over a column's width, so the
+    # span was dropped there and kept whole on SQLite; now both keep the same bounded span.
+    span = _span("n\x00" + "x" * 1000, {"k\x00": "a\x00b", "deep": _nested(100)})
+    span["error_message"] = "boom\x00"
+    with Store(store_url) as store:
+        store.write([model.from_dict(span)])
+        (stored,) = store.get_trace(span["trace_id"]) or []
+    assert stored["name"] == limits.cap_text(span["name"], 512)
+    assert stored["name"].startswith("n\ufffdx") and len(stored["name"]) == 512
+    assert stored["error_message"] == "boom\ufffd"
+    assert stored["info"]["k\ufffd"] == "a\ufffdb"
+    assert _depth(stored["info"]["deep"]) == limits.MAX_DEPTH - 1
