@@ -7,13 +7,16 @@ that overflow a double), and every write route with hostile bodies, both free-fo
 and well-shaped records whose fields are hostile. After each write, the reads of what it
 wrote (the job's metrics, its history, traces, ``/metrics``) must answer too.
 
-Bounded for CI: ``derandomize=True`` (the same examples on every run) and a few hundred
-examples per test; the real app on SQLite through FastAPI's TestClient.
+Bounded for CI: ``derandomize=True`` (the same examples on every run) and 60 examples per
+test (``FUZZ_EXAMPLES=5000 pytest tests/test_api_fuzz.py`` for a long run), plus two
+deterministic sweeps of every parameter and every body value at the edges; the real app on
+SQLite through FastAPI's TestClient.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +35,7 @@ from jobtrace.server.scrape import ScrapeSettings
 API = "/api/v1"
 
 FUZZ = settings(
-    max_examples=100,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")),
     derandomize=True,
     deadline=None,
     database=None,
