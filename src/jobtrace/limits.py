@@ -317,7 +317,7 @@ def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], li
         if bad:
             fixes[position] = bad
     if not fixes:
-        return list(records), []
+        return records if isinstance(records, list) else list(records), []
     kept: list[Any] = []
     refused: list[Refusal] = []
     names = {p: n for p, n, _, _ in _positions(kind)}
