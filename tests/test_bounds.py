@@ -359,3 +359,17 @@ def test_every_store_keeps_what_it_once_refused_now_bounded(store_url: str) -> N
     assert stored["error_message"] == "boom\ufffd"
     assert stored["info"]["k\ufffd"] == "a\ufffdb"
     assert _depth(stored["info"]["deep"]) == limits.MAX_DEPTH - 1
+
+
+def test_a_refused_key_is_counted_once_when_the_database_refuses_another_record(
+    tmp_path: Path,
+) -> None:
+    good = [model.from_dict(_metric("ok", step=i)) for i in range(10)]
+    too_long = model.from_dict(_metric("m" * 300))
+    too_big = model.from_dict(_metric("big", step=0))
+    too_big = (*too_big[:4], 2**70, *too_big[5:])  # SQLite refuses an int past 64 bits
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        store.create_job(job_id="j")
+        store.write([*good[:5], too_long, too_big, *good[5:]])
+        assert store._writer is not None and store._writer.rejected == 2
+        assert [p.step for p in store.metric_history("j", "ok").data] == list(range(10))

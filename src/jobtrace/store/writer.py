@@ -247,6 +247,8 @@ class BatchWriter:
         self._batches = TablePlan(_BATCHES, self.dialect)
 
     rejected = 0
+    #: Ids of the records the last batch's screening dropped (see :meth:`write`).
+    _screened_out: set[int] = set()  # noqa: RUF012 (replaced, never mutated, at class level)
     #: Log at most this many rejected records per writer, then only count them.
     _REJECT_LOG_LIMIT = 20
 
@@ -269,6 +271,9 @@ class BatchWriter:
             if len(records) == 1:
                 self._reject(records[0], exc)
                 return True
+        if self._screened_out:  # already dropped and counted: not again in the halves
+            gone, self._screened_out = self._screened_out, set()
+            records = [r for r in records if id(r) not in gone]
         middle = len(records) // 2
         self.write(records[:middle])
         self.write(records[middle:])
@@ -298,9 +303,11 @@ class BatchWriter:
             if batch_id is not None:
                 raise StoreError(f"the store refused a record: {exc}") from exc
             self._reject(records[index], exc)
+            self._screened_out.add(id(records[index]))
         return kept
 
     def _write_once(self, records: Sequence[model.Record], batch_id: str | None) -> bool:
+        self._screened_out: set[int] = set()
         by_kind: dict[str, list[model.Record]] = {}
         for rec in records:
             if rec[0] not in model.FIELDS:
