@@ -25,6 +25,7 @@ SCRIPTS = (
     "bench_instruments.py",
     "bench_scrape.py",
     "bench_persist.py",
+    "bench_limits.py",
     "bench_metrics.py",
     "bench_server.py",
     "bench_batch.py",

@@ -16,7 +16,14 @@ monotonic_ns = time.perf_counter_ns
 
 
 def iso(epoch_seconds: float | None) -> str | None:
-    """Render epoch seconds as ISO-8601 with an explicit UTC offset (``None`` stays ``None``)."""
+    """Render epoch seconds as ISO-8601 with an explicit UTC offset (``None`` stays ``None``).
+
+    A time no ISO-8601 form can say (outside years 1 to 9999, NaN) is ``None`` too: new
+    records are range-checked (:mod:`jobtrace.limits`), but a store written by an older
+    version may hold one, and it must not break every read of its job."""
     if epoch_seconds is None:
         return None
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -20,13 +20,12 @@ mistake of each kind is logged.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import threading
 from datetime import datetime
 from typing import Any, Final
 
-from jobtrace import model
+from jobtrace import limits, model
 from jobtrace._clock import wall
 from jobtrace.jobs import _current
 
@@ -34,10 +33,14 @@ __all__ = ["log_metric", "rejected_metrics"]
 
 log = logging.getLogger("jobtrace.metrics")
 
-#: Longest metric name (the store's column width).
-MAX_NAME: Final = 256
+#: Longest metric name (the store's column width; see :mod:`jobtrace.limits`).
+MAX_NAME: Final = limits.TEXT_LIMITS[model.METRIC]["name"][0]
 #: Largest step (the store's 64-bit column).
-MAX_STEP: Final = 2**63 - 1
+MAX_STEP: Final = limits.MAX_INT
+# Timestamps a read can render (years 1 to 9999): a point stamped 1e300 used to be stored
+# and then broke every read of its job's metrics.
+_MIN_EPOCH: Final = limits.MIN_EPOCH
+_MAX_EPOCH: Final = limits.MAX_EPOCH
 # Names already checked, so a known name costs one set lookup. Bounded: a program that
 # invents names without end only loses the shortcut, never memory.
 _CHECKED_NAMES_LIMIT: Final = 100_000
@@ -54,9 +57,10 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
     """Record ``value`` of metric ``name`` at ``step`` for the current job.
 
     ``value``: a float, int, bool or numpy scalar (anything with ``__float__``), NaN and
-    ±Inf included. ``step``: an integer >= 0 (default 0). ``timestamp``: epoch seconds or
-    an aware ``datetime`` (default: now). Outside a job, or with a bad argument, the point
-    is dropped (logged once per kind of mistake, counted by :func:`rejected_metrics`)::
+    ±Inf included. ``step``: an integer from 0 to 2**63-1 (default 0). ``timestamp``:
+    epoch seconds or an aware ``datetime`` between years 1 and 9999 (default: now). Outside
+    a job, or with a bad argument, the point is dropped (logged once per kind of mistake,
+    counted by :func:`rejected_metrics`)::
 
         jobtrace.log_metric("accuracy", 0.93, step=epoch)
     """
@@ -78,8 +82,8 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
             step = _check_step(step, name)
         if timestamp is None:
             timestamp = wall()
-        elif type(timestamp) is not float or timestamp - timestamp != 0.0:  # NaN/Inf fail
-            timestamp = _check_timestamp(timestamp, name)
+        elif type(timestamp) is not float or not _MIN_EPOCH <= timestamp <= _MAX_EPOCH:
+            timestamp = _check_timestamp(timestamp, name)  # NaN fails the test above too
     except _Dropped:
         return
     recorder.record((_METRIC, job.id, name, step, value, timestamp))
@@ -176,12 +180,11 @@ def _check_timestamp(timestamp: Any, name: str) -> float:
             result = float(timestamp)
         except OverflowError:
             result = None
-        if result is not None and not math.isfinite(result):
-            result = None
-    if result is None:
+    if result is None or limits.epoch_problem(result) is not None:
         raise _reject(
             "timestamp",
-            "jobtrace: metric %s timestamp %s is not epoch seconds or a datetime; dropped",
+            "jobtrace: metric %s timestamp %s is not epoch seconds (or a datetime) between "
+            "years 1 and 9999; dropped",
             _short(name),
             _short(timestamp),
         )

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from jobtrace.errors import JobtraceError
+from jobtrace.limits import cap_doc, cap_text
 
 __all__ = [
     "EXPERIMENT",
@@ -148,6 +149,17 @@ class RecordError(JobtraceError, ValueError):
     """A record dict could not be decoded."""
 
 
+def _shown(value: object) -> str:
+    """``value`` for an error message, bounded: the repr of a scalar (strings cut), the type
+    of anything else (a document's repr may be megabytes, or too deep to make)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 64 else value[:61] + "...")
+    if value is None or isinstance(value, bool | int | float):
+        text = repr(value)
+        return text if len(text) <= 64 else text[:61] + "..."
+    return f"a value of type {type(value).__name__}"
+
+
 def encode_float(value: float) -> float | str:
     """A JSON-safe form: finite floats unchanged, specials as ``"nan"``, ``"inf"``, ``"-inf"``."""
     if math.isfinite(value):
@@ -160,14 +172,14 @@ def encode_float(value: float) -> float | str:
 def decode_float(value: float | int | str) -> float:
     """Inverse of :func:`encode_float`; raises :class:`RecordError` for anything else."""
     if isinstance(value, bool):
-        raise RecordError(f"expected a number, got {value!r}")
+        raise RecordError(f"expected a number, got {_shown(value)}")
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
         special = _SPECIAL_NAMES.get(value.strip().lower())
         if special is not None:
             return special
-    raise RecordError(f"expected a number or one of 'nan', 'inf', '-inf', got {value!r}")
+    raise RecordError(f"expected a number or one of 'nan', 'inf', '-inf', got {_shown(value)}")
 
 
 def split_float(value: float) -> tuple[float | None, str | None]:
@@ -184,26 +196,15 @@ def split_float(value: float) -> tuple[float | None, str | None]:
 
 def clean_text(text: str, limit: int | None = None) -> str:
     """Text every store and encoder accepts: lone surrogates (from undecodable bytes in file
-    names or argv) become backslash escapes, NUL characters are dropped, and the result is
-    cut to ``limit`` characters."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    names or argv) become backslash escapes, NUL characters become U+FFFD, and the result is
+    cut to ``limit`` characters (see :func:`jobtrace.limits.cap_text`)."""
+    return cap_text(text, limit)
 
 
 def clean(value: Any) -> Any:
-    """:func:`clean_text` applied through dicts, lists and tuples (keys included)."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
+    """``value`` as a bounded JSON document: :func:`clean_text` applied through dicts, lists
+    and tuples (keys included), nesting and sizes capped (see :func:`jobtrace.limits.cap_doc`)."""
+    return cap_doc(value)
 
 
 def error_type_name(exc: BaseException) -> str:
@@ -236,7 +237,9 @@ def from_dict(data: object) -> Record:
         raise RecordError(f"a record must be an object, got {type(data).__name__}")
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in FIELDS:
-        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+        raise RecordError(
+            f"unknown record kind {_shown(kind)}; expected one of {', '.join(FIELDS)}"
+        )
     fields = FIELDS[kind]
     unknown = set(data) - set(fields) - {"kind"}
     if unknown:
@@ -285,7 +288,9 @@ def from_list(data: object) -> Record:
         raise RecordError(f"a record must be a non-empty array, got {type(data).__name__}")
     kind = data[0]
     if not isinstance(kind, str) or kind not in FIELDS:
-        raise RecordError(f"unknown record kind {kind!r}; expected one of {', '.join(FIELDS)}")
+        raise RecordError(
+            f"unknown record kind {_shown(kind)}; expected one of {', '.join(FIELDS)}"
+        )
     fields = FIELDS[kind]
     missing = len(fields) + 1 - len(data)
     if 0 < missing <= _OPTIONAL_TAIL.get(kind, 0):

@@ -44,7 +44,10 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
 def local_time(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch).astimezone().strftime(fmt)
+    try:
+        return datetime.fromtimestamp(epoch).astimezone().strftime(fmt)
+    except (OverflowError, OSError, ValueError):  # a time an older version let be stored
+        return "?"
 
 
 def status_text(status: str) -> Text:

@@ -43,6 +43,7 @@ from jobtrace.instruments._cells import (
     SummaryCell,
     drops,
 )
+from jobtrace.limits import MAX_SERIES_PER_NAME
 
 if TYPE_CHECKING:
     from jobtrace.instruments.registry import InstrumentRegistry
@@ -204,8 +205,24 @@ class Metric:
             with self._lock:  # two threads asking for a new series at once get the same one
                 cell = self._children.get(key)
                 if cell is None:
+                    if len(self._children) >= MAX_SERIES_PER_NAME:
+                        return self._overflow(key)
                     cell = self._children[key] = self._new_cell()
         return cell
+
+    def _overflow(self, key: tuple[str, ...]) -> Any:
+        """A cell kept nowhere, for a label set past :data:`MAX_SERIES_PER_NAME`: label
+        values made from unbounded data (ids, paths) must not grow memory and every scrape
+        without end. What it records is dropped, counted (``series_overflow``) and logged
+        once."""
+        labels = dict(zip(self.label_names, key, strict=True))
+        drops.drop(
+            self.name,
+            "series_overflow",
+            f"more than {MAX_SERIES_PER_NAME} label sets; {labels!r} is not kept (use labels "
+            "with few values)",
+        )
+        return self._new_cell()
 
     def _cell_for(self, label_values: Mapping[str, Any] | None) -> Any:
         """The cell for Phanos-style ``label_values``, or None (dropped and counted)."""

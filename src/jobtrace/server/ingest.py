@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from jobtrace import model
+from jobtrace import limits, model
 from jobtrace.server.errors import APIError
 from jobtrace.store import schema
 
@@ -54,6 +54,8 @@ Check = Callable[[Any], "str | None"]
 
 
 def _string(limit: int | None, nonempty: bool) -> Check:
+    # Only keys have a limit here: other text is cut, and NUL replaced, by the store writer
+    # (jobtrace.limits), exactly as for a record written by the library itself.
     def check(v: Any) -> str | None:
         if type(v) is not str:
             return "must be a string"
@@ -61,8 +63,6 @@ def _string(limit: int | None, nonempty: bool) -> Check:
             return f"must be at most {limit} characters (got {len(v)})"
         if nonempty and not v:
             return "must not be empty"
-        if "\x00" in v:
-            return "must not contain NUL characters"
         return None
 
     return check
@@ -91,7 +91,7 @@ def _epoch(v: Any) -> str | None:
     t = type(v)
     if t is not float and t is not int:
         return "must be a number"
-    return None if -62135510400.0 <= v <= 253402128000.0 else "is out of range for a time"
+    return limits.epoch_problem(v)
 
 
 def _anything(v: Any) -> str | None:
@@ -122,6 +122,9 @@ _RULES: dict[tuple[str, str], Check] = {
     (model.JOB, "end_time"): _epoch,
     (model.JOB, "last_heartbeat"): _epoch,
     (model.EXPERIMENT, "created_at"): _epoch,
+    (model.ITEM, "start_time"): _epoch,
+    (model.SERIES, "updated_at"): _epoch,
+    (model.PROFILE, "created_at"): _epoch,
     (model.SPAN, "trace_id"): _pattern(_HEX_32, "32 lowercase hex digits"),
     (model.SPAN, "span_id"): _pattern(_HEX_16, "16 lowercase hex digits"),
     (model.SPAN, "parent_id"): _pattern(_HEX_16, "16 lowercase hex digits"),
@@ -149,7 +152,9 @@ def _column_check(kind: str, column: sa.Column[Any]) -> Check:
         return rule
     kind_type = column.type
     if isinstance(kind_type, sa.String):  # Text is a String without a length
-        return _string(kind_type.length, (kind, column.name) in _NONEMPTY)
+        bound = limits.text_limit(kind, column.name)
+        limit = bound[0] if bound is not None and bound[1] else None
+        return _string(limit, (kind, column.name) in _NONEMPTY)
     if isinstance(kind_type, sa.Integer):
         return _integer(_INT_LIMITS.get(type(kind_type), 2**63), None)
     if isinstance(kind_type, sa.Float):

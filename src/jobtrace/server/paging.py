@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 
+from jobtrace.limits import MAX_INT
 from jobtrace.server.errors import APIError
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, MAX_PAGE_LENGTH, Page
 
@@ -37,7 +38,11 @@ class Paging:
 
 def paging(
     index: Annotated[
-        int, Query(description="Offset of the page's first element in the whole result.")
+        int,
+        Query(
+            le=MAX_INT,  # a 64-bit OFFSET: 2**64 reached the database and came back a 500
+            description="Offset of the page's first element in the whole result.",
+        ),
     ] = 0,
     page_length: Annotated[
         int,

@@ -23,7 +23,11 @@ A scrape reads the store once and writes, with prometheus_client's exposition co
   ``jobtrace_span_duration_seconds``            span durations of traces begun in the span
   (gauge histogram)                             window, by ``span`` (the span's name)
   ``jobtrace_scrape_truncated`` (gauge)         1 when a cap left something out, by
-                                                ``part`` (``jobs``, ``metrics``, ``spans``)
+                                                ``part`` (``jobs``, ``metrics``, ``spans``,
+                                                ``series``)
+  ``jobtrace_series_overflow`` (gauge)          instrument series left out by the caps
+                                                per metric name and per source
+                                                (:mod:`jobtrace.limits`)
   ============================================  ==========================================
 
   Windowed counts go up and down as jobs and spans enter and leave the window, so they are
@@ -62,6 +66,7 @@ import sqlalchemy as sa
 
 from jobtrace.instruments.merge import DEFAULT_LIVE_WINDOW, MergedSeries, merge_series
 from jobtrace.instruments.registry import SOURCE_SERIES, SeriesRow
+from jobtrace.limits import MAX_SERIES_PER_NAME, MAX_SERIES_PER_SOURCE
 from jobtrace.store import rollups
 from jobtrace.store.rollups import RollupLimits
 from jobtrace.store.series import (
@@ -69,6 +74,7 @@ from jobtrace.store.series import (
     DEFAULT_RETIRE_AFTER,
     retire_sources,
     retirement_due,
+    series_overflow,
     series_rows,
 )
 
@@ -103,6 +109,7 @@ STORE_FAMILIES: Final = frozenset(
         "jobtrace_job_metric_step",
         "jobtrace_span_duration_seconds",
         "jobtrace_scrape_truncated",
+        "jobtrace_series_overflow",
     }
 )
 _JOB_LABELS: Final = ["job_name", "experiment", "status"]
@@ -227,10 +234,25 @@ def _span_families(groups: rollups.Rollup) -> list[PromMetric]:
     return [durations]
 
 
-def _merged(conn: sa.Connection, *, now: float, live_window: float) -> list[MergedSeries]:
-    """Every source's rows merged; should a malformed row break the merge, each name is
-    merged on its own and the names that fail are left out (and logged)."""
-    rows = series_rows(conn, for_merge=True)
+def _merged(
+    conn: sa.Connection, *, now: float, live_window: float
+) -> tuple[list[MergedSeries], int]:
+    """Every source's rows merged, within the series caps, and how many rows the caps left
+    out; should a malformed row break the merge, each name is merged on its own and the
+    names that fail are left out (and logged)."""
+    rows = series_rows(conn, for_merge=True, capped=True)
+    overflow = series_overflow(conn, len(rows))
+    if overflow:
+        log.warning(
+            "jobtrace /metrics: %d instrument series left out (over %d per name or %d per source)",
+            overflow,
+            MAX_SERIES_PER_NAME,
+            MAX_SERIES_PER_SOURCE,
+        )
+    return _merge(rows, now=now, live_window=live_window), overflow
+
+
+def _merge(rows: list[SeriesRow], *, now: float, live_window: float) -> list[MergedSeries]:
     try:
         return merge_series(rows, now=now, live_window=live_window)
     except Exception:
@@ -280,7 +302,7 @@ def scrape_families(
     """Every family one scrape serves: merged instrument series, then the store's own."""
     from prometheus_client.core import GaugeMetricFamily
 
-    merged = _merged(conn, now=now, live_window=settings.live_window)
+    merged, overflow = _merged(conn, now=now, live_window=settings.live_window)
     out = [f for f in _families(merged) if f.name not in STORE_FAMILIES]
     if not settings.store_metrics:
         return out
@@ -295,12 +317,20 @@ def scrape_families(
     )
     for part, rollup in (("jobs", jobs), ("metrics", latest), ("spans", spans)):
         truncated.add_metric([part], 1.0 if rollup.truncated else 0.0)
+    truncated.add_metric(["series"], 1.0 if overflow else 0.0)
+    left_out = GaugeMetricFamily(
+        "jobtrace_series_overflow",
+        "Instrument series stored but left out of this scrape by the caps per metric name "
+        "and per source (jobtrace.limits)",
+        value=float(overflow),
+    )
     return [
         *out,
         *_job_families(jobs),
         *_metric_families(latest),
         *_span_families(spans),
         truncated,
+        left_out,
     ]
 
 

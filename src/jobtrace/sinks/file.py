@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobtrace.model import Record, clean, to_dict
+from jobtrace.limits import cap_record
+from jobtrace.model import Record, to_dict
 
 
 def json_loads(data: bytes | str) -> object:
@@ -37,7 +38,7 @@ def _encode_one(record: Record, dumps: Any, option: int) -> bytes:
     try:
         return bytes(dumps(to_dict(record), default=repr, option=option))
     except (TypeError, ValueError):
-        return bytes(dumps(clean(to_dict(record)), default=repr, option=option))
+        return bytes(dumps(to_dict(cap_record(record)), default=repr, option=option))
 
 
 class FileSink:

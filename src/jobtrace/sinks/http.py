@@ -49,7 +49,8 @@ from jobtrace import __version__, _config
 from jobtrace._config import ENV_HTTP_TIMEOUT, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
-from jobtrace.model import Record, clean, to_list
+from jobtrace.limits import cap_record
+from jobtrace.model import Record, to_list
 from jobtrace.sinks import count_refused
 from jobtrace.sinks.file import json_loads
 
@@ -98,8 +99,11 @@ def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
     try:
         return orjson.dumps(body, default=repr, option=option)
     except (TypeError, ValueError):
-        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name).
-        return orjson.dumps(clean(body), default=repr, option=option)
+        # Rare: a string orjson refuses (a lone surrogate from a non-UTF-8 file name), a
+        # document nested too deep for it. Each record is then bounded as the store writer
+        # would bound it (jobtrace.limits), so the server stores what a local store would.
+        body["records"] = [to_list(cap_record(r)) for r in records]
+        return orjson.dumps(body, default=repr, option=option)
 
 
 class _Deadline(Exception):

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from jobtrace import model
+from jobtrace import limits, model
 from jobtrace.errors import ConflictError, ExperimentNotFoundError, QueryError
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging, order_by
 from jobtrace.store.schema import experiments, jobs
@@ -131,7 +131,9 @@ def create_experiment(
     created_at = time.time() if now is None else now
     values = {
         "name": name,
-        "description": None if description is None else model.clean_text(description),
+        "description": None
+        if description is None
+        else model.clean_text(description, limits.MAX_TEXT),
         "tags": model.clean(dict(tags or {})),
         "created_at": created_at,
     }

@@ -7,13 +7,14 @@ metric (from ``metric_latest``); :func:`create_job` creates one as a record.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from jobtrace import _ids, model
+from jobtrace import _ids, limits, model
 from jobtrace.errors import ConflictError, JobNotFoundError, QueryError, StoreError
 from jobtrace.model import JOB_STATUSES
 from jobtrace.store.experiments import check_name, insert_if_absent
@@ -166,20 +167,20 @@ def create_job(
             isinstance(seconds, bool) or not isinstance(seconds, int | float)
         ):
             raise QueryError(f"{what} must be a number of seconds, got {seconds!r}")
-    if heartbeat_interval is not None and not heartbeat_interval > 0:
+    if heartbeat_interval is not None and not 0 < heartbeat_interval < math.inf:
         raise QueryError(f"heartbeat interval must be above 0, got {heartbeat_interval!r}")
     start = now if start_time is None else float(start_time)
     values = dict.fromkeys(model.FIELDS[model.JOB])
     values.update(
         id=job_id,
         seq=time.time_ns(),
-        name=None if name is None else check_name(name, "job name", 512),
+        name=None if name is None else _text(name, "job name", "name"),
         experiment=None if experiment is None else check_name(experiment),
         status=status,
         start_time=start,
         end_time=None if end_time is None else float(end_time),
         duration=None if end_time is None else max(0.0, float(end_time) - start),
-        host=None if host is None else check_name(host, "host", 256),
+        host=None if host is None else _text(host, "host", "host"),
         tags=model.clean(dict(tags or {})),
         params=model.clean(dict(params or {})),
         last_heartbeat=now,
@@ -191,6 +192,13 @@ def create_job(
     if not insert_if_absent(conn, jobs, values):
         raise ConflictError(f"job {job_id!r} exists already")
     return _as_read(dict(values), now)
+
+
+def _text(value: object, what: str, field: str) -> str:
+    """A job's text field as every path stores it: cut to its width (jobtrace.limits)."""
+    if not isinstance(value, str) or not value.strip():
+        raise QueryError(f"{what} must be a non-empty string, got {value!r}")
+    return limits.cap_text(value, limits.TEXT_LIMITS[model.JOB][field][0])
 
 
 # -- finding ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from jobtrace import model
+from jobtrace import limits, model
 from jobtrace.instruments.merge import (
     DEFAULT_LIVE_WINDOW,
     RETIRED_SOURCE,
@@ -36,6 +36,7 @@ __all__ = [
     "merged_series",
     "retire_sources",
     "retirement_due",
+    "series_overflow",
     "series_rows",
 ]
 
@@ -73,7 +74,11 @@ def _row(r: Any) -> SeriesRow:
 
 
 def series_rows(
-    conn: sa.Connection, names: list[str] | None = None, *, for_merge: bool = False
+    conn: sa.Connection,
+    names: list[str] | None = None,
+    *,
+    for_merge: bool = False,
+    capped: bool = False,
 ) -> list[SeriesRow]:
     """Every source's rows (of the series called ``names``, plus the heartbeats and
     tombstones the merge needs, when given).
@@ -82,6 +87,11 @@ def series_rows(
     source contributed to every series when it was folded) matters only if the source
     reported again since, which is rare; reading it for every dead source would make each
     scrape slower as workers come and go. It is read only for those sources.
+
+    ``capped``: at most :data:`~jobtrace.limits.MAX_SERIES_PER_NAME` label sets per
+    (source, name) and :data:`~jobtrace.limits.MAX_SERIES_PER_SOURCE` rows per source (its
+    heartbeat first), the first by name and labels: one client posting 200,000 label sets
+    must not make every scrape megabytes long. :func:`series_overflow` counts the rest.
     """
     columns: tuple[Any, ...] = _COLUMNS
     if for_merge:
@@ -90,6 +100,8 @@ def series_rows(
     query = sa.select(*columns)
     if names is not None:
         query = query.where(series.c.name.in_([*names, SOURCE_SERIES]))
+    if capped:
+        query = _capped(query)
     # A scrape reads every row: plain tuples unpacked by position cost a third of what
     # named access on SQLAlchemy rows does.
     decode, make = model.decode_float, SeriesRow
@@ -100,6 +112,31 @@ def series_rows(
         in conn.execute(query)
     ]  # fmt: skip
     return _with_needed_tombstones(conn, rows) if for_merge else rows
+
+
+def _capped(query: sa.Select[Any]) -> sa.Select[Any]:
+    """``query`` (over ``series``) keeping the first rows of each (source, name) and source."""
+    beat_first = sa.case((series.c.name == SOURCE_SERIES, 0), else_=1)
+    per_name = sa.func.row_number().over(
+        partition_by=(series.c.source, series.c.name), order_by=series.c.labels
+    )
+    per_source = sa.func.row_number().over(
+        partition_by=series.c.source, order_by=(beat_first, series.c.name, series.c.labels)
+    )
+    ranked = query.add_columns(per_name.label("_per_name"), per_source.label("_per_source"))
+    inner = ranked.subquery()
+    kept = [c for c in inner.c if c.name not in ("_per_name", "_per_source")]
+    return sa.select(*kept).where(
+        inner.c._per_name <= limits.MAX_SERIES_PER_NAME,
+        inner.c._per_source <= limits.MAX_SERIES_PER_SOURCE,
+    )
+
+
+def series_overflow(conn: sa.Connection, kept: int) -> int:
+    """How many stored series a capped read (:func:`series_rows`) left out, given the
+    number of rows it ``kept`` (tombstone lookups aside)."""
+    total = conn.execute(sa.select(sa.func.count()).select_from(series)).scalar_one()
+    return max(0, int(total) - kept)
 
 
 def _with_needed_tombstones(conn: sa.Connection, rows: list[SeriesRow]) -> list[SeriesRow]:

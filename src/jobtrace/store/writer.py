@@ -26,10 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
-
-from jobtrace import model
-from jobtrace.errors import StoreError
+from jobtrace import limits, model
+from jobtrace.errors import StoreError, one_line
 from jobtrace.sinks import count_refused
 from jobtrace.store import sqlite
 
@@ -84,12 +82,12 @@ def _as_repr(value: Any) -> str:
 
 
 def json_dumps(value: Any) -> str:
-    """JSON text for JSON columns; what JSON cannot hold is stored as its repr."""
-    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    try:
-        return orjson.dumps(value, default=_as_repr, option=option).decode()
-    except (TypeError, ValueError):  # e.g. a lone surrogate in a string
-        return orjson.dumps(model.clean(value), default=_as_repr, option=option).decode()
+    """JSON text for JSON columns, bounded (:func:`jobtrace.limits.doc_dumper`); what JSON
+    cannot hold is stored as its repr."""
+    return _dump_doc(value)
+
+
+_dump_doc = limits.doc_dumper(_as_repr)
 
 
 class TableSpec(NamedTuple):
@@ -240,7 +238,7 @@ class TablePlan:
                 out[i] = format(out[i], fmt)
         for i in self._json:
             if out[i] is not None:
-                out[i] = json_dumps(out[i])
+                out[i] = _dump_doc(out[i])
         special, value = self._special, self._value
         if special is not None and value is not None:
             v = out[value]
@@ -287,10 +285,12 @@ class BatchWriter:
     def write(self, records: Sequence[model.Record], batch_id: str | None = None) -> bool:
         """Write ``records`` in one transaction; False if ``batch_id`` was already stored.
 
-        A record the database refuses (a value too long for its column, a NUL character in
-        a JSON document for PostgreSQL, a wrong type) must not take its whole batch down,
-        nor make the sink look down and block the spool behind it: without a batch id the
-        refused records are dropped, counted and logged, and the rest is written (see
+        Every record is first bounded by :mod:`jobtrace.limits` (the same on every path into
+        a store: text cut, NUL replaced, a record with an over-long key refused). A record
+        refused there or by the database (a NUL character in a JSON document for
+        PostgreSQL, a wrong type) must not take its whole batch down, nor make the sink
+        look down and block the spool behind it: without a batch id the refused records
+        are dropped, counted and logged, and the rest is written (see
         :meth:`write_partial`). A batch with an id (the server's strict ingest) is all or
         nothing instead: it raises :class:`RecordsRefused` naming the refused records.
         """
@@ -299,12 +299,15 @@ class BatchWriter:
             for refusal in result.refused:
                 self._reject(records[refusal.position], refusal.message)
             return True
+        kept, screened = self._screen(records)
+        if screened:
+            raise RecordsRefused(screened)
         try:
-            return self._write_once(records, batch_id)
+            return self._write_once(kept, batch_id)
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
-            refused = self.find_refused(records, exc)
+            refused = self.find_refused(kept, exc)
             if not refused:
                 raise
             raise RecordsRefused(refused) from exc
@@ -319,17 +322,22 @@ class BatchWriter:
         written with the batch id: the batch is stored exactly once, minus the refused
         records, which are returned (not logged: the caller reports them).
         """
+        kept, screened = self._screen(records)
         try:
-            return PartialWrite(self._write_once(records, batch_id), [])
+            return PartialWrite(self._write_once(kept, batch_id), screened)
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
-            refused = self.find_refused(records, exc)
+            refused = self.find_refused(kept, exc)
             if not refused:
                 raise  # only refused together (every part alone passes): not one record's fault
         bad = {refusal.position for refusal in refused}
-        kept = [record for index, record in enumerate(records) if index not in bad]
-        return PartialWrite(self._write_once(kept, batch_id), refused)
+        stored = self._write_once([r for i, r in enumerate(kept) if i not in bad], batch_id)
+        if screened:  # positions in `kept` back to positions in `records`
+            gone = {r.position for r in screened}
+            origin = [i for i in range(len(records)) if i not in gone]
+            refused = [Refusal(origin[r.position], r.message) for r in refused]
+        return PartialWrite(stored, sorted(screened + refused))
 
     def find_refused(
         self, records: Sequence[model.Record], error: BaseException | None = None
@@ -358,7 +366,7 @@ class BatchWriter:
                     raise
                 error = exc
         if len(indexes) == 1:
-            found.append(Refusal(indexes[0], _first_line(error)))
+            found.append(Refusal(indexes[0], one_line(error)))
             return
         middle = len(indexes) // 2
         self._bisect(records, indexes[:middle], None, found)
@@ -376,6 +384,30 @@ class BatchWriter:
                 if self.rejected == self._REJECT_LOG_LIMIT
                 else "",
             )
+
+    def _screen(
+        self, records: Sequence[model.Record]
+    ) -> tuple[list[model.Record], list[Refusal]]:
+        """``records`` within :mod:`jobtrace.limits`, in order (text cut, NUL replaced), and
+        the records refused there (an over-long key), by position in ``records``."""
+        positions: dict[str, list[int]] = {}
+        for index, rec in enumerate(records):
+            positions.setdefault(rec[0], []).append(index)
+        fixed: list[model.Record | None] = list(records)
+        refused: list[Refusal] = []
+        for kind, where in positions.items():
+            if kind not in model.FIELDS:
+                continue  # _write_once names the unknown kind
+            kept, bad = limits.screen(kind, [records[i] for i in where])
+            gone = {index for index, _, _ in bad}
+            refused += [
+                Refusal(where[index], f"{kind} record field {field!r} {problem}")
+                for index, field, problem in bad
+            ]
+            replacements = iter(kept)
+            for j, i in enumerate(where):
+                fixed[i] = None if j in gone else next(replacements)
+        return [r for r in fixed if r is not None], sorted(refused)
 
     def _write_once(
         self, records: Sequence[model.Record], batch_id: str | None, *, commit: bool = True
@@ -525,11 +557,6 @@ def _is_data_error(exc: BaseException) -> bool:
         return True
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_locked(exc: BaseException) -> bool:

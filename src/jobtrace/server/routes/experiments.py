@@ -24,7 +24,7 @@ class ExperimentCreate(APIModel):
     """A new experiment: a named group of jobs."""
 
     name: str = Field(min_length=1, max_length=256, pattern=r"^[^/]+$")
-    description: str | None = Field(None, max_length=100_000)
+    description: str | None = None  # cut to jobtrace.limits.MAX_TEXT by the store
     tags: dict[str, Any] | None = None
 
 

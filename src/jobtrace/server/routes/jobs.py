@@ -26,7 +26,8 @@ class JobCreate(APIModel):
     jobs itself). ``id`` defaults to a new time-ordered id, ``startTime`` to now."""
 
     id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/\s]+$")
-    name: str | None = Field(None, max_length=512)
+    # Not keys: cut to the store's width like a job recorded by the library (jobtrace.limits).
+    name: str | None = None
     experiment: str | None = Field(None, min_length=1, max_length=256)
     status: Literal["running", "succeeded", "failed", "killed"] = "running"
     start_time: str | float | None = None
@@ -34,10 +35,11 @@ class JobCreate(APIModel):
     heartbeat_interval: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="Seconds between the heartbeats the job's owner promises; a running job "
         "whose heartbeat is stale for five intervals plus ten seconds reads as lost.",
     )
-    host: str | None = Field(None, max_length=256)
+    host: str | None = None
     tags: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
 

@@ -9,6 +9,7 @@ store, so (job, name, step) stays the key and the latest point is the highest st
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any, Final
 
@@ -70,9 +71,13 @@ class MetricIn(APIModel):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError('must be a number or one of "nan", "inf", "-inf"')
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:  # an integer literal past a float's range
-            raise ValueError("is too large for a 64-bit float") from None
+            number = math.inf
+        if not math.isfinite(number):
+            # A JSON number cannot be NaN or infinite: this is 1e400 read as inf.
+            raise ValueError('is too large for a 64-bit float (send "inf" for infinity)')
+        return number
 
     @field_validator("timestamp", mode="before")
     @classmethod
