@@ -2,9 +2,11 @@
 server's store refuses, a server that accepts connections and never answers (a tarpit), and
 a server SIGKILLed mid-job and restarted on the same port and store.
 
-A store refusal is real on PostgreSQL (a NUL character in a JSON document); on SQLite, which
-stores that NUL, a trigger makes the store refuse the same record, so both stores are tried
-through the same path: the store's own error, not a check in the server.
+A store refusal comes from a trigger that refuses spans of one name, on SQLite and
+PostgreSQL alike, so both stores are tried through the same path: the store's own error, not
+a check in the server. (The issue's own case, a NUL character in a span's info that
+PostgreSQL refuses, no longer reaches the store: jobtrace.limits replaces NUL on every path,
+and the job below checks that such a span is stored.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.recorder import get_recorder
 from jobtrace.sinks import refused_records
 from jobtrace.sinks.http import REQUEST_RECORDS, HTTPSink
-from jobtrace.spool import Spool
+from jobtrace.spool import Spool, spools
 from jobtrace.store import Store
 from tests.cli_helpers import cli_env
 from tests.server_helpers import ServeProcess, thread_server
@@ -51,8 +53,8 @@ def span(name: str, info: dict[str, Any] | None = None, n: int = 1) -> model.Rec
 
 
 def refuse_in_store(store_url: str) -> None:
-    """Make the store refuse spans named REFUSED_NAME, and (SQLite) spans whose info holds a
-    NUL character, as PostgreSQL does by itself."""
+    """Make the store refuse spans named REFUSED_NAME (and, on SQLite, spans whose info
+    still holds a NUL character, as PostgreSQL would)."""
     with Store(store_url) as store, store.engine.begin() as conn:
         if store.is_sqlite:
             conn.execute(
@@ -173,9 +175,11 @@ from jobtrace.sinks import refused_records
 points = int(sys.argv[1])
 for step in range(points // 10):
     jobtrace.log_metric("loss", 1.0 / (step + 1), step=step)
-with jobtrace.Trace("bad", info={"text": "a\\x00b"}):
+with jobtrace.Trace("refuse-me"):
     pass
-jobtrace.flush()  # the bad span goes in a batch of its own, ahead of most points
+with jobtrace.Trace("nul", info={"text": "a\\x00b"}):
+    pass
+jobtrace.flush()  # the refused span goes in a batch of its own, ahead of most points
 for step in range(points // 10, points):
     jobtrace.log_metric("loss", 1.0 / (step + 1), step=step)
 with jobtrace.Trace("good", info={"text": "ab"}):
@@ -214,9 +218,11 @@ def test_a_span_the_store_refuses_is_dropped_alone_and_the_job_still_finishes(
     assert job.stderr.count("dropped a span record the server refused") == 1
     assert "spooling" not in job.stderr
     assert count(store_url, "metrics") == points
-    assert rows(store_url, "SELECT name FROM spans") == [("good",)]
+    assert sorted(rows(store_url, "SELECT name FROM spans")) == [("good",), ("nul",)]
+    [(info,)] = rows(store_url, "SELECT info FROM spans WHERE name = 'nul'")
+    assert "a\ufffdb" in str(info)  # the NUL replaced, as on every path
     assert rows(store_url, "SELECT status FROM jobs WHERE id = 'nul'") == [("succeeded",)]
-    assert not list((tmp_path / ".jobtrace" / "spool").rglob("*.jsonl*"))
+    assert spooled_records(tmp_path / ".jobtrace" / "spool") == []
 
 
 # -- a tarpit: accepts connections, never answers ----------------------------------------------
@@ -276,7 +282,14 @@ def test_a_write_to_a_tarpit_gives_up_at_its_timeout_without_piling_up_requests(
 
 
 def spooled_records(directory: Path) -> list[model.Record]:
-    return [r for path in sorted(directory.rglob("*.jsonl")) for r in Spool.read(path)]
+    """Every record waiting in the spools under ``directory`` (whatever their format)."""
+    return [
+        record
+        for queue in spools(directory)
+        for file in queue.files()
+        if file.state != "quarantined"
+        for record in Spool.read(file.path)
+    ]
 
 
 def test_a_flush_facing_a_tarpit_returns_with_everything_spooled_then_replayed_once(
@@ -418,7 +431,7 @@ def test_a_server_killed_mid_job_and_restarted_loses_and_duplicates_nothing(
     # Every record the job sent was stored under exactly one batch id: a batch stored twice
     # under two ids would make this sum larger, a lost one smaller.
     assert sum(r[0] for r in rows(store_url, "SELECT records FROM ingested_batches")) == sent
-    assert not list((tmp_path / ".jobtrace" / "spool").rglob("*.jsonl*"))
+    assert spooled_records(tmp_path / ".jobtrace" / "spool") == []
 
 
 def wait_for(path: Path, process: subprocess.Popen[str]) -> None:

@@ -157,7 +157,7 @@ TEXT_LIMITS: Final[dict[str, dict[str, tuple[int, bool]]]] = {
 #: JSON document fields of each record kind (a test keeps them equal to the writer's).
 DOC_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "experiment": ("tags",),
-    "job": ("argv", "tags", "params"),
+    "job": ("argv", "tags", "params", "records_dropped"),
     "span": ("info",),
     "item": ("info",),
     "series": ("data",),
