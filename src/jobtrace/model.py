@@ -14,10 +14,14 @@ and ``"-inf"`` (Dioptra's convention) and are stored exactly, never clamped.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from jobtrace._config import load_speedups
 from jobtrace.errors import JobtraceError
+
+_speedups = load_speedups()
 
 __all__ = [
     "EXPERIMENT",
@@ -31,6 +35,7 @@ __all__ = [
     "SERIES",
     "SPAN",
     "SPAN_HEX_IDS",
+    "SPECIAL_POSITIONS",
     "Record",
     "RecordError",
     "clean",
@@ -40,9 +45,11 @@ __all__ = [
     "error_type_name",
     "from_dict",
     "from_list",
+    "hex_ids",
     "split_float",
     "to_dict",
     "to_list",
+    "to_lists",
 ]
 
 Record = tuple[Any, ...]
@@ -249,8 +256,8 @@ def from_dict(data: object) -> Record:
     return (kind, *values)
 
 
-# Tuple positions (kind at 0) of the special-float fields and of span ids left as ints.
-_SPECIAL_POSITIONS: Final = {
+#: Tuple positions (kind at 0) of the fields holding special floats, by kind.
+SPECIAL_POSITIONS: Final = {
     kind: tuple(FIELDS[kind].index(name) + 1 for name in names)
     for kind, names in _SPECIAL_FLOAT_FIELDS.items()
 }
@@ -261,7 +268,7 @@ def to_list(record: Record) -> Record:
     """A record as a JSON-safe sequence in its tuple order (``[kind, field, …]`` in JSON):
     special floats as strings, span ids as hex. Cheaper than :func:`to_dict` on both ends."""
     kind = record[0]
-    positions = _SPECIAL_POSITIONS.get(kind)
+    positions = SPECIAL_POSITIONS.get(kind)
     if positions is not None:
         for i in positions:
             value = record[i]
@@ -272,6 +279,48 @@ def to_list(record: Record) -> Record:
             if type(record[i]) is int:
                 record = (*record[:i], format(record[i], fmt), *record[i + 1 :])
     return record
+
+
+def hex_ids(column: Sequence[Any], fmt: str) -> list[Any]:
+    """``[format(v, fmt) if type(v) is int else v for v in column]`` for span id columns
+    (``fmt`` from :data:`SPAN_HEX_IDS`): hex strings and None are kept as they are."""
+    if _speedups is not None:
+        return _speedups.hex_ids(column, fmt)  # type: ignore[no-any-return]
+    distinct = dict.fromkeys(column)
+    if len(distinct) * 2 > len(column):  # mostly distinct (span ids): format every one
+        try:
+            return list(map(f"%{fmt}".__mod__, column))
+        except TypeError:  # None, or strings already
+            return [format(v, fmt) if type(v) is int else v for v in column]
+    # A trace's spans share its id, siblings their parent's: format each distinct id once.
+    formatted = {v: format(v, fmt) if type(v) is int else v for v in distinct}
+    return list(map(formatted.__getitem__, column))
+
+
+def to_lists(records: Sequence[Record]) -> list[Record]:
+    """:func:`to_list` of every record, in order; many spans cost a column at a time."""
+    out = list(records)
+    spans = [i for i, kind in enumerate(map(_KIND, records)) if kind == SPAN]
+    if spans:
+        try:
+            columns: list[Sequence[Any]] = list(zip(*(records[i] for i in spans), strict=True))
+        except ValueError:  # records of different lengths: one at a time
+            columns = []
+        if columns:
+            for i, fmt in _HEX_POSITIONS:
+                columns[i] = hex_ids(columns[i], fmt)
+            for i, record in zip(spans, zip(*columns, strict=True), strict=True):
+                out[i] = record
+        else:
+            for i in spans:
+                out[i] = to_list(records[i])
+    for i, record in enumerate(out):
+        if record[0] in SPECIAL_POSITIONS:
+            out[i] = to_list(record)
+    return out
+
+
+_KIND = operator.itemgetter(0)
 
 
 def from_list(data: object) -> Record:
@@ -287,7 +336,7 @@ def from_list(data: object) -> Record:
             f"a {kind} record has {len(fields)} fields ({', '.join(fields)}), got {len(data) - 1}"
         )
     values = list(data)
-    for i in _SPECIAL_POSITIONS.get(kind, ()):
+    for i in SPECIAL_POSITIONS.get(kind, ()):
         if values[i] is not None:
             values[i] = decode_float(values[i])
     return tuple(values)

@@ -30,12 +30,10 @@ from typing import Any, NamedTuple
 import orjson
 
 from jobtrace import model
-from jobtrace._config import load_speedups
 from jobtrace.errors import StoreError
 from jobtrace.store import sqlite
 
 log = logging.getLogger("jobtrace.store")
-_speedups = load_speedups()
 
 # SQLite's busy handler is unfair under contention (median wait 2 ms, worst over a second),
 # so after it gives up we retry the whole transaction with jittered backoff.
@@ -83,7 +81,8 @@ class TableSpec(NamedTuple):
     update: bool = True
     #: A column that must not decrease: an update applies only if it is at least as large.
     newer: str | None = None
-    #: Reduce each batch to one row per key before writing (see module docstring).
+    #: Reduce each batch to one row per key before writing on SQLite too (PostgreSQL always
+    #: needs it, see the module docstring): worth it where a batch holds many rows per key.
     reduce: bool = False
     #: The record's ``value`` is split into ``value`` and ``special`` (NaN/±Inf) columns.
     special: bool = False
@@ -99,9 +98,7 @@ class TableSpec(NamedTuple):
 PLANS: tuple[TableSpec, ...] = (
     TableSpec("experiments", model.EXPERIMENT, ("name",), json=("tags",)),
     # A job snapshot replaces the stored one only if it is at least as new.
-    TableSpec(
-        "jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq", reduce=True
-    ),
+    TableSpec("jobs", model.JOB, ("id",), json=("argv", "tags", "params"), newer="seq"),
     TableSpec(
         "metrics", model.METRIC, ("job_id", "name", "step"), special=True, special_in_sql=True
     ),
@@ -129,7 +126,6 @@ PLANS: tuple[TableSpec, ...] = (
         ("source", "name", "labels"),
         json=("data",),
         newer="updated_at",
-        reduce=True,
         special=True,
     ),
     TableSpec("profiles", model.PROFILE, ("id",), update=False),
@@ -232,10 +228,8 @@ class TablePlan:
             return records
         by_position = list(zip(*records, strict=False))
         columns: list[Sequence[Any]] = [by_position[i] for i in self._sources]
-        if self._hex:
-            formatted: dict[Any, Any] = {None: None}
-            for i, fmt in self._hex:
-                columns[i] = _hex_column(columns[i], fmt, formatted)
+        for i, fmt in self._hex:
+            columns[i] = model.hex_ids(columns[i], fmt)
         for i in self._json:
             columns[i] = _json_column(columns[i], self._json_nulls)
         special, value = self._special, self._value
@@ -282,29 +276,6 @@ class _ColumnRows:
 
 def _all_none(column: list[Any]) -> bool:
     return column.count(None) == len(column)
-
-
-def _hex_column(column: Sequence[Any], fmt: str, formatted: dict[Any, Any]) -> list[Any]:
-    """Span ids as fixed-width hex: ints formatted, hex strings (from the wire) kept.
-
-    ``formatted`` is shared by a batch's id columns: a trace's spans share its trace id and
-    most parent ids are other spans' ids, so each distinct id is formatted once (the
-    compiled :func:`jobtrace._speedups.hex_ids` formats each id in less than a lookup).
-    """
-    if _speedups is not None:
-        return _speedups.hex_ids(column, fmt)  # type: ignore[no-any-return]
-    distinct = dict.fromkeys(column)
-    if len(distinct) * 2 > len(column):  # mostly distinct (span ids): format every one
-        try:
-            out = list(map(f"%{fmt}".__mod__, column))
-        except TypeError:  # None, or strings already (decoded from the wire)
-            out = [format(v, fmt) if type(v) is int else v for v in column]
-        formatted.update(zip(column, out, strict=True))
-        return out
-    new = distinct.keys() - formatted.keys()
-    if new:
-        formatted.update((v, format(v, fmt) if type(v) is int else v) for v in new)
-    return list(map(formatted.__getitem__, column))
 
 
 def _json_column(column: Sequence[Any], nulls: bool) -> Sequence[Any]:

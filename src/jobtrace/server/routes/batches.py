@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from jobtrace import model
 from jobtrace.errors import StoreError
 from jobtrace.server.errors import APIError
-from jobtrace.server.ingest import MAX_BATCH_ID, decode_batch
+from jobtrace.server.ingest import MAX_BATCH_ID, collector_paused, decode_batch
 from jobtrace.server.wire import JSONBody
 from jobtrace.store.core import Store
 
@@ -52,14 +52,15 @@ def ingest(store: Store, body: bytes) -> tuple[str, int, bool]:
     """Decode, check and store one batch: (batch id, record count, stored now)."""
     from jobtrace.store.writer import _is_data_error
 
-    batch_id, records = decode_batch(body)
-    try:
-        stored = store.write(records, batch_id)
-    except StoreError as exc:
-        if exc.__cause__ is not None and _is_data_error(exc.__cause__):
-            raise APIError(422, str(exc), kind="invalid_record") from exc
-        raise
-    return batch_id, len(records), stored
+    with collector_paused():
+        batch_id, records = decode_batch(body)
+        try:
+            stored = store.write(records, batch_id)
+        except StoreError as exc:
+            if exc.__cause__ is not None and _is_data_error(exc.__cause__):
+                raise APIError(422, str(exc), kind="invalid_record") from exc
+            raise
+        return batch_id, len(records), stored
 
 
 @router.post(
