@@ -23,6 +23,10 @@ write inserts), made by ``bench_persist.py``'s generators as the library makes t
 - 10k-step history over HTTP (not a budget; MLflow's ``get_metric_history`` took 493 ms
   here): ``client.jobs.iter_metric_snapshots`` following ``next`` over ten pages of 1,000.
 
+Each http case also notes the CPU time the server process (all threads) and the client
+spent per record, printed with the rate they alone would allow (information, not a verdict:
+on a shared machine the wall-clock rates fall with everyone else's load).
+
 The server runs as ``jobtrace serve`` in a subprocess on a free loopback port. PostgreSQL
 comes from ``JOBTRACE_TEST_POSTGRES_URL`` as in ``bench_persist.py``, and is skipped with a
 note when unreachable.
@@ -41,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from _common import (
     Verdicts,
@@ -73,8 +78,8 @@ HISTORY = 10_000  # steps of the history read back over HTTP
 
 
 @contextmanager
-def served(store_url: str, directory: Path) -> Iterator[str]:
-    """``jobtrace serve`` for ``store_url`` on a free port; yields its URL once healthy."""
+def served(store_url: str, directory: Path) -> Iterator[tuple[str, int]]:
+    """``jobtrace serve`` for ``store_url`` on a free port; yields (URL, pid) once healthy."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -96,7 +101,7 @@ def served(store_url: str, directory: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"jobtrace serve did not answer at {url}")
             time.sleep(0.05)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -109,12 +114,25 @@ KINDS: dict[str, Callable[[int], list[model.Record]]] = {
 }
 
 
-def http_rate(sink: HTTPSink, make: Callable[[int], list[model.Record]], count: int) -> float:
+#: CPU seconds per record of each http case, server and client: (server, client) per round.
+CPU: dict[str, list[tuple[float, float]]] = {}
+
+
+def http_rate(
+    sink: HTTPSink, make: Callable[[int], list[model.Record]], count: int, server: psutil.Process
+) -> float:
+    """Records/s through the sink; also notes the CPU time both processes spent per record,
+    which other processes on a shared machine do not inflate as they do the wall time."""
     batches = [make(BATCH) for _ in range(count)]
+    server_cpu, client_cpu = sum(server.cpu_times()[:2]), time.process_time()
     start = time.perf_counter()
     for batch in batches:
         sink.write(batch, batch_id=_ids.time_ordered_id())
-    return count * BATCH / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    n = count * BATCH
+    spent = (sum(server.cpu_times()[:2]) - server_cpu) / n, (time.process_time() - client_cpu) / n
+    CPU.setdefault(make.__name__, []).append(spent)
+    return n / elapsed
 
 
 def direct_rate(store: Store, make: Callable[[int], list[model.Record]], count: int) -> float:
@@ -151,7 +169,9 @@ def history_ms(client: Client, job_id: str) -> float:
 
 def measure(store_url: str, directory: Path, rounds: int, per_round: int) -> dict[str, list[float]]:
     Store(store_url).close()  # created and migrated before anything is timed
-    with served(store_url, directory) as url:
+    CPU.clear()
+    with served(store_url, directory) as (url, pid):
+        server = psutil.Process(pid)
         sink = HTTPSink(url)
         store = Store(store_url)
         client = Client(url)
@@ -162,7 +182,7 @@ def measure(store_url: str, directory: Path, rounds: int, per_round: int) -> dic
             sink.write([(model.METRIC, history, "loss", s, 1 / (s + 1), 1e9 + s) for s in steps])
             cases: dict[str, Callable[[], float]] = {}
             for kind, make in KINDS.items():
-                cases[f"http {kind}"] = lambda make=make: http_rate(sink, make, per_round)  # type: ignore[misc]
+                cases[f"http {kind}"] = lambda make=make: http_rate(sink, make, per_round, server)  # type: ignore[misc]
                 cases[f"direct {kind}"] = lambda make=make: direct_rate(store, make, per_round)  # type: ignore[misc]
             cases |= {
                 "peer": lambda: single_rate(sink),
@@ -193,7 +213,7 @@ def report(backend: str, results: dict[str, list[float]], verdicts: Verdicts) ->
             [
                 f"http {kind} (20k/request)",
                 f"{http:,.0f}",
-                spread(results[f"http {kind}"]),
+                spread([r / 1000 for r in results[f"http {kind}"]]) + "k",
                 f"{direct:,.0f}",
                 f"{http / direct:.2f}",
                 f"{http / peer:.0f}",
@@ -220,6 +240,17 @@ def report(backend: str, results: dict[str, list[float]], verdicts: Verdicts) ->
         "rate the HTTP hop keeps); vs peer: http / one point per request"
     )
     print(f"metric points vs MLflow log_batch (~7,500 points/s, quoted): {http / 7500:.1f}x")
+    for kind, make in KINDS.items():
+        spent = CPU.get(make.__name__, [])
+        if spent:
+            server_us = median([s for s, _ in spent]) * 1e6
+            client_us = median([c for _, c in spent]) * 1e6
+            print(
+                f"CPU per {kind}: server {server_us:.1f} us + client {client_us:.1f} us = "
+                f"{1e6 / (server_us + client_us):,.0f} {kind}s/s on CPU time alone (not a "
+                "verdict: the rate on an otherwise idle machine; a database server's own "
+                "CPU is not counted)"
+            )
     print()
     sys.stdout.flush()
 

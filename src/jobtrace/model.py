@@ -13,6 +13,7 @@ and ``"-inf"`` (Dioptra's convention) and are stored exactly, never clamped.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Mapping, Sequence
@@ -298,29 +299,37 @@ def hex_ids(column: Sequence[Any], fmt: str) -> list[Any]:
 
 
 def to_lists(records: Sequence[Record]) -> list[Record]:
-    """:func:`to_list` of every record, in order; many spans cost a column at a time."""
+    """:func:`to_list` of every record, in order; spans cost a column at a time."""
+    kinds = list(map(_KIND, records))
+    distinct = set(kinds)
     out = list(records)
-    spans = [i for i, kind in enumerate(map(_KIND, records)) if kind == SPAN]
-    if spans:
-        try:
-            columns: list[Sequence[Any]] = list(zip(*(records[i] for i in spans), strict=True))
-        except ValueError:  # records of different lengths: one at a time
-            columns = []
-        if columns:
-            for i, fmt in _HEX_POSITIONS:
-                columns[i] = hex_ids(columns[i], fmt)
-            for i, record in zip(spans, zip(*columns, strict=True), strict=True):
-                out[i] = record
-        else:
-            for i in spans:
-                out[i] = to_list(records[i])
-    for i, record in enumerate(out):
-        if record[0] in SPECIAL_POSITIONS:
-            out[i] = to_list(record)
+    if SPAN in distinct:
+        spans = (
+            range(len(out))
+            if len(distinct) == 1
+            else [i for i, kind in enumerate(kinds) if kind == SPAN]
+        )
+        group = out if len(distinct) == 1 else [out[i] for i in spans]
+        # Only the id columns are taken out and formatted; each record is then its new ids
+        # plus the slice of fields after them (no transposing of the other ten fields).
+        ids = [hex_ids(list(map(operator.itemgetter(i), group)), fmt) for i, fmt in _HEX_POSITIONS]
+        heads = zip(itertools.repeat(SPAN, len(group)), *ids, strict=True)
+        converted = list(map(operator.add, heads, map(_AFTER_IDS, group)))
+        if len(distinct) == 1:
+            return converted
+        for i, record in zip(spans, converted, strict=True):
+            out[i] = record
+    if not distinct.isdisjoint(SPECIAL_POSITIONS):
+        for i, kind in enumerate(kinds):
+            if kind in SPECIAL_POSITIONS:
+                out[i] = to_list(out[i])
     return out
 
 
 _KIND = operator.itemgetter(0)
+# The span ids are the fields right after the kind (a record's slice after them is kept).
+assert [i for i, _ in _HEX_POSITIONS] == list(range(1, len(_HEX_POSITIONS) + 1))
+_AFTER_IDS = operator.itemgetter(slice(len(_HEX_POSITIONS) + 1, None))
 
 
 def from_list(data: object) -> Record:
