@@ -192,6 +192,17 @@ class TablePlan:
         self._value = position["value"] if split else None
         #: Rows are the records as they are (SQLite, and nothing to fix up).
         self._as_recorded = dialect == "sqlite" and not (self._hex or split)
+        self._fixed = sorted(
+            {*self._json, *(i for i, _ in self._hex)}
+            | ({position["value"], position["special"]} if split else set())
+        )
+        #: SQLite rows of records with one run of columns to fix (jobs: argv, tags, params)
+        #: are slices of the record around the fixed-up run: cheaper than transposing
+        #: every column (see :class:`_SegmentRows`). None: rows are zipped from columns.
+        self._segments: list[tuple[bool, int, int]] | None = None
+        if dialect == "sqlite":
+            segments = _segments(len(self._sources), set(self._fixed))
+            self._segments = segments if len(segments) <= 3 else None
         cols = ", ".join(map(_q, self.columns))
         conflict = _conflict_clause(spec, self.columns)
         # One temporary table per plan: two plans may fill the same table in one transaction.
@@ -226,8 +237,14 @@ class TablePlan:
             return ()
         if self._as_recorded and all(map(_all_none, self._json_columns(records))):
             return records
-        by_position = list(zip(*records, strict=False))
-        columns: list[Sequence[Any]] = [by_position[i] for i in self._sources]
+        columns: dict[int, Sequence[Any]]
+        if self._segments is None:
+            by_position = list(zip(*records, strict=False))
+            columns = {p: by_position[i] for p, i in enumerate(self._sources)}
+        else:  # only the columns to fix up are taken out of the records
+            columns = {
+                p: list(map(operator.itemgetter(self._sources[p]), records)) for p in self._fixed
+            }
         for i, fmt in self._hex:
             columns[i] = model.hex_ids(columns[i], fmt)
         for i in self._json:
@@ -235,7 +252,9 @@ class TablePlan:
         special, value = self._special, self._value
         if special is not None and value is not None:
             columns[value], columns[special] = _split_column(columns[value])
-        return _ColumnRows(columns)
+        if self._segments is None:
+            return _ColumnRows([columns[p] for p in range(len(self._sources))])
+        return _SegmentRows(records, self._segments, columns)
 
     def _json_columns(self, records: Sequence[model.Record]) -> Iterator[list[Any]]:
         for i in self._json:
@@ -272,6 +291,46 @@ class _ColumnRows:
 
     def __iter__(self) -> Iterator[Row]:
         return zip(*self._columns, strict=True)
+
+
+class _SegmentRows:
+    """Rows made, as they are iterated, of slices of each record and the fixed-up columns
+    between them: ``record[:17] + (argv, tags, params) + record[20:]``."""
+
+    __slots__ = ("_parts", "_records")
+
+    def __init__(
+        self,
+        records: Sequence[model.Record],
+        segments: list[tuple[bool, int, int]],
+        columns: dict[int, Sequence[Any]],
+    ) -> None:
+        self._records = records
+        self._parts: list[Callable[[model.Record], Row] | list[Sequence[Any]]] = [
+            [columns[p] for p in range(start, stop)]
+            if fixed
+            else operator.itemgetter(slice(start, stop))
+            for fixed, start, stop in segments
+        ]
+
+    def __iter__(self) -> Iterator[Row]:
+        rows: Iterator[Row] | None = None
+        for part in self._parts:
+            piece = zip(*part, strict=True) if isinstance(part, list) else map(part, self._records)
+            rows = piece if rows is None else map(operator.add, rows, piece)
+        assert rows is not None
+        return rows
+
+
+def _segments(width: int, fixed: set[int]) -> list[tuple[bool, int, int]]:
+    """Runs of positions ``(fixed?, start, stop)`` covering ``range(width)``."""
+    runs: list[tuple[bool, int, int]] = []
+    for p in range(width):
+        if runs and runs[-1][0] == (p in fixed):
+            runs[-1] = (runs[-1][0], runs[-1][1], p + 1)
+        else:
+            runs.append((p in fixed, p, p + 1))
+    return runs
 
 
 def _all_none(column: list[Any]) -> bool:
