@@ -100,3 +100,31 @@ def test_a_job_record_from_before_records_dropped_existed_still_decodes() -> Non
     assert from_list(old)[-1] is None
     with pytest.raises(RecordError):
         from_list(old[:-1])
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_hex_ids_formats_ints_and_keeps_everything_else(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not compiled:
+        monkeypatch.setattr(model, "_speedups", None)
+    elif model._speedups is None:
+        pytest.skip("the compiled extension is not built")
+    shared = 2**100 + 7
+    column = [shared, shared, 0, 2**128 - 1, 2**130, -5, None, "ab" * 8, True, 1.5, shared]
+    column += list(range(40))
+    for fmt in ("032x", "016x"):
+        assert model.hex_ids(tuple(column), fmt) == [
+            format(v, fmt) if type(v) is int else v for v in column
+        ]
+
+
+def test_to_lists_is_to_list_of_each_record_in_order() -> None:
+    records = [
+        ("metric", "j", "loss", 1, math.nan, 1.0),
+        ("span", 2**127, 3, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t"),
+        ("item", "i", "j", "f", 1.0, 0.5, 1, 1, 1, "success", None, None, None, None),
+        ("span", "a" * 32, "b" * 16, "c" * 16, "s", 1, 1, None, None, None, None, "h", 1, "t"),
+        ("series", "s", None, "n", "gauge", None, "{}", -math.inf, None, 1.0),
+    ]
+    assert model.to_lists(records) == [model.to_list(r) for r in records]

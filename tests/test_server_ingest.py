@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
+import orjson
 import pytest
 import sqlalchemy as sa
+from hypothesis import strategies as st
 
 from jobtrace import _config, model
 from jobtrace.recorder import get_recorder
@@ -319,3 +322,89 @@ def test_records_spool_while_the_server_is_down_and_replay_once_when_it_is_back(
         assert sum(r[0] for r in batches) == 500  # each spooled batch stored exactly once
         assert recorder.flush(timeout=60)
         assert recorder.replayed - replayed == 500  # nothing left to replay
+
+
+# -- decoding a column at a time ---------------------------------------------------------------
+
+_VALUES = [
+    None, "", "a", "x" * 600, "nul\x00", "c" * 32, "d" * 16, "ABCDEF0123456789", 0, -1, 1,
+    2**63, 2**31, 1.5, 1e308, "nan", "inf", "-inf", True, [1], {"a": 1}, "running",
+    "success", 1.7e9, -1e12,
+]  # fmt: skip
+
+
+def _decoded(body: bytes) -> Any:
+    from jobtrace.server.errors import APIError
+    from jobtrace.server.ingest import decode_batch
+
+    try:
+        return repr(decode_batch(body))  # repr: NaN equals NaN
+    except APIError as exc:
+        return (exc.status_code, str(exc), exc.detail)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(model.FIELDS)),
+            st.lists(st.sampled_from(_VALUES), min_size=14, max_size=24),
+            st.integers(-1, 1),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_batch_decodes_a_column_at_a_time_exactly_as_record_by_record(
+    spec: list[tuple[str, list[Any], int, bool]],
+) -> None:
+    """Valid or not, a batch of arrays gets the same records or the same error either way."""
+    from jobtrace.server import ingest
+
+    records: list[Any] = []
+    for kind, values, extra, valid in spec:
+        size = len(model.FIELDS[kind]) + extra
+        fields = values[:size]
+        if valid:  # mostly well-formed records, so the fast path is taken
+            fields = list(model.to_list(_valid(kind)))[1:]
+        records.append([kind, *fields])
+    body = orjson.dumps({"id": "b", "records": records})
+    if all(valid for *_, valid in spec):
+        assert ingest._decode_columns(records) is not None  # the fast path was taken
+    fast = _decoded(body)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest, "_decode_columns", lambda items: None)
+        assert _decoded(body) == fast
+
+
+def _valid(kind: str) -> model.Record:
+    return {
+        model.METRIC: metric("j", 1, math.inf),
+        model.SPAN: every_kind()[6],
+        model.ITEM: every_kind()[7],
+        model.SERIES: every_kind()[8],
+        model.PROFILE: every_kind()[9],
+        model.JOB: every_kind()[1],
+        model.EXPERIMENT: every_kind()[0],
+    }[kind]
+
+
+def test_the_collector_is_paused_during_nested_ingests_and_restored_after() -> None:
+    import gc
+
+    from jobtrace.server.ingest import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch is still in progress
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

@@ -279,3 +279,64 @@ def test_the_sqlite_sink_does_not_import_sqlalchemy_for_a_current_store(tmp_path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert [r["step"] for r in rows(Store(url), schema.metrics)] == [1]
+
+
+def test_large_mixed_batches_store_every_value_exactly(store: Store) -> None:
+    """Rows are built a column at a time: ids shared between spans, hex strings beside
+    ints, every kind of JSON value, NaN/±Inf beside None must each land as written alone."""
+    trace = 2**127 + 5  # one int object shared by a trace's spans, as the hot path shares it
+    infos: list[Any] = [None, {}, {"k": [1, "é"]}, "text", [1, 2], {"bad": "\ud800"}, {1: "x"}]
+    spans = [
+        (
+            model.SPAN,
+            trace,
+            100 + i,
+            None if i == 0 else 100,
+            f"s{i}",
+            i,
+            1,
+            infos[i % 7],
+            None,
+            None,
+            "j1",
+            "h",
+            1,
+            "t",
+        )
+        for i in range(60)
+    ]
+    spans.append(
+        (model.SPAN, "e" * 32, "f" * 16, "0" * 16, "wire", 1, 1, None, None, None,
+         "j1", "h", 1, "t")
+    )  # fmt: skip
+    values = [None, math.nan, math.inf, -math.inf, 1.5, 2]
+    series = [
+        (model.SERIES, "src", None, f"s{i}", "gauge", None, "{}", values[i % 6], None, 1.0)
+        for i in range(30)
+    ]
+    jobs = [job_record("j9", seq=s, status=f"s{s}"[:16]) for s in (3, 1, 2)]
+    jobs += [job_record(f"k{i}", seq=1, tags=None) for i in range(5)]
+    metrics = [(model.METRIC, "j1", "m", step, float(step), 1.0) for step in (5, 9, 7)]
+    store.write([*spans, *series, *jobs, *metrics])
+
+    stored = {(r["trace_id"], r["span_id"]): r for r in rows(store, schema.spans)}
+    assert len(stored) == 61
+    for record in spans[:60]:
+        row = stored[(f"{trace:032x}", f"{record[2]:016x}")]
+        parent = record[3]
+        assert row["parent_id"] == (None if parent is None else f"{parent:016x}")
+        info = record[7]
+        expected = {"bad": "\\ud800"} if info == {"bad": "\ud800"} else info
+        assert row["info"] == ({"1": "x"} if info == {1: "x"} else expected)
+    assert stored[("e" * 32, "f" * 16)]["parent_id"] == "0" * 16
+    by_name = {r["name"]: r for r in rows(store, schema.series)}
+    for record in series:
+        row, value = by_name[record[3]], record[7]
+        if value is None or math.isfinite(value):
+            assert (row["value"], row["special"]) == (value, None)
+        else:
+            assert (row["value"], row["special"]) == model.split_float(value)
+    snapshots = {r["id"]: r for r in rows(store, schema.jobs)}
+    assert snapshots["j9"]["seq"] == 3 and snapshots["j9"]["status"] == "s3"
+    assert snapshots["k0"]["tags"] is None and snapshots["k0"]["argv"] == ["a.py"]
+    assert [(r["step"], r["value"]) for r in rows(store, schema.metric_latest)] == [(9, 9.0)]

@@ -65,6 +65,7 @@ __all__ = [
     "MAX_TEXT",
     "MIN_EPOCH",
     "NUL_REPLACEMENT",
+    "SHORT_DOC",
     "TEXT_LIMITS",
     "TRUNCATED",
     "Refusal",
@@ -73,6 +74,7 @@ __all__ = [
     "cap_text",
     "doc_dumper",
     "epoch_problem",
+    "may_break_bounds",
     "screen",
     "text_limit",
 ]
@@ -244,7 +246,23 @@ def cap_doc(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 (one return per
 
 # A JSON text this short cannot break the depth or key-count bounds (each level takes two
 # characters, each key four), so only NUL is looked for in it.
-_SHORT_DOC = 2 * MAX_DEPTH
+SHORT_DOC: Final = 2 * MAX_DEPTH
+
+
+def may_break_bounds(text: str) -> bool:
+    """Whether a document's JSON text may break a bound (and must be walked by
+    :func:`cap_doc`). Each test over-approximates its bound (a "{" inside a string counts as
+    nesting), which costs a walk, never a wrong result; a text of at most
+    :data:`SHORT_DOC` characters without an escaped NUL never breaks one."""
+    return "\\u0000" in text or (
+        len(text) > SHORT_DOC
+        and (
+            len(text) > MAX_DOC_CHARS
+            or text.count(":") >= MAX_KEYS
+            or text.count(",") >= MAX_KEYS
+            or text.count("{") + text.count("[") > MAX_DEPTH
+        )
+    )
 
 
 def doc_dumper(default: Callable[[Any], Any]) -> Callable[[Any], str]:
@@ -260,21 +278,7 @@ def doc_dumper(default: Callable[[Any], Any]) -> Callable[[Any], str]:
             text: str = dumps(value, default=default, option=option).decode()
         except (TypeError, ValueError):  # too deep, a cycle, a lone surrogate, a huge int
             text = ""
-        # Each test over-approximates its bound (a "{" inside a string counts as nesting),
-        # which costs a walk, never a wrong result.
-        if (
-            not text
-            or "\\u0000" in text
-            or (
-                len(text) > _SHORT_DOC
-                and (
-                    len(text) > MAX_DOC_CHARS
-                    or text.count(":") >= MAX_KEYS
-                    or text.count(",") >= MAX_KEYS
-                    or text.count("{") + text.count("[") > MAX_DEPTH
-                )
-            )
-        ):
+        if not text or may_break_bounds(text):
             text = dumps(cap_doc(value), default=default, option=option).decode()
             if len(text) > MAX_DOC_CHARS:
                 text = dumps({TRUNCATED: text[:_PREVIEW]}).decode()

@@ -13,12 +13,17 @@ and ``"-inf"`` (Dioptra's convention) and are stored exactly, never clamped.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from jobtrace._config import load_speedups
 from jobtrace.errors import JobtraceError
 from jobtrace.limits import cap_doc, cap_text
+
+_speedups = load_speedups()
 
 __all__ = [
     "EXPERIMENT",
@@ -32,6 +37,7 @@ __all__ = [
     "SERIES",
     "SPAN",
     "SPAN_HEX_IDS",
+    "SPECIAL_POSITIONS",
     "Record",
     "RecordError",
     "clean",
@@ -41,9 +47,11 @@ __all__ = [
     "error_type_name",
     "from_dict",
     "from_list",
+    "hex_ids",
     "split_float",
     "to_dict",
     "to_list",
+    "to_lists",
 ]
 
 Record = tuple[Any, ...]
@@ -257,8 +265,8 @@ def from_dict(data: object) -> Record:
 #: Trailing fields added to a kind after its wire form shipped: a record may leave them out.
 _OPTIONAL_TAIL: Final = {JOB: 1}
 
-# Tuple positions (kind at 0) of the special-float fields and of span ids left as ints.
-_SPECIAL_POSITIONS: Final = {
+#: Tuple positions (kind at 0) of the fields holding special floats, by kind.
+SPECIAL_POSITIONS: Final = {
     kind: tuple(FIELDS[kind].index(name) + 1 for name in names)
     for kind, names in _SPECIAL_FLOAT_FIELDS.items()
 }
@@ -269,7 +277,7 @@ def to_list(record: Record) -> Record:
     """A record as a JSON-safe sequence in its tuple order (``[kind, field, …]`` in JSON):
     special floats as strings, span ids as hex. Cheaper than :func:`to_dict` on both ends."""
     kind = record[0]
-    positions = _SPECIAL_POSITIONS.get(kind)
+    positions = SPECIAL_POSITIONS.get(kind)
     if positions is not None:
         for i in positions:
             value = record[i]
@@ -280,6 +288,56 @@ def to_list(record: Record) -> Record:
             if type(record[i]) is int:
                 record = (*record[:i], format(record[i], fmt), *record[i + 1 :])
     return record
+
+
+def hex_ids(column: Sequence[Any], fmt: str) -> list[Any]:
+    """``[format(v, fmt) if type(v) is int else v for v in column]`` for span id columns
+    (``fmt`` from :data:`SPAN_HEX_IDS`): hex strings and None are kept as they are."""
+    if _speedups is not None:
+        return _speedups.hex_ids(column, fmt)  # type: ignore[no-any-return]
+    distinct = dict.fromkeys(column)
+    if len(distinct) * 2 > len(column):  # mostly distinct (span ids): format every one
+        try:
+            return list(map(f"%{fmt}".__mod__, column))
+        except TypeError:  # None, or strings already
+            return [format(v, fmt) if type(v) is int else v for v in column]
+    # A trace's spans share its id, siblings their parent's: format each distinct id once.
+    formatted = {v: format(v, fmt) if type(v) is int else v for v in distinct}
+    return list(map(formatted.__getitem__, column))
+
+
+def to_lists(records: Sequence[Record]) -> list[Record]:
+    """:func:`to_list` of every record, in order; spans cost a column at a time."""
+    kinds = list(map(_KIND, records))
+    distinct = set(kinds)
+    out = list(records)
+    if SPAN in distinct:
+        spans = (
+            range(len(out))
+            if len(distinct) == 1
+            else [i for i, kind in enumerate(kinds) if kind == SPAN]
+        )
+        group = out if len(distinct) == 1 else [out[i] for i in spans]
+        # Only the id columns are taken out and formatted; each record is then its new ids
+        # plus the slice of fields after them (no transposing of the other ten fields).
+        ids = [hex_ids(list(map(operator.itemgetter(i), group)), fmt) for i, fmt in _HEX_POSITIONS]
+        heads = zip(itertools.repeat(SPAN, len(group)), *ids, strict=True)
+        converted = list(map(operator.add, heads, map(_AFTER_IDS, group)))
+        if len(distinct) == 1:
+            return converted
+        for i, record in zip(spans, converted, strict=True):
+            out[i] = record
+    if not distinct.isdisjoint(SPECIAL_POSITIONS):
+        for i, kind in enumerate(kinds):
+            if kind in SPECIAL_POSITIONS:
+                out[i] = to_list(out[i])
+    return out
+
+
+_KIND = operator.itemgetter(0)
+# The span ids are the fields right after the kind (a record's slice after them is kept).
+assert [i for i, _ in _HEX_POSITIONS] == list(range(1, len(_HEX_POSITIONS) + 1))
+_AFTER_IDS = operator.itemgetter(slice(len(_HEX_POSITIONS) + 1, None))
 
 
 def from_list(data: object) -> Record:
@@ -300,7 +358,7 @@ def from_list(data: object) -> Record:
             f"a {kind} record has {len(fields)} fields ({', '.join(fields)}), got {len(data) - 1}"
         )
     values = list(data)
-    for i in _SPECIAL_POSITIONS.get(kind, ()):
+    for i in SPECIAL_POSITIONS.get(kind, ()):
         if values[i] is not None:
             values[i] = decode_float(values[i])
     return tuple(values)

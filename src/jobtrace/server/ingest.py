@@ -16,8 +16,12 @@ listed as a :data:`Rejection` and left out, and the rest goes on to the store.
 
 from __future__ import annotations
 
+import gc
+import operator
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -27,7 +31,7 @@ from jobtrace import limits, model
 from jobtrace.server.errors import APIError
 from jobtrace.store import schema
 
-__all__ = ["MAX_BATCH_ID", "Rejection", "decode_batch", "rejection"]
+__all__ = ["MAX_BATCH_ID", "Rejection", "collector_paused", "decode_batch", "rejection"]
 
 MAX_BATCH_ID = 128
 
@@ -41,8 +45,7 @@ _TABLES: dict[str, sa.Table] = {
     model.SERIES: schema.series,
     model.PROFILE: schema.profiles,
 }
-_HEX_32 = re.compile(r"[0-9a-f]{32}")
-_HEX_16 = re.compile(r"[0-9a-f]{16}")
+_HEX_RUN = re.compile(r"[0-9a-f]*")
 _INT_LIMITS = {sa.BigInteger: 2**63, sa.Integer: 2**31}
 
 #: A record left out of a lenient batch, as the response lists it:
@@ -51,6 +54,20 @@ Rejection = dict[str, Any]
 
 #: Returns a problem ("must be …") or None.
 Check = Callable[[Any], "str | None"]
+#: True only if the check passes every value of a column (of non-None values); False when
+#: any might fail (the batch is then checked record by record, for the exact error).
+ColumnCheck = Callable[[list[Any]], bool]
+#: The column-at-a-time form of checks that have one; others run value by value.
+_COLUMN_CHECKS: dict[Check, ColumnCheck] = {}
+
+
+def _with_column(check: Check, column_check: ColumnCheck) -> Check:
+    _COLUMN_CHECKS[check] = column_check
+    return check
+
+
+def _types(values: Iterable[Any]) -> set[type]:
+    return set(map(type, values))
 
 
 def _string(limit: int | None, nonempty: bool) -> Check:
@@ -65,7 +82,13 @@ def _string(limit: int | None, nonempty: bool) -> Check:
             return "must not be empty"
         return None
 
-    return check
+    def column(values: list[Any]) -> bool:
+        if _types(values) != {str}:
+            return False
+        lengths = list(map(len, values))
+        return (limit is None or max(lengths) <= limit) and (not nonempty or min(lengths) > 0)
+
+    return _with_column(check, column)
 
 
 def _integer(limit: int, low: int | None) -> Check:
@@ -78,12 +101,19 @@ def _integer(limit: int, low: int | None) -> Check:
             return "is out of range"
         return None
 
-    return check
+    def column(values: list[Any]) -> bool:
+        lowest = -limit if low is None else max(low, -limit)
+        return _types(values) == {int} and min(values) >= lowest and max(values) < limit
+
+    return _with_column(check, column)
 
 
 def _number(v: Any) -> str | None:
     t = type(v)
     return None if t is float or t is int else "must be a number"
+
+
+_with_column(_number, lambda values: _types(values) <= {float, int})
 
 
 def _epoch(v: Any) -> str | None:
@@ -94,22 +124,48 @@ def _epoch(v: Any) -> str | None:
     return limits.epoch_problem(v)
 
 
+_with_column(
+    _epoch,
+    lambda values: (
+        _types(values) <= {float, int}
+        and min(values) >= limits.MIN_EPOCH
+        and max(values) <= limits.MAX_EPOCH
+    ),
+)
+
+
 def _anything(v: Any) -> str | None:
     return None
+
+
+_with_column(_anything, lambda values: True)
 
 
 def _one_of(values: tuple[str, ...]) -> Check:
     def check(v: Any) -> str | None:
         return None if v in values else f"must be one of {', '.join(values)}"
 
-    return check
+    allowed = set(values)
+    return _with_column(check, lambda column: _types(column) == {str} and set(column) <= allowed)
 
 
-def _pattern(regex: re.Pattern[str], what: str) -> Check:
+def _hex(width: int) -> Check:
+    regex = re.compile(f"[0-9a-f]{{{width}}}")
+
     def check(v: Any) -> str | None:
-        return None if type(v) is str and regex.fullmatch(v) else f"must be {what}"
+        return (
+            None
+            if type(v) is str and regex.fullmatch(v)
+            else f"must be {width} lowercase hex digits"
+        )
 
-    return check
+    def column(values: list[Any]) -> bool:
+        if _types(values) != {str}:
+            return False
+        lengths = set(map(len, values))
+        return lengths == {width} and _HEX_RUN.fullmatch("".join(values)) is not None
+
+    return _with_column(check, column)
 
 
 # Rules of the data model beyond column types: (kind, field) → check.
@@ -125,9 +181,9 @@ _RULES: dict[tuple[str, str], Check] = {
     (model.ITEM, "start_time"): _epoch,
     (model.SERIES, "updated_at"): _epoch,
     (model.PROFILE, "created_at"): _epoch,
-    (model.SPAN, "trace_id"): _pattern(_HEX_32, "32 lowercase hex digits"),
-    (model.SPAN, "span_id"): _pattern(_HEX_16, "16 lowercase hex digits"),
-    (model.SPAN, "parent_id"): _pattern(_HEX_16, "16 lowercase hex digits"),
+    (model.SPAN, "trace_id"): _hex(32),
+    (model.SPAN, "span_id"): _hex(16),
+    (model.SPAN, "parent_id"): _hex(16),
 }
 # Keys and names that must not be empty strings.
 _NONEMPTY = {
@@ -249,6 +305,9 @@ def decode_batch(
     items = data.get("records")
     if type(items) is not list:
         raise APIError(422, "a batch needs records: a list of record objects or arrays")
+    fast = _decode_columns(items)
+    if fast is not None:
+        return batch_id, fast
     records: list[model.Record] = []
     append = records.append
     from_dict, from_list = model.from_dict, model.from_list
@@ -268,3 +327,96 @@ def decode_batch(
             continue
         append(record)
     return batch_id, records
+
+
+_FIRST = operator.itemgetter(0)
+
+
+def _decode_columns(items: list[Any]) -> list[model.Record] | None:
+    """What the record-by-record decoding and checks return for a batch of well-formed
+    arrays, a column at a time: the checks' column forms (``set``, ``min``, ``max``,
+    ``join``) cost a few C-level passes per column instead of a Python call per field.
+
+    Returns None whenever anything might be wrong, and the caller decodes record by record:
+    so errors (which name the first bad record and field) are exactly the same.
+    """
+    try:
+        if not items or _types(items) != {list}:
+            return None
+        kinds = list(map(_FIRST, items))
+        distinct = dict.fromkeys(kinds)
+        if not distinct.keys() <= model.FIELDS.keys():
+            return None
+        out: list[model.Record] = []
+        if len(distinct) > 1:
+            out = [()] * len(items)
+        for kind in distinct:
+            if len(distinct) == 1:
+                positions: list[int] = []
+                group = items
+            else:
+                positions = [i for i, k in enumerate(kinds) if k == kind]
+                group = [items[i] for i in positions]
+            records = _decode_kind(kind, group)
+            if records is None:
+                return None
+            if not positions:
+                return records
+            for i, record in zip(positions, records, strict=True):
+                out[i] = record
+        return out
+    except Exception:  # anything unexpected: the record-by-record path says what
+        return None
+
+
+def _decode_kind(kind: str, group: list[list[Any]]) -> list[model.Record] | None:
+    """:func:`_decode_columns` for the arrays of one kind."""
+    if set(map(len, group)) != {len(model.FIELDS[kind]) + 1}:
+        return None
+    columns: list[Sequence[Any]] = list(zip(*group, strict=True))
+    for i in model.SPECIAL_POSITIONS.get(kind, ()):
+        column = columns[i]
+        if not _types(column) <= {float, type(None)}:
+            columns[i] = [None if v is None else model.decode_float(v) for v in column]
+    for position, _name, required, check in _PLANS[kind]:
+        column = columns[position]
+        values = column if None not in column else [v for v in column if v is not None]
+        if required and len(values) < len(column):
+            return None
+        if not values:
+            continue
+        column_check = _COLUMN_CHECKS.get(check)
+        if column_check is None:
+            if any(map(check, values)):
+                return None
+        elif not column_check(list(values)):
+            return None
+    return list(zip(*columns, strict=True))
+
+
+_paused = [0, True]  # batches in progress, whether the collector was on before the first
+_paused_lock = threading.Lock()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while a batch is decoded and stored (the server's own
+    process only, never a host program's).
+
+    A batch of 20,000 records is some 40,000 containers (the parsed arrays, info dicts,
+    the record tuples) alive until it is stored, none of which can form a cycle: meanwhile
+    the collector would walk them dozens of times, for a third of the ingest's time.
+    Concurrent batches count themselves in, so the last one out restores it.
+    """
+    with _paused_lock:
+        if _paused[0] == 0:
+            _paused[1] = gc.isenabled()
+            gc.disable()
+        _paused[0] += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused[0] -= 1
+            if _paused[0] == 0 and _paused[1]:
+                gc.enable()

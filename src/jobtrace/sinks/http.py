@@ -50,7 +50,7 @@ from jobtrace._config import ENV_HTTP_TIMEOUT, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.limits import cap_record
-from jobtrace.model import Record, to_list
+from jobtrace.model import Record, to_list, to_lists
 from jobtrace.sinks import count_refused
 from jobtrace.sinks.file import json_loads
 
@@ -91,10 +91,10 @@ _REJECT_LOG_LIMIT = 20
 
 def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
     """The request body: ``{"id": …, "records": [[kind, field, …], …]}`` (the model's
-    positional codec, :func:`jobtrace.model.to_list`)."""
+    positional codec, :func:`jobtrace.model.to_list`, via :func:`~jobtrace.model.to_lists`)."""
     import orjson
 
-    body = {"id": batch_id, "records": [to_list(r) for r in records]}
+    body = {"id": batch_id, "records": to_lists(records)}
     option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
     try:
         return orjson.dumps(body, default=repr, option=option)

@@ -29,7 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from jobtrace import model
 from jobtrace.errors import StoreError
 from jobtrace.server.errors import APIError
-from jobtrace.server.ingest import MAX_BATCH_ID, Rejection, decode_batch, rejection
+from jobtrace.server.ingest import (
+    MAX_BATCH_ID,
+    Rejection,
+    collector_paused,
+    decode_batch,
+    rejection,
+)
 from jobtrace.server.wire import JSONBody
 from jobtrace.store.core import Store
 
@@ -97,6 +103,12 @@ _DESCRIPTION = (
 
 def ingest(store: Store, body: bytes, lenient: bool = False) -> dict[str, Any]:
     """Decode, check and store one batch; the response body (see the module docstring)."""
+    # The collector paused: see collector_paused (a batch is many short-lived containers).
+    with collector_paused():
+        return _ingest(store, body, lenient)
+
+
+def _ingest(store: Store, body: bytes, lenient: bool) -> dict[str, Any]:
     from jobtrace.store.writer import RecordsRefused, _is_data_error
 
     rejected: list[Rejection] | None = [] if lenient else None
