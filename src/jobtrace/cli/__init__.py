@@ -12,6 +12,7 @@ from jobtrace.cli.jobs import jobs
 from jobtrace.cli.metrics import metrics
 from jobtrace.cli.run import run
 from jobtrace.cli.serve import serve
+from jobtrace.cli.token import token
 from jobtrace.cli.trace import trace
 
 __all__ = ["cli", "main"]
@@ -32,6 +33,7 @@ def cli() -> None:
         jobtrace trace list --job <job id>
         jobtrace batch stats <batch id>
         jobtrace serve                      # the REST API, docs at /docs
+        jobtrace token create NAME          # an API token for the server
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -45,6 +47,7 @@ cli.add_command(trace)
 cli.add_command(batch)
 cli.add_command(db)
 cli.add_command(serve)
+cli.add_command(token)
 
 
 def main() -> None:

@@ -15,20 +15,27 @@ connection, so a recorded job loads no HTTP package.
 - 400/422 naming a bad record: that record is dropped (counted and logged, as a store
   sink drops a record its database refuses) and the rest is sent again; a batch that would
   never be accepted must not block the spool behind it.
+- 401/403 (no token, a revoked one, or records of a job another token created): raised,
+  so the batch is spooled, with one line saying to set ``JOBTRACE_TOKEN``; it is delivered
+  once a process with an accepted token replays the spool.
 - Any other 4xx (wrong URL, a proxy refusing): raised, so the batch is kept in the spool.
+
+The token is ``JOBTRACE_TOKEN``, read when the sink is opened and sent as
+``Authorization: Bearer …``.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from jobtrace import __version__
-from jobtrace._config import mask_url
+from jobtrace._config import ENV_TOKEN, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.model import Record, clean, to_list
@@ -87,6 +94,9 @@ class HTTPSink:
             "Accept": "application/json",
             "User-Agent": f"jobtrace/{__version__}",
         }
+        token = os.environ.get(ENV_TOKEN, "").strip()
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
         self.rejected = 0
 
@@ -122,6 +132,9 @@ class HTTPSink:
                 self._reject(records.pop(), {"message": "the record alone is too large"})
                 return
             error = _error_body(body)
+            if status in {401, 403}:
+                # Never a reason to drop records: the token is wrong, not the data.
+                raise StoreError(_auth_problem(self, status, error))
             index = _bad_record_index(error, len(records)) if status in {400, 422} else None
             if index is None:
                 raise StoreError(
@@ -201,6 +214,17 @@ def _error_body(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _auth_problem(sink: HTTPSink, status: int, error: dict[str, Any]) -> str:
+    """One actionable line for a server that refused the sink's token."""
+    sent = "a token it refused" if "Authorization" in sink._headers else "no token"
+    return (
+        f"{mask_url(sink.url)} answered HTTP {status} ({error.get('error') or 'refused'}): the "
+        f"job sent {sent}; set {ENV_TOKEN} to a live token of the job's owner (jobtrace token "
+        f"create NAME --store URL); records are spooled meanwhile, nothing is lost "
+        f"[server: {str(error.get('message'))[:300]}]"
+    )
 
 
 def _bad_record_index(error: dict[str, Any], count: int) -> int | None:

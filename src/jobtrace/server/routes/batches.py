@@ -7,6 +7,7 @@ lost response, a replay from a spool — is acknowledged again but not stored tw
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jobtrace import model
 from jobtrace.errors import StoreError
+from jobtrace.server.auth import Guard, IdentityDep
 from jobtrace.server.errors import APIError
 from jobtrace.server.ingest import MAX_BATCH_ID, decode_batch
 from jobtrace.server.wire import JSONBody
@@ -48,11 +50,18 @@ _BODY_SCHEMA: dict[str, Any] = {
 }
 
 
-def ingest(store: Store, body: bytes) -> tuple[str, int, bool]:
-    """Decode, check and store one batch: (batch id, record count, stored now)."""
+def ingest(
+    store: Store,
+    body: bytes,
+    allow: Callable[[Sequence[model.Record]], None] | None = None,
+) -> tuple[str, int, bool]:
+    """Decode, check and store one batch: (batch id, record count, stored now).
+    ``allow(records)`` raises to refuse the batch before anything is written."""
     from jobtrace.store.writer import _is_data_error
 
     batch_id, records = decode_batch(body)
+    if allow is not None:
+        allow(records)
     try:
         stored = store.write(records, batch_id)
     except StoreError as exc:
@@ -71,14 +80,25 @@ def ingest(store: Store, body: bytes) -> tuple[str, int, bool]:
     responses={
         201: {"description": "Stored."},
         200: {"description": "Already stored earlier under this id; nothing changed."},
+        403: {
+            "description": "Records of jobs another token created: `detail.recordIndexes` "
+            "names them, `detail.jobIds` their jobs; nothing of the batch was stored."
+        },
     },
     status_code=201,
 )
-async def post_batch(request: Request) -> JSONBody:
+async def post_batch(request: Request, identity: IdentityDep) -> JSONBody:
     body = await request.body()
     store: Store = request.app.state.store
+    guard: Guard = request.app.state.auth
+
+    def allow(records: Sequence[model.Record]) -> None:
+        guard.check_records(identity, records)
+
     # Decoding and writing take milliseconds per thousand records: off the event loop.
-    batch_id, count, stored = await run_in_threadpool(ingest, store, body)
+    batch_id, count, stored = await run_in_threadpool(
+        ingest, store, body, None if identity is None else allow
+    )
     return JSONBody(
         {"id": batch_id, "records": count, "duplicate": not stored},
         status_code=201 if stored else 200,

@@ -1,0 +1,233 @@
+"""API tokens of ``jobtrace serve`` and the owners of jobs, in the store.
+
+A token reads ``jt_<key>_<secret>``: ``key`` (12 hex digits) is public and finds the
+token's row, ``secret`` is 32 random bytes. The store keeps the SHA-256 digest of the whole
+token, never the token itself, and a check compares digests in constant time
+(:func:`hmac.compare_digest`). A plain hash rather than a slow KDF is enough because the
+secret has 256 bits of entropy: no guess list exists to try against a stolen digest, and
+a fast hash lets every server process verify without a cache of raw tokens.
+
+>>> from jobtrace.store import Store, tokens                      # doctest: +SKIP
+>>> with Store("sqlite:///.jobtrace/jobtrace.db") as store:        # doctest: +SKIP
+...     secret = tokens.create(store, "ci", admin=False)           # shown once
+...     tokens.revoke(store, "ci")
+
+Jobs: the first authenticated write naming a job id claims it for its token's name
+(:func:`claim_jobs`, before the write itself); from then on only that name, or an admin
+token, may write the job's records. Jobs that existed before any claim (recorded while the
+server had no tokens) are owned by nobody: only an admin token may write them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from jobtrace.errors import ConflictError, NotFoundError, QueryError
+from jobtrace.store import schema
+
+if TYPE_CHECKING:
+    from jobtrace.store.core import Store
+
+__all__ = [
+    "NAME_PATTERN",
+    "PREFIX",
+    "TokenInfo",
+    "claim_jobs",
+    "create",
+    "digest",
+    "list_tokens",
+    "live_tokens",
+    "mark_used",
+    "matches",
+    "revoke",
+    "split_token",
+]
+
+#: Every token starts with this, so secret scanners and people recognise one.
+PREFIX = "jt_"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
+_NAME = re.compile(NAME_PATTERN)
+_TOKEN = re.compile(r"jt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+#: Job ids per ``IN (…)`` list: well under SQLite's and PostgreSQL's parameter limits.
+_CHUNK = 500
+
+
+class TokenInfo(NamedTuple):
+    """One token's row, without any secret: what ``jobtrace token list`` shows."""
+
+    key: str
+    name: str
+    admin: bool
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
+    digest: str = ""
+
+    @property
+    def prefix(self) -> str:
+        """The token's public start (``jt_<key>_…``), to tell tokens apart."""
+        return f"{PREFIX}{self.key}_…"
+
+
+def digest(token: str) -> str:
+    """The SHA-256 of a token, as stored."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_token(token: str) -> str | None:
+    """The public key of a well-formed token, else None."""
+    found = _TOKEN.fullmatch(token)
+    return found.group(1) if found else None
+
+
+def matches(token: str, stored_digest: str) -> bool:
+    """Whether ``token`` hashes to ``stored_digest`` (compared in constant time)."""
+    return hmac.compare_digest(digest(token), stored_digest)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise QueryError(
+            f"token name {name!r} is not valid: use 1-64 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _row(row: sa.Row[tuple[object, ...]]) -> TokenInfo:
+    m = row._mapping
+    return TokenInfo(
+        str(m["key"]),
+        str(m["name"]),
+        bool(m["admin"]),
+        float(m["created_at"]),
+        m["revoked_at"],
+        m["last_used_at"],
+        str(m["digest"]),
+    )
+
+
+def create(store: Store, name: str, *, admin: bool = False, now: float | None = None) -> str:
+    """Create a token named ``name`` and return it (the only time it is seen);
+    :class:`ConflictError` if a live token has that name."""
+    check_name(name)
+    key = secrets.token_hex(6)
+    token = f"{PREFIX}{key}_{secrets.token_urlsafe(32)}"
+    values = {
+        "key": key,
+        "name": name,
+        "digest": digest(token),
+        "admin": admin,
+        "created_at": time.time() if now is None else now,
+    }
+
+    def insert(conn: sa.Connection) -> None:
+        try:
+            conn.execute(sa.insert(schema.tokens).values(values))
+        except IntegrityError:  # the unique index on live names
+            raise ConflictError(
+                f"a token named {name!r} exists; revoke it first "
+                f"(jobtrace token revoke {name}) or choose another name"
+            ) from None
+
+    store._transact(insert)
+    return token
+
+
+def revoke(store: Store, name: str, *, now: float | None = None) -> None:
+    """Revoke the live token named ``name`` (:class:`NotFoundError` if there is none).
+    Servers refuse it within their refresh interval (a few seconds)."""
+    at = time.time() if now is None else now
+
+    def update(conn: sa.Connection) -> int:
+        t = schema.tokens
+        result = conn.execute(
+            sa.update(t).where(t.c.name == name, t.c.revoked_at.is_(None)).values(revoked_at=at)
+        )
+        return int(result.rowcount)
+
+    if store._transact(update) == 0:
+        raise NotFoundError(f"no live token named {name!r} (see jobtrace token list)")
+
+
+def list_tokens(store: Store) -> list[TokenInfo]:
+    """Every token, live and revoked, oldest first."""
+
+    def select(conn: sa.Connection) -> list[TokenInfo]:
+        t = schema.tokens
+        rows = conn.execute(sa.select(t).order_by(t.c.created_at, t.c.key))
+        return [_row(r)._replace(digest="") for r in rows]
+
+    return store._read(select)
+
+
+def live_tokens(conn: sa.Connection) -> list[TokenInfo]:
+    """The unrevoked tokens, with their digests (for a server's verifier)."""
+    t = schema.tokens
+    return [_row(r) for r in conn.execute(sa.select(t).where(t.c.revoked_at.is_(None)))]
+
+
+def mark_used(conn: sa.Connection, used: dict[str, float]) -> None:
+    """Record when tokens (by key) were last used."""
+    t = schema.tokens
+    for key, at in used.items():
+        conn.execute(
+            sa.update(t)
+            .where(t.c.key == key, sa.or_(t.c.last_used_at.is_(None), t.c.last_used_at < at))
+            .values(last_used_at=at)
+        )
+
+
+def _chunks(ids: Collection[str]) -> Iterable[list[str]]:
+    items = list(ids)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def job_owners(conn: sa.Connection, job_ids: Collection[str]) -> dict[str, str]:
+    """The owner of each of ``job_ids`` that has one."""
+    o = schema.job_owners
+    found: dict[str, str] = {}
+    for chunk in _chunks(job_ids):
+        rows = conn.execute(sa.select(o.c.job_id, o.c.owner).where(o.c.job_id.in_(chunk)))
+        found.update((str(job_id), str(owner)) for job_id, owner in rows)
+    return found
+
+
+_CLAIM = sa.text(
+    # A job already in the store without an owner (recorded before tokens existed) is not
+    # claimed: it stays owned by nobody, writable by admin tokens only. The WHERE clause
+    # also lets SQLite tell the upsert's ON from a join's.
+    "INSERT INTO job_owners (job_id, owner, claimed_at) "
+    "SELECT :job_id, :owner, :now WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = :job_id) "
+    "ON CONFLICT (job_id) DO NOTHING"
+)
+
+
+def claim_jobs(store: Store, job_ids: Collection[str], owner: str) -> dict[str, str | None]:
+    """The owner of each job id: claimed for ``owner`` where the job was unclaimed and new;
+    None for a job that existed before any claim (owned by nobody)."""
+    owners: dict[str, str | None] = dict(store._read(job_owners, job_ids))
+    missing = [j for j in job_ids if j not in owners]
+    if not missing:
+        return owners
+    now = time.time()
+
+    def claim(conn: sa.Connection) -> None:
+        conn.execute(_CLAIM, [{"job_id": j, "owner": owner, "now": now} for j in missing])
+
+    store._transact(claim)
+    # Read back: of two tokens racing for a new job, the one whose insert landed first won.
+    owners.update(store._read(job_owners, missing))
+    for job_id in missing:
+        owners.setdefault(job_id, None)
+    return owners
