@@ -38,6 +38,10 @@ Environment variables (all optional):
 ``JOBTRACE_ALLOWED_ORIGINS``
     For ``jobtrace serve``: comma-separated browser origins (``https://host:port``) allowed
     to write besides the server's own loopback or IP-address origin.
+``JOBTRACE_AUTH_REFRESH``
+    For ``jobtrace serve``: seconds each server process trusts its copy of the live tokens
+    (default 2): a new or revoked token takes effect within this time; 0 reads the store on
+    every request.
 ``JOBTRACE_NO_EXTENSIONS``
     Set to 1 to trace with the pure-Python implementation instead of the compiled one
     (read once, at import; the compiled one is used when it was built and this is unset).
@@ -70,6 +74,7 @@ ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
 ENV_TOKEN = "JOBTRACE_TOKEN"
 ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
 ENV_ALLOWED_ORIGINS = "JOBTRACE_ALLOWED_ORIGINS"
+ENV_AUTH_REFRESH = "JOBTRACE_AUTH_REFRESH"
 
 
 def load_speedups() -> ModuleType | None:

@@ -107,8 +107,8 @@ def _warn_if_open(url: str, host: str) -> None:
     from jobtrace.store import Store, tokens
 
     with Store(url) as store:
-        live = store._read(tokens.live_tokens)
-    if live or is_loopback(host):
+        found = store._read(tokens.all_tokens)
+    if found or is_loopback(host):
         return
     bar = "!" * 78
     click.echo(

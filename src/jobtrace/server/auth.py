@@ -11,8 +11,9 @@ and ``/metrics``:
   of :attr:`AuthSettings.allowed_origins`. Programs send no ``Origin`` and are unaffected.
   These checks hold with or without tokens: a laptop server has none, and is exactly what
   a page in the developer's browser could reach.
-- **Tokens.** While the store has no live token the server is open, as before tokens
-  existed. Once one exists, every write needs ``Authorization: Bearer <token>`` and so does
+- **Tokens.** While the store has never had a token the server is open, as before tokens
+  existed. Once one exists (revoked ones count: revoking a leaked last token must not open
+  the server), every write needs ``Authorization: Bearer <token>`` and so does
   every read unless :attr:`AuthSettings.auth_reads` is off: 401 without a token or with an
   unknown or revoked one.
 - **Owners.** A job's records (snapshots, metrics, spans, items, series, profiles naming
@@ -122,6 +123,11 @@ class AuthSettings:
         origins = env.get(_config.ENV_ALLOWED_ORIGINS, "")
         if origins.strip():
             values["allowed_origins"] = _origins(origins)
+        refresh = env.get(_config.ENV_AUTH_REFRESH, "").strip()
+        if refresh:
+            values["refresh_seconds"] = _config._number(
+                _config.ENV_AUTH_REFRESH, refresh, float, -1e-9, 3600.0
+            )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -130,6 +136,7 @@ class AuthSettings:
         return {
             _config.ENV_AUTH_READS: "1" if self.auth_reads else "0",
             _config.ENV_ALLOWED_ORIGINS: ",".join(self._normalised),
+            _config.ENV_AUTH_REFRESH: repr(self.refresh_seconds),
         }
 
 
@@ -160,6 +167,7 @@ class TokenVerifier:
         self._store = store
         self._refresh = refresh_seconds
         self._by_key: dict[str, tokens.TokenInfo] = {}
+        self._enabled = False
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
         self._used: dict[str, float] = {}
@@ -172,8 +180,9 @@ class TokenVerifier:
 
     @property
     def enabled(self) -> bool:
-        """Whether any live token exists (else the server is open)."""
-        return bool(self._by_key)
+        """Whether the store has ever had a token (else the server is open). Revoked ones
+        count: revoking a leaked last token must not open the server to everyone."""
+        return self._enabled
 
     def refresh(self) -> None:
         """Reload the live tokens (one query); on a store error keep the last copy, or
@@ -186,7 +195,7 @@ class TokenVerifier:
             if not self.stale:
                 return
             try:
-                live = self._store._read(tokens.live_tokens)
+                found = self._store._read(tokens.all_tokens)
                 self._write_used()
             except Exception as exc:
                 if first:
@@ -194,7 +203,8 @@ class TokenVerifier:
                 log.warning("jobtrace server: cannot reload API tokens (%s); using the last", exc)
                 self._loaded_at = time.monotonic()
                 return
-            self._by_key = {t.key: t for t in live}
+            self._by_key = {t.key: t for t in found if t.revoked_at is None}
+            self._enabled = bool(found)
             self._loaded_at = time.monotonic()
         finally:
             self._lock.release()

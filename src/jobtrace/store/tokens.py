@@ -45,7 +45,7 @@ __all__ = [
     "create",
     "digest",
     "list_tokens",
-    "live_tokens",
+    "all_tokens",
     "mark_used",
     "matches",
     "revoke",
@@ -160,20 +160,15 @@ def revoke(store: Store, name: str, *, now: float | None = None) -> None:
 
 
 def list_tokens(store: Store) -> list[TokenInfo]:
-    """Every token, live and revoked, oldest first."""
-
-    def select(conn: sa.Connection) -> list[TokenInfo]:
-        t = schema.tokens
-        rows = conn.execute(sa.select(t).order_by(t.c.created_at, t.c.key))
-        return [_row(r)._replace(digest="") for r in rows]
-
-    return store._read(select)
+    """Every token, live and revoked, oldest first (without digests)."""
+    found = store._read(all_tokens)
+    return sorted((t._replace(digest="") for t in found), key=lambda t: (t.created_at, t.key))
 
 
-def live_tokens(conn: sa.Connection) -> list[TokenInfo]:
-    """The unrevoked tokens, with their digests (for a server's verifier)."""
-    t = schema.tokens
-    return [_row(r) for r in conn.execute(sa.select(t).where(t.c.revoked_at.is_(None)))]
+def all_tokens(conn: sa.Connection) -> list[TokenInfo]:
+    """Every token, revoked ones included, with their digests (for a server's verifier:
+    a store stays closed once it has had a token, so revoking the last one never opens it)."""
+    return [_row(r) for r in conn.execute(sa.select(schema.tokens))]
 
 
 def mark_used(conn: sa.Connection, used: dict[str, float]) -> None:
