@@ -17,11 +17,12 @@ from jobtrace.cli._common import (
 def token() -> None:
     """Manage the API tokens of `jobtrace serve`.
 
-    While a store has never had a token its server is open to anyone who can reach it. Once
-    one exists (revoked ones count), every write needs a token (`Authorization: Bearer …`; the http sink and
-    jobtrace.client send JOBTRACE_TOKEN), and so does every read unless the server runs with
-    --open-reads. A job can then be written only with a token of the name that created it,
-    or an admin token. Run these commands against the server's store:
+    While a store has never had a token its server is open to anyone who can reach it.
+    Once one exists (revoked ones count), every write needs a token (`Authorization:
+    Bearer …`; the http sink and jobtrace.client send JOBTRACE_TOKEN), and so does every
+    read unless the server runs with --open-reads. A job can then be written only with a
+    token of the name that created it, or an admin token. Run these commands against the
+    server's store:
 
     \b
         jobtrace token create ci --store postgresql://jobtrace@db/jobtrace

@@ -41,11 +41,11 @@ __all__ = [
     "NAME_PATTERN",
     "PREFIX",
     "TokenInfo",
+    "all_tokens",
     "claim_jobs",
     "create",
     "digest",
     "list_tokens",
-    "all_tokens",
     "mark_used",
     "matches",
     "revoke",
@@ -203,7 +203,10 @@ _CLAIM = sa.text(
     # claimed: it stays owned by nobody, writable by admin tokens only. The WHERE clause
     # also lets SQLite tell the upsert's ON from a join's.
     "INSERT INTO job_owners (job_id, owner, claimed_at) "
-    "SELECT :job_id, :owner, :now WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = :job_id) "
+    # Casts give PostgreSQL one type for :job_id, which it meets twice.
+    "SELECT CAST(:job_id AS VARCHAR(128)), CAST(:owner AS VARCHAR(64)), "
+    "CAST(:now AS DOUBLE PRECISION) "
+    "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = CAST(:job_id AS VARCHAR(128))) "
     "ON CONFLICT (job_id) DO NOTHING"
 )
 
