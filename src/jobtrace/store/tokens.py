@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from jobtrace.errors import ConflictError, NotFoundError, QueryError
+from jobtrace.errors import ConflictError, NotFoundError, QueryError, StoreError
 from jobtrace.store import schema
 
 if TYPE_CHECKING:
@@ -188,44 +188,55 @@ def _chunks(ids: Collection[str]) -> Iterable[list[str]]:
         yield items[start : start + _CHUNK]
 
 
-def job_owners(conn: sa.Connection, job_ids: Collection[str]) -> dict[str, str]:
-    """The owner of each of ``job_ids`` that has one."""
-    o = schema.job_owners
-    found: dict[str, str] = {}
-    for chunk in _chunks(job_ids):
-        rows = conn.execute(sa.select(o.c.job_id, o.c.owner).where(o.c.job_id.in_(chunk)))
-        found.update((str(job_id), str(owner)) for job_id, owner in rows)
-    return found
-
-
-_CLAIM = sa.text(
+def _claim_sql(mark: str) -> str:
     # A job already in the store without an owner (recorded before tokens existed) is not
     # claimed: it stays owned by nobody, writable by admin tokens only. The WHERE clause
-    # also lets SQLite tell the upsert's ON from a join's.
-    "INSERT INTO job_owners (job_id, owner, claimed_at) "
-    # Casts give PostgreSQL one type for :job_id, which it meets twice.
-    "SELECT CAST(:job_id AS VARCHAR(128)), CAST(:owner AS VARCHAR(64)), "
-    "CAST(:now AS DOUBLE PRECISION) "
-    "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = CAST(:job_id AS VARCHAR(128))) "
-    "ON CONFLICT (job_id) DO NOTHING"
-)
+    # also lets SQLite tell the upsert's ON from a join's; the casts give PostgreSQL one
+    # type for the job id it meets twice.
+    job_id = f"CAST({mark} AS VARCHAR(128))"
+    return (
+        "INSERT INTO job_owners (job_id, owner, claimed_at) "
+        f"SELECT {job_id}, CAST({mark} AS VARCHAR(64)), CAST({mark} AS DOUBLE PRECISION) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = {job_id}) "
+        "ON CONFLICT (job_id) DO NOTHING"
+    )
 
 
 def claim_jobs(store: Store, job_ids: Collection[str], owner: str) -> dict[str, str | None]:
     """The owner of each job id: claimed for ``owner`` where the job was unclaimed and new;
-    None for a job that existed before any claim (owned by nobody)."""
-    owners: dict[str, str | None] = dict(store._read(job_owners, job_ids))
-    missing = [j for j in job_ids if j not in owners]
-    if not missing:
-        return owners
+    None for a job that existed before any claim (owned by nobody).
+
+    One transaction of two statements through the driver directly: this runs before the
+    first batch of every job a server sees, and SQLAlchemy's per-statement overhead would
+    cost more than writing a small batch. The insert comes first, so SQLite takes its write
+    lock before reading; the read that follows in the same transaction tells who won a race
+    for a new job (the other insert did nothing).
+    """
+    from jobtrace.store.core import describe_error
+
+    ids = list(job_ids)
+    mark = "?" if store.is_sqlite else "%s"
     now = time.time()
-
-    def claim(conn: sa.Connection) -> None:
-        conn.execute(_CLAIM, [{"job_id": j, "owner": owner, "now": now} for j in missing])
-
-    store._transact(claim)
-    # Read back: of two tokens racing for a new job, the one whose insert landed first won.
-    owners.update(store._read(job_owners, missing))
-    for job_id in missing:
+    try:
+        raw = store.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.executemany(_claim_sql(mark), [(j, owner, now, j) for j in ids])
+            owners: dict[str, str | None] = {}
+            for chunk in _chunks(ids):
+                marks = ", ".join([mark] * len(chunk))
+                cursor.execute(
+                    f"SELECT job_id, owner FROM job_owners WHERE job_id IN ({marks})", chunk
+                )
+                owners.update((str(j), str(o)) for j, o in cursor.fetchall())
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+    except Exception as exc:
+        raise StoreError(f"cannot write to {store.safe_url}: {describe_error(exc)}") from exc
+    for job_id in ids:
         owners.setdefault(job_id, None)
     return owners
