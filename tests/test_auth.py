@@ -404,3 +404,38 @@ def test_auth_settings_come_from_the_environment() -> None:
     assert AuthSettings.from_env(env, auth_reads=True).auth_reads is True
     with pytest.raises(Exception, match=_config.ENV_AUTH_REFRESH):
         AuthSettings.from_env({_config.ENV_AUTH_REFRESH: "soon"})
+
+
+# -- the sink, in process ----------------------------------------------------------------------
+
+
+def test_the_http_sink_keeps_records_a_server_refuses_for_their_token(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtrace.errors import StoreError
+    from jobtrace.sinks.http import HTTPSink
+    from tests.server_helpers import thread_server
+
+    with Store(store_url) as store:
+        alice = tokens.create(store, "alice")
+        bob = tokens.create(store, "bob")
+    with thread_server(store_url) as url:
+
+        def sink(token: str | None) -> HTTPSink:
+            monkeypatch.delenv(_config.ENV_TOKEN, raising=False)
+            if token is not None:
+                monkeypatch.setenv(_config.ENV_TOKEN, token)
+            return HTTPSink(url)
+
+        first = [tuple(job_record("alices", 1)), tuple(metric_record("alices", 0))]
+        sink(alice).write(first, batch_id="a1")
+        batch = [tuple(metric_record("alices", step)) for step in range(1, 50)]
+        for token, status, sent in ((None, 401, "no token"), (bob, 403, "a token it refused")):
+            refusing = sink(token)
+            with pytest.raises(StoreError) as info:  # raised: the recorder spools the batch
+                refusing.write(batch, batch_id="b1")
+            assert refusing.rejected == 0  # and nothing was dropped as a bad record
+            assert f"HTTP {status}" in str(info.value) and sent in str(info.value)
+            assert "set JOBTRACE_TOKEN" in str(info.value)
+        sink(alice).write(batch, batch_id="b1")
+    assert count(store_url, "SELECT count(*) FROM metrics WHERE job_id = 'alices'") == 50

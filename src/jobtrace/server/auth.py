@@ -42,6 +42,7 @@ from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from jobtrace import _config, model
@@ -379,7 +380,15 @@ def _unauthorized(message: str) -> APIError:
     return APIError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def authorize(request: Request) -> Identity | None:
+#: Declares the scheme in the OpenAPI document (so /docs offers to send a token); the
+#: header itself is read below, to answer every problem with the shared error body.
+_bearer = HTTPBearer(auto_error=False, description="An API token: jobtrace token create NAME")
+
+
+async def authorize(
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity | None:
     """The dependency guarding the API: browser checks on writes, then the token.
     Returns the caller's identity (None when the server or this read is open)."""
     guard: Guard = request.app.state.auth
