@@ -439,3 +439,48 @@ def test_the_http_sink_keeps_records_a_server_refuses_for_their_token(
             assert "set JOBTRACE_TOKEN" in str(info.value)
         sink(alice).write(batch, batch_id="b1")
     assert count(store_url, "SELECT count(*) FROM metrics WHERE job_id = 'alices'") == 50
+
+
+def test_every_record_kind_naming_a_job_is_checked_against_its_owner(store_url: str) -> None:
+    from jobtrace.server.auth import AuthSettings, Guard, Identity
+
+    def record(kind: str, job_id: str) -> model.Record:
+        fields: dict[str, Any] = dict.fromkeys(model.FIELDS[kind])
+        fields["id" if kind == model.JOB else "job_id"] = job_id
+        return (kind, *fields.values())
+
+    with Store(store_url) as store:
+        guard = Guard(store, AuthSettings())
+        alice, bob = Identity("alice", False, "k1"), Identity("bob", False, "k2")
+        guard.check_records(alice, [record(model.JOB, "alices")])
+        kinds = [k for k in model.FIELDS if k != model.EXPERIMENT]
+        batch = [record(kind, "alices") for kind in kinds]
+        batch.insert(2, record(model.SPAN, None))  # type: ignore[arg-type]  # no job: anyone's
+        batch.insert(3, (model.EXPERIMENT, "shared", None, None, 1.0))
+        with pytest.raises(Exception) as info:
+            guard.check_records(bob, batch)
+        detail = info.value.error_detail  # type: ignore[attr-defined]
+        assert detail["recordIndexes"] == [i for i, r in enumerate(batch) if "alices" in r]
+        assert len(detail["recordIndexes"]) == len(kinds) == 6
+        guard.check_records(alice, batch)  # the owner may
+        guard.check_records(Identity("ops", True, "k3"), batch)  # so may an admin
+        guard.check_records(None, batch)  # and anyone while the server has no tokens
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("db-host", False),
+    ],
+)
+def test_only_loopback_addresses_count_as_private(host: str, loopback: bool) -> None:
+    from jobtrace.server.auth import is_loopback
+
+    assert is_loopback(host) is loopback

@@ -7,10 +7,8 @@ token, never the token itself, and a check compares digests in constant time
 secret has 256 bits of entropy: no guess list exists to try against a stolen digest, and
 a fast hash lets every server process verify without a cache of raw tokens.
 
->>> from jobtrace.store import Store, tokens                      # doctest: +SKIP
->>> with Store("sqlite:///.jobtrace/jobtrace.db") as store:        # doctest: +SKIP
-...     secret = tokens.create(store, "ci", admin=False)           # shown once
-...     tokens.revoke(store, "ci")
+``jobtrace token create|revoke|list`` call :func:`create`, :func:`revoke` and
+:func:`list_tokens`; a server's verifier reads :func:`all_tokens`.
 
 Jobs: the first authenticated write naming a job id claims it for its token's name
 (:func:`claim_jobs`, before the write itself); from then on only that name, or an admin
