@@ -64,7 +64,7 @@ def revoke(name: str, store_url: str | None) -> None:
     """Revoke the live token called NAME: servers refuse it within a few seconds.
 
     Records a job sends with it afterwards are spooled by the job, not lost; they are
-    delivered once the job (or a later one, or `jobtrace spool replay`) has a live token.
+    delivered by the next process of the same JOBTRACE_DIR that has a live token.
     """
     from jobtrace.cli._common import open_store
     from jobtrace.store import tokens
