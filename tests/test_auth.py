@@ -484,3 +484,22 @@ def test_only_loopback_addresses_count_as_private(host: str, loopback: bool) -> 
     from jobtrace.server.auth import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_a_servers_verifier_records_when_tokens_were_last_used(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtrace.server import auth
+
+    monkeypatch.setattr(auth, "USED_WRITE_INTERVAL", 0.0)
+    with Store(store_url) as store:
+        secret = tokens.create(store, "alice")
+        tokens.create(store, "bob")
+        verifier = auth.TokenVerifier(store, refresh_seconds=0.0)
+        verifier.refresh()
+        identity = verifier.identify(secret)
+        assert identity is not None and identity.name == "alice" and not identity.admin
+        assert verifier.identify(secret + "x") is None
+        verifier.refresh()  # writes the use it saw
+        used = {t.name: t.last_used_at for t in tokens.list_tokens(store)}
+    assert used["alice"] is not None and used["bob"] is None
