@@ -27,6 +27,7 @@ SCRIPTS = (
     "bench_persist.py",
     "bench_metrics.py",
     "bench_server.py",
+    "bench_auth.py",
     "bench_batch.py",
     "bench_run_overhead.py",
     "bench_import.py",
