@@ -28,6 +28,7 @@ SCRIPTS = (
     "bench_limits.py",
     "bench_metrics.py",
     "bench_server.py",
+    "bench_auth.py",
     "bench_batch.py",
     "bench_soak.py",
     "bench_run_overhead.py",

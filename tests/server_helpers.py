@@ -88,9 +88,17 @@ def thread_server(store_url: str, port: int = 0, **app_options: int) -> Iterator
 class ServeProcess:
     """`jobtrace serve` in a subprocess, on a fixed port so it can be restarted there."""
 
-    def __init__(self, store_url: str, directory: Path) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        directory: Path,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store_url = store_url
         self.directory = directory
+        self.args = args  # more `jobtrace serve` options
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -103,8 +111,9 @@ class ServeProcess:
                 [
                     *(sys.executable, "-m", "jobtrace", "serve", "--store", self.store_url),
                     *("--port", str(self.port), "--log-level", "warning"),
+                    *self.args,
                 ],
-                env=cli_env(self.directory),
+                env=cli_env(self.directory, **self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -45,6 +45,19 @@ Environment variables (all optional):
     Set for child processes by :func:`jobtrace.tracing.child_env`.
 ``JOBTRACE_PARENT_JOB``
     Job id that spans and metrics of this process belong to when no job runs here.
+``JOBTRACE_TOKEN``
+    API token sent as ``Authorization: Bearer …`` by the ``http(s)://`` sink and by
+    :class:`jobtrace.client.Client` (make one with ``jobtrace token create NAME``).
+``JOBTRACE_AUTH_READS``
+    For ``jobtrace serve``: ``1`` (default) makes reads need a token once any token exists,
+    ``0`` leaves reads open (writes always need one then).
+``JOBTRACE_ALLOWED_ORIGINS``
+    For ``jobtrace serve``: comma-separated browser origins (``https://host:port``) allowed
+    to write besides the server's own loopback or IP-address origin.
+``JOBTRACE_AUTH_REFRESH``
+    For ``jobtrace serve``: seconds each server process trusts its copy of the live tokens
+    (default 2): a new or revoked token takes effect within this time; 0 reads the store on
+    every request.
 ``JOBTRACE_NO_EXTENSIONS``
     Set to 1 to trace with the pure-Python implementation instead of the compiled one
     (read once, at import; the compiled one is used when it was built and this is unset).
@@ -78,6 +91,10 @@ ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
 ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
 ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
+ENV_TOKEN = "JOBTRACE_TOKEN"
+ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
+ENV_ALLOWED_ORIGINS = "JOBTRACE_ALLOWED_ORIGINS"
+ENV_AUTH_REFRESH = "JOBTRACE_AUTH_REFRESH"
 
 
 def load_speedups() -> ModuleType | None:

@@ -22,11 +22,13 @@ Tests (and programs that embed a server) pass an ``httpx`` transport, e.g.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from jobtrace._config import ENV_TOKEN
 from jobtrace.errors import JobtraceError
 from jobtrace.model import RecordError, decode_float, encode_float
 
@@ -112,7 +114,10 @@ def _params(**values: Any) -> dict[str, Any]:
 
 
 class Client:
-    """A connection to a jobtrace server at ``url`` (e.g. ``http://127.0.0.1:8000``)."""
+    """A connection to a jobtrace server at ``url`` (e.g. ``http://127.0.0.1:8000``).
+
+    ``token`` is the API token sent as ``Authorization: Bearer …`` (default: the
+    ``JOBTRACE_TOKEN`` environment variable; none if unset or empty)."""
 
     def __init__(
         self,
@@ -121,14 +126,19 @@ class Client:
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
+        all_headers = dict(headers or {})
+        token = token if token is not None else os.environ.get(ENV_TOKEN, "").strip()
+        if token:
+            all_headers.setdefault("Authorization", f"Bearer {token}")
         self._http = httpx.Client(
             base_url=self.url,
             timeout=timeout,
-            headers=dict(headers or {}),
+            headers=all_headers,
             transport=transport,
         )
         self.jobs = JobsCollection(self)

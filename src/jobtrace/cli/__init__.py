@@ -13,6 +13,7 @@ from jobtrace.cli.metrics import metrics
 from jobtrace.cli.run import run
 from jobtrace.cli.serve import serve
 from jobtrace.cli.spool import spool
+from jobtrace.cli.token import token
 from jobtrace.cli.trace import trace
 
 __all__ = ["cli", "main"]
@@ -34,6 +35,7 @@ def cli() -> None:
         jobtrace batch stats <batch id>
         jobtrace serve                      # the REST API, docs at /docs
         jobtrace spool status               # records waiting for an unreachable store
+        jobtrace token create NAME          # an API token for the server
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -48,6 +50,7 @@ cli.add_command(batch)
 cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(spool)
+cli.add_command(token)
 
 
 def main() -> None:

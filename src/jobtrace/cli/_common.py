@@ -51,6 +51,24 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Stores a server can run on (and so hold its tokens).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def database_url(store_url: str | None, command: str) -> str:
+    """The store URL resolved as every command does, or a one-line error naming
+    ``command`` if it is not a database (e.g. an http:// JOBTRACE_URL)."""
+    from jobtrace import _config
+
+    url = _config.resolve(url=store_url).url
+    if url.split("://", 1)[0].lower() not in DATABASE_SCHEMES:
+        fail(
+            f"{command} needs a database store (--store sqlite:///… or postgresql://…), "
+            f"not {_config.mask_url(url)!r}"
+        )
+    return url
+
+
 def plain_console() -> Console:
     """A console that prints user strings as they are: no markup, emoji codes or guessing."""
     from rich.console import Console

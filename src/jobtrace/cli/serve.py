@@ -6,9 +6,7 @@ import os
 
 import click
 
-from jobtrace.cli._common import fail, handle_errors, store_option
-
-DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+from jobtrace.cli._common import database_url, fail, handle_errors, store_option
 
 
 @click.command()
@@ -31,28 +29,55 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+@click.option(
+    "--auth-reads/--open-reads",
+    default=None,
+    help="Once the store has a token, reads need one too (the default; env "
+    "JOBTRACE_AUTH_READS=1), or stay open to anyone (JOBTRACE_AUTH_READS=0). Writes always "
+    "need one then. /api/v1/health is always open; /metrics is a read.",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A browser origin (https://host:port) whose pages may write, besides the server's "
+    "own loopback or IP-address origin; repeatable (env JOBTRACE_ALLOWED_ORIGINS, "
+    "comma-separated).",
+)
 @handle_errors
 def serve(
-    store_url: str | None, host: str, port: int, workers: int, log_level: str, access_log: bool
+    store_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool,
+    auth_reads: bool | None,
+    allow_origins: tuple[str, ...],
 ) -> None:
     """Serve the REST API (/api/v1, docs at /docs) for a store.
 
     \b
         jobtrace serve --store postgresql://jobtrace@db/jobtrace --host 0.0.0.0 --workers 4
         JOBTRACE_URL=http://127.0.0.1:8000 jobtrace run train.py    # record into it
+
+    With no API token in the store the server is open to anyone who can reach it (fine on
+    127.0.0.1; a loud warning on any other address). `jobtrace token create NAME` makes one;
+    from then on writes need a token, and reads unless --open-reads.
     """
     from jobtrace import _config
 
-    url = _config.resolve(url=store_url).url
-    if url.split("://", 1)[0].lower() not in DATABASE_SCHEMES:
-        fail(f"jobtrace serve needs a database store (sqlite:/// or postgresql://), not {url!r}")
+    url = database_url(store_url, "jobtrace serve")
     try:
         import uvicorn
 
-        from jobtrace.server import create_app
+        from jobtrace.server import AuthSettings, create_app
     except ImportError as exc:
         fail(f"the server needs its extra: pip install 'jobtrace[server]' ({exc})")
         return
+    auth = AuthSettings.from_env(auth_reads=auth_reads, allowed_origins=allow_origins or None)
+    _warn_if_open(url, host)
     options = {
         "host": host,
         "port": port,
@@ -61,16 +86,38 @@ def serve(
         "server_header": False,
     }
     if workers == 1:
-        uvicorn.run(create_app(url), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(url, auth=auth), **options)  # type: ignore[arg-type]
         return
-    from jobtrace.store import Store
-
-    Store(url).close()  # create or migrate once, before the workers race to do it
-    # Workers import the app themselves; they find the store in the environment.
+    # Workers import the app themselves; they find the store and settings in the environment.
     os.environ[_config.ENV_URL] = url
+    os.environ.update(auth.to_env())
     uvicorn.run(
         "jobtrace.server.app:app_from_env",
         factory=True,
         workers=workers,
         **options,  # type: ignore[arg-type]
+    )
+
+
+def _warn_if_open(url: str, host: str) -> None:
+    """Say loudly when a server others can reach has no tokens; also creates or migrates the
+    store once, before any worker races to do it."""
+    from jobtrace._config import mask_url
+    from jobtrace.server.auth import is_loopback
+    from jobtrace.store import Store, tokens
+
+    with Store(url) as store:
+        found = store._read(tokens.all_tokens)
+    if found or is_loopback(host):
+        return
+    bar = "!" * 78
+    click.echo(
+        f"{bar}\n"
+        f"jobtrace: WARNING: serving on {host} with NO API TOKENS: anyone who can reach this\n"
+        "jobtrace: WARNING: port can read and rewrite every job and metric in the store.\n"
+        f"jobtrace: WARNING: create one now: jobtrace token create NAME --admin --store "
+        f"{mask_url(url)}\n"
+        "jobtrace: WARNING: (the server requires tokens within seconds, no restart needed)\n"
+        f"{bar}",
+        err=True,
     )

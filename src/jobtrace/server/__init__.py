@@ -6,5 +6,6 @@ Needs the ``server`` extra: ``pip install 'jobtrace[server]'``.
 from __future__ import annotations
 
 from jobtrace.server.app import API_PREFIX, create_app
+from jobtrace.server.auth import AuthSettings
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "AuthSettings", "create_app"]

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from jobtrace import __version__
+from jobtrace.server.auth import AuthSettings, Guard, authorize
 from jobtrace.server.docs import install_docs
 from jobtrace.server.errors import BodyLimit, install_handlers
-from jobtrace.server.routes import ROUTERS, prometheus
+from jobtrace.server.routes import ROUTERS, health, prometheus
 from jobtrace.server.scrape import ScrapeSettings, SourceRetirer
 from jobtrace.server.wire import JSONBody
 from jobtrace.store.core import Store
@@ -47,9 +48,11 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     scrape: ScrapeSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the store at ``store_url`` (created and migrated if needed);
-    ``scrape`` tunes ``/metrics`` and the folding of dead sources."""
+    ``scrape`` tunes ``/metrics`` and the folding of dead sources, ``auth`` who may read
+    (see :mod:`jobtrace.server.auth`; writes need a token once the store has one)."""
     store = Store(store_url)
     scrape = scrape or ScrapeSettings()
     retirer = SourceRetirer(store, scrape)
@@ -76,11 +79,16 @@ def create_app(
     )
     app.state.store = store
     app.state.scrape = scrape
+    app.state.auth = Guard(store, auth or AuthSettings())
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Every route but /health (load balancers, readiness probes) goes through one guard;
+    # /metrics too, as a read: it shows job names and metric values.
+    guarded = [Depends(authorize)]
     for router in ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(prometheus.router)  # /metrics, where Prometheus looks
+        open_route = router is health.router
+        app.include_router(router, prefix=API_PREFIX, dependencies=None if open_route else guarded)
+    app.include_router(prometheus.router, dependencies=guarded)  # /metrics, where Prometheus looks
     install_docs(app, "jobtrace")
 
     @app.get("/", include_in_schema=False)
@@ -97,7 +105,8 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """The app for the store ``JOBTRACE_URL`` names: uvicorn's factory for worker processes."""
+    """The app for the store ``JOBTRACE_URL`` names, guarded as ``JOBTRACE_AUTH_READS`` and
+    ``JOBTRACE_ALLOWED_ORIGINS`` say: uvicorn's factory for worker processes."""
     from jobtrace import _config
 
-    return create_app(_config.resolve().url)
+    return create_app(_config.resolve().url, auth=AuthSettings.from_env())

@@ -65,9 +65,15 @@ class APIError(StarletteHTTPException):
     """
 
     def __init__(
-        self, status: int, message: str, *, kind: str | None = None, detail: Any = None
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str | None = None,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status, message)
+        super().__init__(status, message, headers=headers)
         self.status = status
         self.kind = kind or KINDS.get(status, "error")
         self.message = message
@@ -111,7 +117,10 @@ def _describe(error: dict[str, Any]) -> str:
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.message, exc.kind, exc.error_detail)
+    response = error_response(exc.status, exc.message, exc.kind, exc.error_detail)
+    if exc.headers:  # e.g. WWW-Authenticate on a 401
+        response.headers.update(exc.headers)
+    return response
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

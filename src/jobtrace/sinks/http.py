@@ -32,13 +32,20 @@ it was committing is acknowledged as a duplicate on the replay.
 - 413 (the body is over the server's limit): the batch is halved, each half sent under an
   id derived from the batch's, until it fits; a single record too large by itself is
   dropped (counted and logged, as above).
+- 401/403 (no token, a revoked one, or records of a job another token created): raised,
+  so the batch is spooled, with one line saying to set ``JOBTRACE_TOKEN``; it is delivered
+  once a process with an accepted token replays the spool.
 - Any other 4xx (wrong URL, a proxy refusing): raised, so the batch is kept in the spool.
+
+The token is ``JOBTRACE_TOKEN``, read when the sink is opened and sent as
+``Authorization: Bearer …``.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -46,7 +53,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from jobtrace import __version__, _config
-from jobtrace._config import ENV_HTTP_TIMEOUT, mask_url
+from jobtrace._config import ENV_HTTP_TIMEOUT, ENV_TOKEN, mask_url
 from jobtrace._ids import time_ordered_id
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.limits import cap_record
@@ -134,6 +141,9 @@ class HTTPSink:
             "Prefer": PREFER_LENIENT,
             "User-Agent": f"jobtrace/{__version__}",
         }
+        token = os.environ.get(ENV_TOKEN, "").strip()
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
         self._deadline = 0.0
         #: Records dropped because the server refused them for good.
@@ -193,6 +203,9 @@ class HTTPSink:
                 self._reject(records.pop(), {"message": "the record alone is too large"})
                 return
             error = _json_object(body)
+            if status in {401, 403}:
+                # Never a reason to drop records: the token is wrong, not the data.
+                raise StoreError(_auth_problem(self, status, error))
             index = _bad_record_index(error, len(records)) if status in {400, 422} else None
             if index is None:
                 raise StoreError(
@@ -316,6 +329,17 @@ def _rejected_entries(result: dict[str, Any], count: int) -> list[dict[str, Any]
         if isinstance(e, dict) and type(e.get("index")) is int and 0 <= e["index"] < count
     }
     return [valid[i] for i in sorted(valid)]
+
+
+def _auth_problem(sink: HTTPSink, status: int, error: dict[str, Any]) -> str:
+    """One actionable line for a server that refused the sink's token."""
+    sent = "a token it refused" if "Authorization" in sink._headers else "no token"
+    return (
+        f"{mask_url(sink.url)} answered HTTP {status} ({error.get('error') or 'refused'}): the "
+        f"job sent {sent}; set {ENV_TOKEN} to a live token of the job's owner (jobtrace token "
+        f"create NAME --store URL); records are spooled meanwhile, nothing is lost "
+        f"[server: {str(error.get('message'))[:300]}]"
+    )
 
 
 def _bad_record_index(error: dict[str, Any], count: int) -> int | None:

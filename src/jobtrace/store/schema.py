@@ -172,3 +172,38 @@ ingested_batches = sa.Table(
     sa.Column("received_at", sa.Double, nullable=False),
     sa.Column("records", sa.Integer, nullable=False),
 )
+
+#: API tokens of ``jobtrace serve`` (see :mod:`jobtrace.store.tokens`). The secret is never
+#: stored: ``key`` is the token's public lookup part, ``digest`` the SHA-256 of the whole
+#: token. A name is unique among live tokens only, so revoking a leaked token and creating
+#: a new one under the same name keeps the name's jobs writable.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double),
+    sa.Column("last_used_at", sa.Double),
+    sa.Index(
+        "ix_tokens_live_name",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("revoked_at IS NULL"),
+        postgresql_where=sa.text("revoked_at IS NULL"),
+    ),
+)
+
+#: Which token name created (and so may write) each job: claimed by the first authenticated
+#: write that names the job, before its rows are written. A table of its own rather than a
+#: column of ``jobs``, because any record kind may name a job first (a metric can arrive
+#: before its job's snapshot) and the batch writer's job upsert stays untouched.
+job_owners = sa.Table(
+    "job_owners",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.Double, nullable=False),
+)

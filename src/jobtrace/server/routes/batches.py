@@ -21,6 +21,7 @@ Two ways to handle a bad record, chosen by the request's ``Prefer`` header (RFC 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jobtrace import model
 from jobtrace.errors import StoreError
+from jobtrace.server.auth import Guard, IdentityDep
 from jobtrace.server.errors import APIError
 from jobtrace.server.ingest import (
     MAX_BATCH_ID,
@@ -101,18 +103,31 @@ _DESCRIPTION = (
 )
 
 
-def ingest(store: Store, body: bytes, lenient: bool = False) -> dict[str, Any]:
-    """Decode, check and store one batch; the response body (see the module docstring)."""
+def ingest(
+    store: Store,
+    body: bytes,
+    lenient: bool = False,
+    allow: Callable[[Sequence[model.Record]], None] | None = None,
+) -> dict[str, Any]:
+    """Decode, check and store one batch; the response body (see the module docstring).
+    ``allow(records)`` raises to refuse the batch before anything is written."""
     # The collector paused: see collector_paused (a batch is many short-lived containers).
     with collector_paused():
-        return _ingest(store, body, lenient)
+        return _ingest(store, body, lenient, allow)
 
 
-def _ingest(store: Store, body: bytes, lenient: bool) -> dict[str, Any]:
+def _ingest(
+    store: Store,
+    body: bytes,
+    lenient: bool,
+    allow: Callable[[Sequence[model.Record]], None] | None,
+) -> dict[str, Any]:
     from jobtrace.store.writer import RecordsRefused, _is_data_error
 
     rejected: list[Rejection] | None = [] if lenient else None
     batch_id, records = decode_batch(body, rejected)
+    if allow is not None:
+        allow(records)
     if rejected is None:
         try:
             stored = store.write(records, batch_id)
@@ -166,15 +181,26 @@ def _lenient(request: Request) -> bool:
             "content": {"application/json": {"schema": _RESULT_SCHEMA}},
         },
         422: {"description": "Strict handling: a bad record, named in `detail`; nothing stored."},
+        403: {
+            "description": "Records of jobs another token created: `detail.recordIndexes` "
+            "names them, `detail.jobIds` their jobs; nothing of the batch was stored."
+        },
     },
     status_code=201,
 )
-async def post_batch(request: Request) -> JSONBody:
+async def post_batch(request: Request, identity: IdentityDep) -> JSONBody:
     body = await request.body()
     store: Store = request.app.state.store
     lenient = _lenient(request)
+    guard: Guard = request.app.state.auth
+
+    def allow(records: Sequence[model.Record]) -> None:
+        guard.check_records(identity, records)
+
     # Decoding and writing take milliseconds per thousand records: off the event loop.
-    result = await run_in_threadpool(ingest, store, body, lenient)
+    result = await run_in_threadpool(
+        ingest, store, body, lenient, None if identity is None else allow
+    )
     return JSONBody(
         result,
         status_code=200 if result["duplicate"] else 201,

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, field_validator
 
-from jobtrace import model
+from jobtrace import _ids, model
+from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy, sort_field
@@ -50,10 +51,19 @@ class JobCreate(APIModel):
 
 
 @router.post("/jobs", status_code=201, summary="Register a job", response_class=JSONBody)
-def create_job(body: JobCreate, store: StoreDep, request: Request) -> JSONBody:
+def create_job(
+    body: JobCreate, store: StoreDep, request: Request, identity: IdentityDep
+) -> JSONBody:
+    job_id = body.id or _ids.time_ordered_id()
+    # The caller's token claims the id before the job exists (an existing job is not
+    # claimed, and creating it again is a 409 below).
+    guard: Guard = request.app.state.auth
+    if guard.check_jobs(identity, {job_id}):
+        assert identity is not None
+        raise forbidden_jobs(identity, {job_id})
     # One INSERT … ON CONFLICT DO NOTHING: of two requests racing for an id, one gets 409.
     created = store.create_job(
-        job_id=body.id,
+        job_id=job_id,
         name=body.name,
         experiment=body.experiment,
         status=body.status,

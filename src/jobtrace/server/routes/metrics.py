@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from jobtrace import model
 from jobtrace.metrics import MAX_NAME, MAX_STEP
+from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep, read
 from jobtrace.server.errors import APIError
 from jobtrace.server.paging import PageDep, envelope
@@ -94,8 +95,14 @@ class MetricIn(APIModel):
     "as stored.",
     response_class=JSONBody,
 )
-def append_metric(job_id: JobId, body: MetricIn, store: StoreDep) -> JSONBody:
+def append_metric(
+    job_id: JobId, body: MetricIn, store: StoreDep, request: Request, identity: IdentityDep
+) -> JSONBody:
     read(store, require_job, job_id)
+    guard: Guard = request.app.state.auth
+    if guard.check_jobs(identity, {job_id}):
+        assert identity is not None
+        raise forbidden_jobs(identity, {job_id})
     value = body.value
     assert isinstance(value, float)  # the validator's doing
     timestamp = time.time() if body.timestamp is None else float(body.timestamp)
