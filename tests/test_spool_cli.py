@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import orjson
 
 from jobtrace.spool import Spool
-from tests.cli_helpers import jobtrace_cli
+from tests.cli_helpers import cli_env, jobtrace_cli
 
 
 def _metrics(job_id: str, steps: range) -> list[tuple[object, ...]]:
@@ -106,3 +107,22 @@ def test_replay_leaves_the_files_of_a_live_job_to_it(tmp_path: Path) -> None:
     result = jobtrace_cli("spool", "replay", "--store", url, cwd=tmp_path, check=True)
     assert "replayed 0 records" in result.stdout
     assert "left 1 files to the running jobs" in result.stdout
+
+
+def test_the_readme_spool_commands_run_verbatim(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("### The spool", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    _spool_two_batches(tmp_path / ".jobtrace", f"sqlite:///{tmp_path / 'jobs.db'}")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(tmp_path / ".jobtrace"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replayed 500 records" in result.stdout
+    with sqlite3.connect(tmp_path / "jobs.db") as conn:
+        assert conn.execute("SELECT count(*) FROM metrics").fetchone() == (500,)

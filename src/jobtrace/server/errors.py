@@ -172,7 +172,9 @@ async def _on_store_error(request: Request, exc: Exception) -> Response:
         cause = exc.__cause__
         return await _on_bug(request, cause if isinstance(cause, Exception) else exc)
     log.warning("jobtrace server: store error on %s %s: %s", request.method, request.url, exc)
-    return error_response(503, str(exc))
+    # The cause stays in the server's log: it names the database's host, port and name,
+    # which are no business of a client.
+    return error_response(503, "the store is unavailable; retry later (the server log says why)")
 
 
 def _is_database_failure(exc: StoreError) -> bool:
