@@ -338,7 +338,7 @@ def bench_persist(
         if peer is not None:
             cases["mlflow"] = lambda: peer.batch_rate(3000 if quick else 10_000)
         results = interleave(cases, rounds)
-    lost = recorder.dropped + recorder.spooled + recorder.lost
+    lost = recorder.dropped + recorder.spooled
     _config.configure(url="memory://bench-metrics-done", install_signal_handlers=False)
     rate = median(results["persist"])
     mlflow_rate = median(results["mlflow"]) if peer else MLFLOW_QUOTED["batch_points_s"]

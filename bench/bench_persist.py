@@ -147,7 +147,7 @@ def job_batch(n: int) -> Batch:
             "job", _ids.time_ordered_id(), time.time_ns(), f"train-{i}", "bench", "succeeded",
             now, now + 1.0, 1.0, 1024, 0.9, 0.1, 0, None, None, "bench-host", 1000 + i,
             ["train.py", "--lr", "0.1"], {"team": "ml"}, {"lr": 0.1, "epochs": i},
-            now + 1.0, 10.0, None,
+            now + 1.0, 10.0, None, None,
         )
         for i in range(n)
     ]  # fmt: skip
@@ -437,7 +437,7 @@ def main() -> int:
             )
             sqlite_cases["e2e"] = lambda: end_to_end_rate(recorder, e2e_n)
             sqlite_results = interleave(sqlite_cases, rounds)
-            lost = recorder.dropped + recorder.spooled + recorder.lost
+            lost = recorder.dropped + recorder.spooled
         finally:
             recorder.close()
             for store in stores.values():

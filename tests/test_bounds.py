@@ -373,3 +373,16 @@ def test_a_refused_key_is_counted_once_when_the_database_refuses_another_record(
         store.write([*good[:5], too_long, too_big, *good[5:]])
         assert store._writer is not None and store._writer.rejected == 2
         assert [p.step for p in store.metric_history("j", "ok").data] == list(range(10))
+
+
+def test_a_column_of_documents_is_suspected_whenever_one_of_them_may_break_a_bound() -> None:
+    from jobtrace import limits
+
+    short = ['{"a": 1}', '{"path": "/data/x.wfm", "rows": 100}' * 3]
+    assert not limits.any_may_break_bounds(short)
+    deep = "[" * (limits.MAX_DEPTH + 1) + "]" * (limits.MAX_DEPTH + 1)
+    nul = '{"text": "a\\u0000b"}'
+    wide = "{" + ",".join(f'"k{i}": {i}' for i in range(limits.MAX_KEYS)) + "}"
+    for bad in (deep, nul, wide):
+        assert limits.may_break_bounds(bad)
+        assert limits.any_may_break_bounds([*short, bad])

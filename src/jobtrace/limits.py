@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any, Final
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "TEXT_LIMITS",
     "TRUNCATED",
     "Refusal",
+    "any_may_break_bounds",
     "cap_doc",
     "cap_record",
     "cap_text",
@@ -265,6 +267,24 @@ def may_break_bounds(text: str) -> bool:
     )
 
 
+def any_may_break_bounds(texts: Sequence[str]) -> bool:
+    """Whether any of many documents' JSON texts may break a bound: :func:`may_break_bounds`
+    for a whole column, in a few C-level passes (the writer's common case is a column of
+    documents of a few hundred characters, nested a level or two, without NUL)."""
+    if "\\u0000" in "".join(texts):
+        return True
+    longest = max(map(len, texts), default=0)
+    if longest <= SHORT_DOC:
+        return False
+    # Past SHORT_DOC only the depth bound can break below MAX_KEYS characters (a key costs
+    # at least four, an element two); longer texts are rare: each is looked at alone.
+    if longest >= MAX_KEYS:
+        return any(map(may_break_bounds, texts))
+    braces = map(str.count, texts, repeat("{"))
+    brackets = map(str.count, texts, repeat("["))
+    return bool(max(map(operator.add, braces, brackets)) > MAX_DEPTH)
+
+
 def doc_dumper(default: Callable[[Any], Any]) -> Callable[[Any], str]:
     """A function giving the JSON text of a value as a bounded document (``default``
     serialises what JSON cannot hold). The common case is one ``orjson.dumps`` and a string
@@ -313,9 +333,19 @@ def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], li
     """
     fixes: dict[int, dict[str, str | None]] = {}
     for position, _name, limit, key in _positions(kind):
+        values = set(map(operator.itemgetter(position), records))
+        values.discard(None)
+        if not values:
+            continue
+        if set(map(type, values)) == {str}:
+            # The common case in a few C-level passes over the column: all short, ASCII
+            # (so encodable) and without NUL. Anything else is looked at value by value.
+            joined = "".join(values)
+            if max(map(len, values)) <= limit and joined.isascii() and "\x00" not in joined:
+                continue
         bad = {
             v: (None if key and len(v) > limit else cap_text(v, limit))
-            for v in set(map(operator.itemgetter(position), records))
+            for v in values
             if type(v) is str and _needs_cap(v, limit)
         }
         if bad:

@@ -382,9 +382,9 @@ def _json_column(column: Sequence[Any], nulls: bool) -> Sequence[Any]:
         documents = [None if v is None else json_dumps(v) for v in column]
         nulls = False  # None is still None
     else:
-        # The bounds of jobtrace.limits, as json_dumps keeps them: two C-level passes show
-        # whether any document may break one; only those are dumped again, bounded.
-        if max(map(len, documents)) > limits.SHORT_DOC or "\\u0000" in "".join(documents):
+        # The bounds of jobtrace.limits, as json_dumps keeps them: a few C-level passes
+        # show whether any document may break one; only those are dumped again, bounded.
+        if limits.any_may_break_bounds(documents):
             documents = [
                 json_dumps(v) if limits.may_break_bounds(d) else d
                 for v, d in zip(column, documents, strict=True)
@@ -535,6 +535,12 @@ class BatchWriter:
     def _screen(self, records: Sequence[model.Record]) -> tuple[list[model.Record], list[Refusal]]:
         """``records`` within :mod:`jobtrace.limits`, in order (text cut, NUL replaced), and
         the records refused there (an over-long key), by position in ``records``."""
+        kinds = dict.fromkeys(map(_KIND, records))
+        if kinds.keys() <= model.FIELDS.keys():
+            # The common case: nothing to fix (screen hands each group back as it is).
+            groups = {k: g if type(g) is list else list(g) for k, g in _by_kind(records).items()}
+            if all(limits.screen(k, g)[0] is g for k, g in groups.items()):
+                return list(records), []
         positions: dict[str, list[int]] = {}
         for index, rec in enumerate(records):
             positions.setdefault(rec[0], []).append(index)
