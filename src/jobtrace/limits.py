@@ -333,16 +333,24 @@ def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], li
     """
     fixes: dict[int, dict[str, str | None]] = {}
     for position, _name, limit, key in _positions(kind):
-        values = set(map(operator.itemgetter(position), records))
+        column = list(map(operator.itemgetter(position), records))
+        try:
+            joined = "".join(column)  # raises at once for a column with None or non-text
+        except TypeError:
+            joined = None
+        # The common case in a few C-level passes over the column: all text, short, ASCII
+        # (so encodable) and without NUL. Anything else is looked at value by value.
+        if (
+            joined is not None
+            and max(map(len, column), default=0) <= limit
+            and joined.isascii()
+            and "\x00" not in joined
+        ):
+            continue
+        values = set(column)
         values.discard(None)
         if not values:
             continue
-        if set(map(type, values)) == {str}:
-            # The common case in a few C-level passes over the column: all short, ASCII
-            # (so encodable) and without NUL. Anything else is looked at value by value.
-            joined = "".join(values)
-            if max(map(len, values)) <= limit and joined.isascii() and "\x00" not in joined:
-                continue
         bad = {
             v: (None if key and len(v) > limit else cap_text(v, limit))
             for v in values
