@@ -65,13 +65,7 @@ SPANS_PER_TRACE = 50
 KINDS = ("metric", "span", "item", "series", "job")
 CASES = (*KINDS, "mix")
 #: The table each record kind is written to (the peer writes this one table per kind).
-TABLES: dict[str, sa.Table] = {
-    model.METRIC: schema.metrics,
-    model.SPAN: schema.spans,
-    model.ITEM: schema.items,
-    model.SERIES: schema.series,
-    model.JOB: schema.jobs,
-}
+TABLES: dict[str, sa.Table] = {kind: schema.RECORD_TABLES[kind] for kind in KINDS}
 
 Batch = list[Record]
 #: A batch as the peer writes it: table name -> rows in the table's column order.

@@ -93,15 +93,7 @@ def _depth(doc: Any) -> int:
 
 
 def test_text_limits_are_the_store_column_widths() -> None:
-    tables = {
-        model.EXPERIMENT: schema.experiments,
-        model.JOB: schema.jobs,
-        model.METRIC: schema.metrics,
-        model.SPAN: schema.spans,
-        model.ITEM: schema.items,
-        model.SERIES: schema.series,
-        model.PROFILE: schema.profiles,
-    }
+    tables = schema.RECORD_TABLES
     for kind, fields in limits.TEXT_LIMITS.items():
         for field, (limit, _key) in fields.items():
             width = tables[kind].c[field].type.length

@@ -35,16 +35,6 @@ __all__ = ["MAX_BATCH_ID", "Rejection", "collector_paused", "decode_batch", "rej
 
 MAX_BATCH_ID = 128
 
-#: The table each record kind is stored in; its columns say what a field may hold.
-_TABLES: dict[str, sa.Table] = {
-    model.EXPERIMENT: schema.experiments,
-    model.JOB: schema.jobs,
-    model.METRIC: schema.metrics,
-    model.SPAN: schema.spans,
-    model.ITEM: schema.items,
-    model.SERIES: schema.series,
-    model.PROFILE: schema.profiles,
-}
 _HEX_RUN = re.compile(r"[0-9a-f]*")
 _INT_LIMITS = {sa.BigInteger: 2**63, sa.Integer: 2**31}
 
@@ -219,7 +209,7 @@ def _column_check(kind: str, column: sa.Column[Any]) -> Check:
 
 
 def _plan(kind: str) -> tuple[tuple[int, str, bool, Check], ...]:
-    table = _TABLES[kind]
+    table = schema.RECORD_TABLES[kind]
     return tuple(
         (
             position,

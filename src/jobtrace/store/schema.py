@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from jobtrace import model
+
 metadata = sa.MetaData()
 
 #: JSON documents: JSONB on PostgreSQL (indexable), TEXT holding JSON on SQLite.
@@ -162,6 +164,17 @@ profiles = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Index("ix_profiles_job_id", "job_id"),
 )
+
+#: The table each record kind is stored in; its columns say what a field may hold.
+RECORD_TABLES: dict[str, sa.Table] = {
+    model.EXPERIMENT: experiments,
+    model.JOB: jobs,
+    model.METRIC: metrics,
+    model.SPAN: spans,
+    model.ITEM: items,
+    model.SERIES: series,
+    model.PROFILE: profiles,
+}
 
 #: Ids of ingested batches (HTTP retries, redelivered queue messages), written in the same
 #: transaction as the batch's rows so a batch is stored exactly once.
