@@ -535,29 +535,28 @@ class BatchWriter:
     def _screen(self, records: Sequence[model.Record]) -> tuple[list[model.Record], list[Refusal]]:
         """``records`` within :mod:`jobtrace.limits`, in order (text cut, NUL replaced), and
         the records refused there (an over-long key), by position in ``records``."""
-        kinds = dict.fromkeys(map(_KIND, records))
-        if kinds.keys() <= model.FIELDS.keys():
-            # The common case: nothing to fix (screen hands each group back as it is).
-            groups = {k: g if type(g) is list else list(g) for k, g in _by_kind(records).items()}
-            if all(limits.screen(k, g)[0] is g for k, g in groups.items()):
-                return list(records), []
-        positions: dict[str, list[int]] = {}
+        if not dict.fromkeys(map(_KIND, records)).keys() <= model.FIELDS.keys():
+            return list(records), []  # _write_once names the unknown kind
+        groups = {k: g if type(g) is list else list(g) for k, g in _by_kind(records).items()}
+        screened = {kind: limits.screen(kind, group) for kind, group in groups.items()}
+        if all(kept is groups[kind] for kind, (kept, _) in screened.items()):
+            return list(records), []  # the common case: screen handed every group back
+        # Rare: something was cut or refused. Put the screened records back in batch order.
+        positions: dict[str, list[int]] = {kind: [] for kind in groups}
         for index, rec in enumerate(records):
-            positions.setdefault(rec[0], []).append(index)
-        fixed: list[model.Record | None] = list(records)
+            positions[rec[0]].append(index)
+        fixed: list[model.Record | None] = [None] * len(records)
         refused: list[Refusal] = []
-        for kind, where in positions.items():
-            if kind not in model.FIELDS:
-                continue  # _write_once names the unknown kind
-            kept, bad = limits.screen(kind, [records[i] for i in where])
+        for kind, (kept, bad) in screened.items():
+            where = positions[kind]
             gone = {index for index, _, _ in bad}
             refused += [
                 Refusal(where[index], f"{kind} record field {field!r} {problem}")
                 for index, field, problem in bad
             ]
-            replacements = iter(kept)
-            for j, i in enumerate(where):
-                fixed[i] = None if j in gone else next(replacements)
+            survivors = (i for j, i in enumerate(where) if j not in gone)
+            for i, record in zip(survivors, kept, strict=True):
+                fixed[i] = record
         return [r for r in fixed if r is not None], sorted(refused)
 
     def _write_once(
