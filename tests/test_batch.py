@@ -258,7 +258,7 @@ def test_a_failed_export_keeps_the_previous_file(
         out.write("partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("jobtrace.batch.metrics.write_file_metrics_csv", disk_full)
+    monkeypatch.setattr("jobtrace.batch.tracker.write_file_metrics_csv", disk_full)
     with pytest.raises(ExportError, match="No space left on device"):
         BatchMetrics().export_csv(target)
     assert target.read_text() == "previous\n"
@@ -280,7 +280,7 @@ def test_two_threads_exporting_to_one_path_at_once_both_succeed(
         summary.write_file_metrics_csv(rows, out)
 
     monkeypatch.setattr(
-        "jobtrace.batch.metrics.write_file_metrics_csv", write_when_both_are_writing
+        "jobtrace.batch.tracker.write_file_metrics_csv", write_when_both_are_writing
     )
     metrics = BatchMetrics()
     metrics.record_file("a.txt", duration=0.5)
@@ -378,4 +378,4 @@ def test_batchmetrics_is_exported_lazily() -> None:
         "print(jobtrace.BatchMetrics.__module__, jobtrace.batch.map.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["jobtrace.batch.metrics", "jobtrace.batch.runner"]
+    assert out.stdout.split() == ["jobtrace.batch.tracker", "jobtrace.batch.runner"]

@@ -18,9 +18,9 @@ import pytest
 import jobtrace
 from jobtrace import _config
 from jobtrace.batch import BatchMetrics, stored_summary
-from jobtrace.batch.metrics import write_json_export
 from jobtrace.batch.stored import stored_file_metrics
 from jobtrace.batch.summary import OTHER_ERROR_TYPES
+from jobtrace.batch.tracker import write_json_export
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.model import ITEM
 from jobtrace.sinks.memory import MemorySink

@@ -25,8 +25,8 @@ from jobtrace.instruments import (
     profile,
     profiler,
 )
+from jobtrace.instruments.calls import Profiler
 from jobtrace.instruments.handlers import BaseHandler, ProfileRecord
-from jobtrace.instruments.profiling import Profiler
 from tests.instruments_helpers import clean_instruments
 
 __all__ = ["clean_instruments"]

@@ -12,7 +12,6 @@ after the process has gone, with the same summary :meth:`BatchMetrics.summary` g
 
 from __future__ import annotations
 
-from jobtrace.batch.metrics import BatchMetrics, ExportError
 from jobtrace.batch.runner import BatchResults, ItemFailure, Skip, map, report
 from jobtrace.batch.summary import (
     BatchSummary,
@@ -20,6 +19,7 @@ from jobtrace.batch.summary import (
     ThroughputStats,
     TimingStats,
 )
+from jobtrace.batch.tracker import BatchMetrics, ExportError
 
 __all__ = [
     "BatchMetrics",

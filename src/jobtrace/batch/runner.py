@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
 from jobtrace import _clock, _resources
-from jobtrace.batch.metrics import BatchMetrics
 from jobtrace.batch.progress import ProgressReporter, make_reporter
 from jobtrace.batch.summary import BatchSummary
+from jobtrace.batch.tracker import BatchMetrics
 from jobtrace.errors import ConfigurationError
 from jobtrace.model import error_type_name
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobtrace.instruments._cells import drops
+from jobtrace.instruments.calls import RESPONSE_SIZE, TIME_PROFILER, Profiler, profile, profiler
 from jobtrace.instruments.handlers import (
     BaseHandler,
     LoggerHandler,
     NamedLoggerHandler,
     StreamHandler,
 )
-from jobtrace.instruments.metrics import (
+from jobtrace.instruments.kinds import (
     DEFAULT_BUCKETS,
     GAUGE_MODES,
     Counter,
@@ -38,7 +39,6 @@ from jobtrace.instruments.metrics import (
     Metric,
     Summary,
 )
-from jobtrace.instruments.profiling import RESPONSE_SIZE, TIME_PROFILER, Profiler, profile, profiler
 from jobtrace.instruments.registry import REGISTRY, InstrumentRegistry, process_source, publish
 
 if TYPE_CHECKING:

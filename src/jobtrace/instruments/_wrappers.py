@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from jobtrace.instruments.profiling import _frame, _hook_failed, response_size
+from jobtrace.instruments.calls import _frame, _hook_failed, response_size
 from jobtrace.model import error_type_name
 
 if TYPE_CHECKING:
+    from jobtrace.instruments.calls import Profiler, _State
     from jobtrace.instruments.handlers import RawRecord
-    from jobtrace.instruments.profiling import Profiler, _State
 
 log = logging.getLogger("jobtrace.instruments")
 

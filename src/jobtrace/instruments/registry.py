@@ -36,7 +36,7 @@ from jobtrace.instruments._cells import (
     InfoCell,
     SummaryCell,
 )
-from jobtrace.instruments.metrics import Counter, Gauge, Histogram, Metric, Summary
+from jobtrace.instruments.kinds import Counter, Gauge, Histogram, Metric, Summary
 
 __all__ = [
     "REGISTRY",

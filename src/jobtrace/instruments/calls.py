@@ -1,4 +1,4 @@
-"""``@profile``: Phanos's profiler — call durations by context, root hooks and handlers.
+"""``@profile``: call durations by context, root hooks and handlers (Phanos's engine).
 
 >>> import jobtrace
 >>> class Shop:
@@ -38,7 +38,7 @@ from typing import Any, Final, TypeVar
 
 from jobtrace.errors import ConfigurationError
 from jobtrace.instruments.handlers import BaseHandler, HandlerDispatcher, RawRecord
-from jobtrace.instruments.metrics import Histogram, Metric
+from jobtrace.instruments.kinds import Histogram, Metric
 
 __all__ = ["RESPONSE_SIZE", "TIME_PROFILER", "Profiler", "profile", "profiler"]
 
