@@ -103,7 +103,9 @@ class JobProfile:
         return not (self.wall.stacks or self.memory.stacks or self.timeline)
 
 
-def _record(job_id: str, type_: str, format_: str, data: Mapping[str, Any], now: float) -> tuple[Any, ...]:
+def _record(
+    job_id: str, type_: str, format_: str, data: Mapping[str, Any], now: float
+) -> tuple[Any, ...]:
     text = orjson.dumps(data).decode()
     return (model.PROFILE, uuid.uuid4().hex, job_id, type_, format_, text, now)
 
@@ -130,7 +132,13 @@ def stacks_record(
 def timeline_record(
     job_id: str, process: str, points: Iterable[tuple[float, int, float]], now: float
 ) -> tuple[Any, ...]:
-    return _record(job_id, "timeline", "timeline/1", {"process": process, "points": [list(p) for p in points]}, now)
+    return _record(
+        job_id,
+        "timeline",
+        "timeline/1",
+        {"process": process, "points": [list(p) for p in points]},
+        now,
+    )
 
 
 def memory_record(
@@ -147,7 +155,7 @@ def memory_record(
         "mode": mode,
         "peak_kb": peak_kb,
         "time": when,
-        "stacks": sorted(([k, v] for k, v in stacks.items() if v > 0), key=lambda kv: -kv[1]),
+        "stacks": [[k, v] for k, v in sorted(stacks.items(), key=lambda kv: -kv[1]) if v > 0],
     }
     return _record(job_id, "memory", "peak/1", data, when)
 
