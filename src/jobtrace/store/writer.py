@@ -187,11 +187,14 @@ class TablePlan:
     """A :class:`TableSpec` made executable: row building and the SQL for one dialect.
 
     Rows are built a column at a time (one C-level pass per column, not a Python call per
-    row) and zipped into tuples only as the driver consumes them (see :class:`_ColumnRows`).
-    On SQLite a row has the record's own shape (kind first), with a ``special`` column
-    appended when Python splits the value, and the statement's numbered parameters (``?2``,
-    ``?3``, …) pick each column: a kind that needs no fix-up is bound as recorded, without
-    building any row. For PostgreSQL's COPY a row holds the table's columns in order.
+    row) and joined into tuples only as the driver consumes them. On SQLite a row has the
+    record's own shape (kind first), with a ``special`` column appended when Python splits
+    the value, and the statement's numbered parameters (``?2``, ``?3``, …) pick each column:
+    a kind that needs no fix-up is bound as recorded, without building any row; otherwise
+    only the record's tail from its first column to fix up (JSON documents, hex ids, a
+    split value) is taken out and rebuilt (see :class:`_TailRows`). The driver binds every
+    element of a row, referenced or not, so a record's own dicts and big ints must not stay
+    in it. For PostgreSQL's COPY a row holds the table's columns in order.
     """
 
     def __init__(self, spec: TableSpec, dialect: str) -> None:
@@ -216,23 +219,18 @@ class TablePlan:
             self._sources = [record["value" if c == "special" else c] for c in self.columns]
             position = {c: i for i, c in enumerate(self.columns)}
         self._json = tuple(position[c] for c in spec.json)
-        self._json_nulls = dialect != "sqlite"
         self._hex = tuple((position[c], fmt) for c, fmt in spec.hex_ids)
         self._special = position["special"] if split else None
         self._value = position["value"] if split else None
-        #: Rows are the records as they are (SQLite, and nothing to fix up).
-        self._as_recorded = dialect == "sqlite" and not (self._hex or split)
-        self._fixed = sorted(
-            {*self._json, *(i for i, _ in self._hex)}
-            | ({position["value"], position["special"]} if split else set())
-        )
-        #: SQLite rows of records with one run of columns to fix (jobs: argv, tags, params)
-        #: are slices of the record around the fixed-up run: cheaper than transposing
-        #: every column (see :class:`_SegmentRows`). None: rows are zipped from columns.
-        self._segments: list[tuple[bool, int, int]] | None = None
+        fixed = {*self._json, *(i for i, _ in self._hex)}
+        fixed |= {position["value"], position["special"]} if split else set()
+        #: Rows are rebuilt from this position on (SQLite: the records' prefix before it is
+        #: kept as is; PostgreSQL: 0). None: rows are the records as they are.
+        self._tail: int | None = 0
         if dialect == "sqlite":
-            segments = _segments(len(self._sources), set(self._fixed))
-            self._segments = segments if len(segments) <= 3 else None
+            self._tail = min(fixed) if fixed else None
+            if self._tail == 1:
+                self._tail = 0  # a column of kinds is cheaper than slicing each record
         cols = ", ".join(map(_q, self.columns))
         conflict = _conflict_clause(spec, self.columns)
         # One temporary table per plan: two plans may fill the same table in one transaction.
@@ -241,11 +239,7 @@ class TablePlan:
             source = f"SELECT {cols} FROM {self.temp_table}"
             self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) {source} {conflict}"
         else:
-            marks = [
-                f"NULLIF(?{position[c] + 1}, 'null')" if c in spec.json else f"?{position[c] + 1}"
-                for c in self.columns
-                if c != "special" or split
-            ]
+            marks = [f"?{position[c] + 1}" for c in self.columns if c != "special" or split]
             if in_sql:
                 v = marks[self.columns.index("value")]
                 marks[self.columns.index("value")] = (
@@ -265,30 +259,23 @@ class TablePlan:
             records = self._reduce(records)  # first: the fix-ups below are per row
         if not records:
             return ()
-        if self._as_recorded and all(map(_all_none, self._json_columns(records))):
+        tail = self._tail
+        if tail is None:
             return records
-        columns: dict[int, Sequence[Any]]
-        if self._segments is None:
-            by_position = list(zip(*records, strict=False))
-            columns = {p: by_position[i] for p, i in enumerate(self._sources)}
-        else:  # only the columns to fix up are taken out of the records
-            columns = {
-                p: list(map(operator.itemgetter(self._sources[p]), records)) for p in self._fixed
-            }
+        # A column at a time: zip(*records) would make an iterator per record, and 20,000
+        # new objects set off the garbage collector, whose passes over the host's heap then
+        # cost more than the whole transposition.
+        columns: list[Sequence[Any]] = [
+            list(map(operator.itemgetter(source), records)) for source in self._sources[tail:]
+        ]
         for i, fmt in self._hex:
-            columns[i] = model.hex_ids(columns[i], fmt)
+            columns[i - tail] = model.hex_ids(columns[i - tail], fmt)
         for i in self._json:
-            columns[i] = _json_column(columns[i], self._json_nulls)
+            columns[i - tail] = _json_column(columns[i - tail])
         special, value = self._special, self._value
         if special is not None and value is not None:
-            columns[value], columns[special] = _split_column(columns[value])
-        if self._segments is None:
-            return _ColumnRows([columns[p] for p in range(len(self._sources))])
-        return _SegmentRows(records, self._segments, columns)
-
-    def _json_columns(self, records: Sequence[model.Record]) -> Iterator[list[Any]]:
-        for i in self._json:
-            yield list(map(operator.itemgetter(i), records))
+            columns[value - tail], columns[special - tail] = _split_column(columns[value - tail])
+        return _TailRows(records, tail, columns)
 
     def _reduce(self, records: Sequence[model.Record]) -> Sequence[model.Record]:
         """One record per key: the one with the largest ``newer`` value, the later of
@@ -306,70 +293,34 @@ class TablePlan:
         return list(kept.values()) if len(kept) < len(records) else records
 
 
-class _ColumnRows:
-    """Rows zipped from fixed-up columns each time they are iterated.
+class _TailRows:
+    """Rows made as they are iterated: each record's prefix up to ``tail`` (kept as
+    recorded) followed by the rebuilt columns, ``record[:17] + (argv, tags, params, …)``.
 
-    The driver binds each row as it is made and drops it, so a batch's rows never exist
-    all at once: besides the memory, 20,000 new tuples alive together would set off the
-    garbage collector every 700 of them, at a cost that grows with the host's heap.
+    The driver binds each row as it is made and drops it, so a batch's rows never exist all
+    at once: besides the memory, 20,000 new tuples alive together would set off the garbage
+    collector every 700 of them, at a cost that grows with the host's heap.
     """
 
-    __slots__ = ("_columns",)
+    __slots__ = ("_columns", "_records", "_tail")
 
-    def __init__(self, columns: list[Sequence[Any]]) -> None:
+    def __init__(
+        self, records: Sequence[model.Record], tail: int, columns: list[Sequence[Any]]
+    ) -> None:
+        self._records = records
+        self._tail = tail
         self._columns = columns
 
     def __iter__(self) -> Iterator[Row]:
-        return zip(*self._columns, strict=True)
+        rows = zip(*self._columns, strict=True)
+        if not self._tail:
+            return rows
+        prefixes = map(operator.itemgetter(slice(0, self._tail)), self._records)
+        return map(operator.add, prefixes, rows)
 
 
-class _SegmentRows:
-    """Rows made, as they are iterated, of slices of each record and the fixed-up columns
-    between them: ``record[:17] + (argv, tags, params) + record[20:]``."""
-
-    __slots__ = ("_parts", "_records")
-
-    def __init__(
-        self,
-        records: Sequence[model.Record],
-        segments: list[tuple[bool, int, int]],
-        columns: dict[int, Sequence[Any]],
-    ) -> None:
-        self._records = records
-        self._parts: list[Callable[[model.Record], Row] | list[Sequence[Any]]] = [
-            [columns[p] for p in range(start, stop)]
-            if fixed
-            else operator.itemgetter(slice(start, stop))
-            for fixed, start, stop in segments
-        ]
-
-    def __iter__(self) -> Iterator[Row]:
-        rows: Iterator[Row] | None = None
-        for part in self._parts:
-            piece = zip(*part, strict=True) if isinstance(part, list) else map(part, self._records)
-            rows = piece if rows is None else map(operator.add, rows, piece)
-        assert rows is not None
-        return rows
-
-
-def _segments(width: int, fixed: set[int]) -> list[tuple[bool, int, int]]:
-    """Runs of positions ``(fixed?, start, stop)`` covering ``range(width)``."""
-    runs: list[tuple[bool, int, int]] = []
-    for p in range(width):
-        if runs and runs[-1][0] == (p in fixed):
-            runs[-1] = (runs[-1][0], runs[-1][1], p + 1)
-        else:
-            runs.append((p in fixed, p, p + 1))
-    return runs
-
-
-def _all_none(column: list[Any]) -> bool:
-    return column.count(None) == len(column)
-
-
-def _json_column(column: Sequence[Any], nulls: bool) -> Sequence[Any]:
-    """A JSON column's documents as text; None becomes NULL if ``nulls``, else the
-    document ``null`` (SQLite's statement turns that into NULL, sparing a pass here)."""
+def _json_column(column: Sequence[Any]) -> Sequence[Any]:
+    """A JSON column's documents as text, None kept as None (NULL)."""
     if column.count(None) == len(column):
         return column
     try:
@@ -379,8 +330,7 @@ def _json_column(column: Sequence[Any], nulls: bool) -> Sequence[Any]:
         # bytes objects at once costs far more than decoding them.
         documents: Sequence[Any] = list(map(bytes.decode, map(orjson.dumps, column)))
     except (TypeError, ValueError):
-        documents = [None if v is None else json_dumps(v) for v in column]
-        nulls = False  # None is still None
+        return [None if v is None else json_dumps(v) for v in column]
     else:
         # The bounds of jobtrace.limits, as json_dumps keeps them: a few C-level passes
         # show whether any document may break one; only those are dumped again, bounded.
@@ -389,7 +339,7 @@ def _json_column(column: Sequence[Any], nulls: bool) -> Sequence[Any]:
                 json_dumps(v) if limits.may_break_bounds(d) else d
                 for v, d in zip(column, documents, strict=True)
             ]
-    if nulls and None in column:
+    if None in column:  # a pass of its own only when needed: documents are rarely None
         documents = [None if v is None else d for v, d in zip(column, documents, strict=True)]
     return documents
 
