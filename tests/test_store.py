@@ -340,3 +340,29 @@ def test_large_mixed_batches_store_every_value_exactly(store: Store) -> None:
     assert snapshots["j9"]["seq"] == 3 and snapshots["j9"]["status"] == "s3"
     assert snapshots["k0"]["tags"] is None and snapshots["k0"]["argv"] == ["a.py"]
     assert [(r["step"], r["value"]) for r in rows(store, schema.metric_latest)] == [(9, 9.0)]
+
+
+def test_text_that_copy_and_sql_treat_specially_round_trips(store: Store) -> None:
+    """PostgreSQL rows travel in COPY's text format, built here: tabs, newlines, carriage
+    returns, backslashes, a literal ``\\N`` and ``\\.`` must each come back as written,
+    in plain columns and inside JSON documents, as must the extremes of floats."""
+    awkward = ["a\tb", "line\nnext", "cr\rhere", "back\\slash", "\\N", "\\.", "é ☃ \"q\" 'q'"]
+    spans = [
+        (model.SPAN, f"{i:032x}", f"{i:016x}", None, text, i, 1, {"v": text, text: [text]},
+         "E" if i % 2 else None, text if i % 2 else None, "j1", text, i, text)
+        for i, text in enumerate(awkward)
+    ]  # fmt: skip
+    floats = [1e300, 5e-324, -0.0, 1.0, 2, 3]  # ints and floats in one column
+    metrics = [(model.METRIC, "j1", "m", step, v, 1.5) for step, v in enumerate(floats)]
+    store.write([*spans, *metrics])
+    by_name = {r["name"]: r for r in rows(store, schema.spans)}
+    for record in spans:
+        row = by_name[record[4]]
+        assert row["info"] == record[7]
+        assert (row["host"], row["thread"], row["error_message"]) == (
+            record[11],
+            record[13],
+            record[9],
+        )
+    stored = {r["step"]: r["value"] for r in rows(store, schema.metrics)}
+    assert [stored[i] for i in range(len(floats))] == floats
