@@ -12,6 +12,7 @@ and the job below checks that such a span is stored.)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import subprocess
@@ -221,7 +222,13 @@ def test_a_span_the_store_refuses_is_dropped_alone_and_the_job_still_finishes(
     assert sorted(rows(store_url, "SELECT name FROM spans")) == [("good",), ("nul",)]
     [(info,)] = rows(store_url, "SELECT info FROM spans WHERE name = 'nul'")
     assert "a\ufffdb" in str(info)  # the NUL replaced, as on every path
-    assert rows(store_url, "SELECT status FROM jobs WHERE id = 'nul'") == [("succeeded",)]
+    [(status, dropped)] = rows(
+        store_url, "SELECT status, records_dropped FROM jobs WHERE id = 'nul'"
+    )
+    # The refused span is a lost record like one past the spool's cap: counted on its job.
+    assert status == "succeeded"
+    assert (json.loads(dropped) if isinstance(dropped, str) else dropped) == {"span": 1}
+    assert "LOST 1 record" in job.stderr
     assert spooled_records(tmp_path / ".jobtrace" / "spool") == []
 
 

@@ -1,11 +1,16 @@
 """What the recorder had to drop, by record kind and by job, and how a job learns of it.
 
-Records are dropped only when the spool is full (its cap) or the disk refuses. Each drop is
+Records are dropped only when the spool is full (its cap) or the disk refuses, or when the
+destination refuses one record for good (the store's database or a server says it can never
+be stored; the sink drops it alone, see :func:`jobtrace.sinks.count_refused`). Each drop is
 counted per kind for the process and per kind for the record's job; a job's snapshots carry
 its counts (``records_dropped``), and a job that has already ended when its records are
 dropped gets its last snapshot sent again with the counts (see :meth:`Losses.updates`).
-Logging is once per episode: one error when drops start, one warning when the spool takes
-records again.
+Spool drops are logged once per episode: one error when drops start, one warning when the
+spool takes records again (sinks log the records they refuse themselves).
+
+A recorder's writer thread writes to its sink inside :func:`attributing`, so a record its
+sink refuses is counted by that recorder's :class:`Losses` (:func:`refused`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -59,7 +64,21 @@ class Losses:
                 del snapshots[next(iter(snapshots))]
 
     def count(self, records: Sequence[Record], spool: Path, reason: str) -> None:
-        """Count ``records`` as dropped (job snapshots excepted: they are never dropped)."""
+        """Count ``records`` as dropped by the spool (job snapshots excepted: they are
+        never dropped)."""
+        self._add(records)
+        with self._lock:
+            first, self._episode = not self._episode, True
+        if first:
+            log.error(
+                "jobtrace: the spool %s cannot take more records (%s): dropping records "
+                "until it has room; they are counted on their jobs (records_dropped). Raise "
+                "JOBTRACE_SPOOL_MAX_BYTES or free disk space to keep them",
+                spool,
+                reason,
+            )
+
+    def _add(self, records: Sequence[Record]) -> None:
         with self._lock:
             for record in records:
                 kind = record[0]
@@ -73,15 +92,6 @@ class Losses:
                     counts = self._by_job.setdefault(job_id, {})
                     counts[kind] = counts.get(kind, 0) + 1
                     self._dirty.add(job_id)
-            first, self._episode = not self._episode, True
-        if first:
-            log.error(
-                "jobtrace: the spool %s cannot take more records (%s): dropping records "
-                "until it has room; they are counted on their jobs (records_dropped). Raise "
-                "JOBTRACE_SPOOL_MAX_BYTES or free disk space to keep them",
-                spool,
-                reason,
-            )
 
     def spooled(self, spool: Path) -> None:
         """The spool took records: an episode of drops, if any, is over."""
@@ -119,3 +129,25 @@ class Losses:
             snapshot[_DROPPED] = dropped
             out.append(tuple(snapshot))
         return out
+
+
+_attributed = threading.local()
+
+
+@contextlib.contextmanager
+def attributing(losses: Losses) -> Iterator[None]:
+    """Count the records a sink refuses in this thread, meanwhile, in ``losses``."""
+    previous = getattr(_attributed, "losses", None)
+    _attributed.losses = losses
+    try:
+        yield
+    finally:
+        _attributed.losses = previous
+
+
+def refused(record: Record) -> None:
+    """A sink dropped ``record`` because its destination refused it for good: count it on
+    its job, in the :class:`Losses` of the recorder writing in this thread (if any)."""
+    losses: Losses | None = getattr(_attributed, "losses", None)
+    if losses is not None:
+        losses._add((record,))

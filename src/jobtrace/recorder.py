@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, Final
 
+from jobtrace import _losses
 from jobtrace._config import Settings, load_speedups, mask_url
 from jobtrace._losses import Losses
 from jobtrace.backlog import Backlog, Batch, SpooledFile
@@ -411,7 +412,8 @@ class Recorder:
         sink = self._sink
         if sink is None:
             sink = self._sink = open_sink(self._settings.url)
-        write_batch(sink, batch, batch_id)
+        with _losses.attributing(self.losses):
+            write_batch(sink, batch, batch_id)
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()

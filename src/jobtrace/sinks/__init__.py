@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol, cast
 
+from jobtrace import _losses
 from jobtrace.errors import ConfigurationError
 from jobtrace.model import Record
 
@@ -103,9 +104,12 @@ _refused: dict[str, int] = {}
 _refused_lock = threading.Lock()
 
 
-def count_refused(kind: str) -> int:
-    """Count one ``kind`` record a sink dropped because its destination refused it for good;
+def count_refused(record: Record) -> int:
+    """Count ``record`` as dropped because its destination refused it for good, for the
+    process and on its job (:func:`jobtrace._losses.refused`: its ``records_dropped``);
     returns how many of that kind were dropped so far (sinks log the first ones)."""
+    _losses.refused(record)
+    kind = record[0]
     with _refused_lock:
         count = _refused[kind] = _refused.get(kind, 0) + 1
     return count

@@ -218,7 +218,7 @@ class HTTPSink:
 
     def _reject(self, record: Record, entry: dict[str, Any]) -> None:
         self.rejected += 1
-        count_refused(record[0])
+        count_refused(record)
         # One line per kind of mistake, not per record: a loop logging the same bad value
         # must not flood the host program's log.
         key = (record[0], entry.get("field"))

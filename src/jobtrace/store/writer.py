@@ -477,7 +477,7 @@ class BatchWriter:
 
     def _reject(self, record: model.Record, reason: str) -> None:
         self.rejected += 1
-        count_refused(record[0])
+        count_refused(record)
         if self.rejected <= self._REJECT_LOG_LIMIT:
             log.warning(
                 "jobtrace: dropped a %s record the store refused (%s)%s",
