@@ -3,11 +3,15 @@ travelling through the recorder into the store on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -481,3 +485,40 @@ def test_the_publisher_forgets_the_cells_of_removed_series() -> None:
         registry.unregister(counter)
     publisher.changed_records(NOW)
     assert len(publisher._sent) == 0
+
+
+def test_a_fold_that_keeps_failing_is_logged_once_until_it_works_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that is down fails every turn of the background fold: the server's log
+    gets one line when the failures start and one when they end, not a traceback a turn."""
+    import asyncio
+
+    from jobtrace.server.scrape import ScrapeSettings, SourceRetirer
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    retirer = SourceRetirer(store, ScrapeSettings())
+    healthy = retirer.run_once
+
+    def down() -> bool:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    async def turns() -> None:
+        retirer.run_once = down  # type: ignore[method-assign]
+        for _ in range(3):
+            await retirer.turn()
+        retirer.run_once = healthy  # type: ignore[method-assign]
+        await retirer.turn()
+        await retirer.turn()
+
+    try:
+        with caplog.at_level(logging.WARNING, "jobtrace"):
+            asyncio.run(turns())
+    finally:
+        store.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "jobtrace: folding dead sources failed (connection refused); retrying every turn",
+        "jobtrace: folding dead sources works again",
+    ]
+    assert not any(r.exc_info for r in caplog.records)

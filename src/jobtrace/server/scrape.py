@@ -68,6 +68,7 @@ from jobtrace.instruments.merge import DEFAULT_LIVE_WINDOW, MergedSeries, merge_
 from jobtrace.instruments.registry import SOURCE_SERIES, SeriesRow
 from jobtrace.limits import MAX_SERIES_PER_NAME, MAX_SERIES_PER_SOURCE
 from jobtrace.store import rollups
+from jobtrace.store.core import describe_error
 from jobtrace.store.rollups import RollupLimits
 from jobtrace.store.series import (
     DEFAULT_FORGET_AFTER,
@@ -380,7 +381,8 @@ class SourceRetirer:
     Every ``interval`` seconds, jittered between half and one and a half times it so that a
     server's workers drift apart, one indexed read of the heartbeat rows says whether there
     is anything to fold; only then is :func:`retire_sources` run, in a thread. A failure is
-    logged and retried at the next turn; it never stops the server.
+    logged once (until a turn succeeds again) and retried at the next turn; it never stops
+    the server.
     """
 
     def __init__(
@@ -396,6 +398,7 @@ class SourceRetirer:
         self.clock = clock
         self.rng = rng or random.Random()
         self.folds = 0
+        self._failing = False
         self._task: asyncio.Task[None] | None = None
 
     def run_once(self) -> bool:
@@ -424,10 +427,29 @@ class SourceRetirer:
         interval = self.settings.retire_interval
         while True:
             await asyncio.sleep(interval * self.rng.uniform(0.5, 1.5))
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:
-                log.warning("jobtrace: folding dead sources failed; retrying later", exc_info=True)
+            await self.turn()
+
+    async def turn(self) -> None:
+        """One turn of the loop: :meth:`run_once` in a thread, never raising.
+
+        A failure is logged in one line when a run of failures starts (a database that is
+        down fails every turn), with the traceback only at debug level, and once more when
+        a turn succeeds again.
+        """
+        try:
+            await asyncio.to_thread(self.run_once)
+        except Exception as exc:
+            if not self._failing:
+                log.warning(
+                    "jobtrace: folding dead sources failed (%s); retrying every turn",
+                    describe_error(exc),
+                )
+            log.debug("jobtrace: folding dead sources failed", exc_info=True)
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("jobtrace: folding dead sources works again")
+            self._failing = False
 
     def start(self) -> None:
         """Start the loop on the running event loop (nothing if the interval is 0)."""
