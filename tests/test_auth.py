@@ -218,6 +218,15 @@ def test_a_token_cannot_touch_another_tokens_job_but_an_admin_can(
     assert body["detail"]["jobIds"] == ["alices"]
     assert body["detail"]["token"] == "bob"
     assert "'alices'" in body["message"]
+    # Lenient handling leaves a bad record out first: indexes still count in the batch sent.
+    mixed = [metric_record("bobs", 0), ["metric", "bobs"], metric_record("alices", 3)]
+    lenient = httpx.post(
+        f"{url}/api/v1/batches",
+        content=orjson.dumps({"id": "x1b", "records": mixed}),
+        headers={**bearer(bob), "Prefer": "handling=lenient"},
+    )
+    detail = assert_error(lenient, 403, "forbidden")["detail"]
+    assert detail["recordIndexes"] == [2]
     assert job_status(store_url, "alices") == "running"
     assert job_status(store_url, "bobs") is None  # nothing of a refused batch is stored
     assert_error(post_batch(url, "x2", [metric_record("alices", 1)], bob), 403, "forbidden")

@@ -326,13 +326,20 @@ class Guard:
             return set()
         return self.owners.refused(identity, job_ids)
 
-    def check_records(self, identity: Identity | None, records: Sequence[model.Record]) -> None:
+    def check_records(
+        self,
+        identity: Identity | None,
+        records: Sequence[model.Record],
+        sent: Sequence[int] | None = None,
+    ) -> None:
         """Raise a 403 naming the records of ``records`` that belong to jobs ``identity``
         may not write; nothing of the batch is stored then (the sink spools it).
 
         The body: ``{"error": "forbidden", "message": …, "status": 403, "detail":
         {"token": name, "jobIds": [refused job ids, at most 20], "recordIndexes":
-        [indexes into the batch's records, at most 100], "refusedCount": n}}``.
+        [indexes into the batch as sent, at most 100], "refusedCount": n}}``. ``sent``
+        maps each of ``records`` to its index in the batch as sent, when the server left
+        some out (lenient handling); by default they are the same.
         """
         if identity is None:
             return
@@ -348,7 +355,7 @@ class Guard:
         if not refused:
             return
         indexes = [
-            i
+            i if sent is None else sent[i]
             for i, record in enumerate(records)
             if (p := positions.get(record[0])) is not None and record[p] in refused
         ]

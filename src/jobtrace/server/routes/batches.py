@@ -107,10 +107,11 @@ def ingest(
     store: Store,
     body: bytes,
     lenient: bool = False,
-    allow: Callable[[Sequence[model.Record]], None] | None = None,
+    allow: Callable[[Sequence[model.Record], Sequence[int] | None], None] | None = None,
 ) -> dict[str, Any]:
     """Decode, check and store one batch; the response body (see the module docstring).
-    ``allow(records)`` raises to refuse the batch before anything is written."""
+    ``allow(records, sent)`` raises to refuse the batch before anything is written;
+    ``sent`` maps the records to their indexes in the batch as sent (None: the same)."""
     # The collector paused: see collector_paused (a batch is many short-lived containers).
     with collector_paused():
         return _ingest(store, body, lenient, allow)
@@ -120,14 +121,14 @@ def _ingest(
     store: Store,
     body: bytes,
     lenient: bool,
-    allow: Callable[[Sequence[model.Record]], None] | None,
+    allow: Callable[[Sequence[model.Record], Sequence[int] | None], None] | None,
 ) -> dict[str, Any]:
     from jobtrace.store.writer import RecordsRefused, _is_data_error
 
     rejected: list[Rejection] | None = [] if lenient else None
     batch_id, records = decode_batch(body, rejected)
     if allow is not None:
-        allow(records)
+        allow(records, _sent_positions(len(records), rejected) if rejected else None)
     if rejected is None:
         try:
             stored = store.write(records, batch_id)
@@ -149,14 +150,19 @@ def _ingest(
     result = store.write_partial(records, batch_id)
     if result.refused:
         # Refusals index the checked records; the client counts in the batch it sent.
-        dropped = {r["index"] for r in rejected}
-        positions = [i for i in range(sent) if i not in dropped]
+        positions = _sent_positions(len(records), rejected)
         for refusal in result.refused:
             index, kind = positions[refusal.position], records[refusal.position][0]
             reason = f"record {index} ({kind}) was refused by the store: {refusal.message}"
             rejected.append(rejection(index, kind, None, reason))
         rejected.sort(key=lambda r: int(r["index"]))
     return {"id": batch_id, "records": sent, "duplicate": not result.stored, "rejected": rejected}
+
+
+def _sent_positions(kept: int, rejected: Sequence[Rejection]) -> list[int]:
+    """Each kept record's index in the batch as sent, the ``rejected`` ones left out."""
+    dropped = {r["index"] for r in rejected}
+    return [i for i in range(kept + len(rejected)) if i not in dropped]
 
 
 def _lenient(request: Request) -> bool:
@@ -194,8 +200,8 @@ async def post_batch(request: Request, identity: IdentityDep) -> JSONBody:
     lenient = _lenient(request)
     guard: Guard = request.app.state.auth
 
-    def allow(records: Sequence[model.Record]) -> None:
-        guard.check_records(identity, records)
+    def allow(records: Sequence[model.Record], sent: Sequence[int] | None) -> None:
+        guard.check_records(identity, records, sent)
 
     # Decoding and writing take milliseconds per thousand records: off the event loop.
     result = await run_in_threadpool(
