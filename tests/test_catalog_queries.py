@@ -246,3 +246,40 @@ def test_a_created_job_takes_later_snapshots(store: Store) -> None:
     store.write([(model.JOB, *fields.values())])
     job = store.get_job("a1")
     assert job is not None and job["status"] == "succeeded"
+
+
+def test_params_and_tags_are_searched_by_value_and_compared_as_numbers(store_url: str) -> None:
+    """``param.NAME`` / ``tag.NAME`` (and the plural spellings) on SQLite and PostgreSQL:
+    text matches the value as JSON spells it, comparisons take numbers as numbers (``64``
+    equals ``64.0``, ``0.1 < 0.05`` is false, a string never compares), absent keys match
+    nothing."""
+    runs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+        "p1": ({"lr": 0.1, "optimizer": "adam", "batch": 64, "warm": True}, {"team": "ds"}),
+        "p2": ({"lr": 0.01, "optimizer": "sgd", "batch": 64.0}, {"team": "cv"}),
+        "p3": ({"lr": "0.5", "optimizer": "Adam", "odd key": 3}, {"team": "ds", "x": 1}),
+        "p4": ({}, {}),
+    }
+    with Store(store_url) as s:
+        for job_id, (params, tags) in runs.items():
+            s.create_job(job_id=job_id, start_time=1.0, params=params, tags=tags)
+
+        def found(search: str) -> list[str]:
+            return sorted(j["id"] for j in s.find_jobs(search=search, limit=100).data)
+
+        assert found("param.lr>0.05") == ["p1"]  # "0.5" is a string: never compared
+        assert found("params.lr<=0.1") == ["p1", "p2"]
+        assert found("param.batch=64") == ["p1", "p2"]
+        assert found("param.optimizer:adam") == ["p1", "p3"]  # case-insensitive, like all text
+        assert found("param.optimizer:ad*, tag.team:ds") == ["p1", "p3"]
+        assert found("params.lr:0.5") == ["p3"]
+        assert found("param.warm:true") == ["p1"]
+        assert found('param."odd key">2') == ["p3"]
+        assert found("tags.team:cv") == ["p2"]
+        assert found("tag.x>=1") == ["p3"]
+        assert found("param.missing:*") == []
+        assert found("param.missing!=1") == []
+        with pytest.raises(SearchError) as info:
+            s.find_jobs(search="status:running, foo.bar>1")
+        assert info.value.position == 16 and "unknown field prefix 'foo.'" in info.value.reason
+        with pytest.raises(SearchError, match=r"unknown text field 'param\.x'"):
+            s.find_experiments(search="param.x:1")

@@ -139,6 +139,29 @@ def test_jobs_list_table_filters_and_show(tmp_path: Path) -> None:
     assert "peak memory" in text and "failed" in text
 
 
+def test_jobs_list_searches_params_and_metrics_and_sorts(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "train.py",
+        "import sys, jobtrace\njobtrace.log_metric('loss', float(sys.argv[1]) * 10, step=1)\n",
+    )
+    for lr, optimizer in (("0.1", "adam"), ("0.01", "sgd"), ("0.05", "adam")):
+        params = ("--param", f"lr={lr}", "--param", f"optimizer={optimizer}")
+        jobtrace_cli("run", *params, str(script), lr, cwd=tmp_path, check=True)
+
+    def losses(*options: str) -> list[float]:
+        found = jobs_json(tmp_path, *options)
+        return [j["params"]["lr"] for j in found]
+
+    assert losses("--search", "param.optimizer:adam", "--sort", "metric.loss") == [0.05, 0.1]
+    assert losses("--search", "metric.loss<0.6", "--sort", "metric.loss", "--desc") == [0.05, 0.01]
+    assert losses("--limit", "1", "--sort", "metric.loss") == [0.01]
+    more = jobtrace_cli("jobs", "list", "--limit", "1", cwd=tmp_path, check=True).stdout
+    assert "(2 more; raise --limit to see them)" in more
+    bad = jobtrace_cli("jobs", "list", "--search", "prams.lr>1", cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+    assert "unknown field prefix 'prams.'" in bad.stderr
+
+
 def test_show_an_unknown_job_is_a_one_line_error(tmp_path: Path) -> None:
     write(tmp_path / "ok.py", "pass\n")
     jobtrace_cli("run", str(tmp_path / "ok.py"), cwd=tmp_path, check=True)

@@ -99,6 +99,8 @@ def test_an_empty_search_has_no_terms() -> None:
         ('a, "open', "unterminated quote", 3),
         ("tail\\", "a backslash at the end", 4),
         ("metric.x:1", "compare a metric with a number", 8),
+        ("a, foo.bar>1", "unknown field prefix 'foo.'; expected one of metric.NAME", 3),
+        ("param.", "expected a name after 'param.'", 6),
         ("x" * 5000, "longer than 4096", 4096),
     ],
 )
@@ -133,10 +135,16 @@ def merged(parts: list[str | object]) -> Pattern:
 
 patterns = st.lists(st.one_of(literal_text, st.sampled_from([ANY, ONE])), max_size=5).map(merged)
 numbers = st.floats(allow_nan=True, allow_infinity=True)
-compare_fields = st.one_of(idents, literal_text.map(lambda name: f"metric.{name}"))
+prefixes = st.sampled_from(["metric", "param", "tag"])
+compare_fields = st.one_of(
+    idents, st.builds(lambda prefix, name: f"{prefix}.{name}", prefixes, literal_text)
+)
+document_fields = st.builds(
+    lambda prefix, name: f"{prefix}.{name}", st.sampled_from(["param", "tag"]), literal_text
+)
 term_strategy = st.one_of(
     st.builds(TextTerm, patterns),
-    st.builds(FieldTerm, idents, patterns),
+    st.builds(FieldTerm, st.one_of(idents, document_fields), patterns),
     st.builds(
         CompareTerm, compare_fields, st.sampled_from([">", ">=", "<", "<=", "=", "!="]), numbers
     ),
@@ -184,3 +192,11 @@ def test_user_text_only_ever_reaches_sql_as_a_bound_parameter(text: str) -> None
     compiled = sa.select(jobs.c.id).where(condition).compile(dialect=postgresql.dialect())
     assert marker not in str(compiled)
     assert like_pattern((marker,)) in compiled.params.values()
+
+
+def test_dotted_prefixes_are_spelled_one_way_in_the_query() -> None:
+    assert terms("params.lr>0.1, Tags.team:ds, METRICS.loss<1") == (
+        CompareTerm("param.lr", ">", 0.1),
+        FieldTerm("tag.team", ("ds",)),
+        CompareTerm("metric.loss", "<", 1.0),
+    )

@@ -64,16 +64,52 @@ def jobs() -> None:
 @jobs.command("list")
 @click.option("--experiment", "-e", help="Only jobs of this experiment.")
 @click.option("--status", "-s", type=click.Choice(JOB_STATUSES), help="Only jobs with this status.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--search",
+    "-q",
+    metavar="TEXT",
+    help="Only jobs matching TEXT, e.g. 'metric.loss<0.5, param.lr>0.01, tag.team:ds'.",
+)
+@click.option(
+    "--sort",
+    "sort_by",
+    metavar="FIELD",
+    help="Sort by a job field (duration, peak_memory_kb, name, …) or metric.NAME  "
+    "[default: newest first]",
+)
+@click.option("--desc", "descending", is_flag=True, default=None, help="Sort descending.")
+@click.option(
+    "--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs shown."
+)
 @json_option
 @store_option
 @handle_errors
 def list_jobs(
-    experiment: str | None, status: str | None, limit: int, as_json: bool, store_url: str | None
+    experiment: str | None,
+    status: str | None,
+    search: str | None,
+    sort_by: str | None,
+    descending: bool | None,
+    limit: int,
+    as_json: bool,
+    store_url: str | None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first, or those a search finds, sorted as asked.
+
+    \b
+        jobtrace jobs list --status failed
+        jobtrace jobs list --search 'param.lr>0.01, metric.loss<0.5' --sort metric.loss
+    """
     with open_store(store_url) as store:
-        rows = store.list_jobs(experiment=experiment, status=status, limit=limit)
+        page = store.find_jobs(
+            experiment=experiment,
+            status=status,
+            search=search,
+            sort_by=sort_by,
+            descending=descending,
+            limit=limit,
+        )
+    rows = page.data
     if as_json:
         print_json([job_json(r) for r in rows])
         return
@@ -83,7 +119,7 @@ def list_jobs(
     console = plain_console()
     if not rows:
         console.print(
-            "No jobs recorded yet." if not (experiment or status) else "No matching jobs."
+            "No matching jobs." if experiment or status or search else "No jobs recorded yet."
         )
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
@@ -115,6 +151,8 @@ def list_jobs(
             cells.append("" if r["exit_code"] is None else str(r["exit_code"]))
         table.add_row(*cells)
     console.print(table)
+    if not page.is_complete:
+        console.print(f"({page.total - len(rows)} more; raise --limit to see them)")
 
 
 @jobs.command("show")

@@ -63,6 +63,7 @@ _SEARCH = SearchFields(
     text={"name": experiments.c.name, "description": experiments.c.description},
     free_text=(experiments.c.name, experiments.c.description),
     numbers={"created_at": experiments.c.created_at, "job_count": _job_count},
+    documents={"tag": experiments.c.tags},
 )
 
 

@@ -251,6 +251,7 @@ def job_search_fields(now: float) -> SearchFields:
         numbers={f: jobs.c[f] for f in _NUMBER_FIELDS},
         custom={"status": status, "error": error},
         metric=_metric_condition,
+        documents={"param": jobs.c.params, "tag": jobs.c.tags},
     )
 
 

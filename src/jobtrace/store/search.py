@@ -15,6 +15,12 @@
   ``=``, ``!=``; ``metric.NAME<op>number`` compares the latest value of metric ``NAME``
   (quote a name holding other characters than letters, digits, ``_``, ``-``, ``/`` and ``.``).
   The number may be ``nan``, ``inf`` or ``-inf``.
+- ``param.NAME`` and ``tag.NAME`` (also ``params.``/``tags.``) name one param or tag:
+  ``param.optimizer:adam`` matches its value as text, ``param.lr>0.05`` compares it as a
+  number (a param that is not a number never compares true). Numbers compare as numbers:
+  ``param.batch=64`` finds ``64`` and ``64.0`` alike.
+- A dotted field with any other prefix (``foo.bar>1``) is an error naming its position,
+  never a search that silently finds nothing.
 
 A search is parsed into an AST (:func:`parse`, turned back into text by :func:`unparse`),
 then compiled by :func:`compile_search` into a SQLAlchemy expression whose user values are
@@ -33,6 +39,7 @@ from dataclasses import field as dataclass_field
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from jobtrace.errors import SearchError
 
@@ -40,6 +47,7 @@ __all__ = [
     "ANY",
     "ONE",
     "CompareTerm",
+    "DocumentValue",
     "FieldTerm",
     "Pattern",
     "Query",
@@ -130,6 +138,15 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_\-/.]+")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan", re.I)
 _QUOTES = "\"'"
+#: Dotted field prefixes, as typed (lower case) -> as a term holds them.
+_PREFIXES: Final = {
+    "metric": "metric",
+    "metrics": "metric",
+    "param": "param",
+    "params": "param",
+    "tag": "tag",
+    "tags": "tag",
+}
 
 
 class _Parser:
@@ -174,7 +191,7 @@ class _Parser:
             op = self.operator()
             if op is not None:
                 return CompareTerm(name, "=" if op == "==" else op, self.number(op), start)
-            if self.peek() == ":" and not name.lower().startswith("metric."):
+            if self.peek() == ":" and not name.startswith("metric."):
                 self.pos += 1
                 value_at = self.pos
                 pattern = self.pattern()
@@ -196,18 +213,25 @@ class _Parser:
             return None
         self.pos = found.end()
         name = found.group()
-        if name.lower() != "metric" or self.peek() != ".":
+        if self.peek() != ".":
             return name
+        prefix = _PREFIXES.get(name.lower())
+        if prefix is None:
+            raise self.error(
+                f"unknown field prefix {name + '.'!r}; expected one of "
+                + ", ".join(f"{p}.NAME" for p in sorted(set(_PREFIXES.values()))),
+                found.start(),
+            )
         self.pos += 1
-        if self.peek() in _QUOTES:
-            metric = self.quoted()
+        if self.peek() and self.peek() in _QUOTES:
+            key = self.quoted()
         else:
             plain = _METRIC_NAME.match(self.text, self.pos)
             if plain is None:
-                return None
+                raise self.error(f"expected a name after '{name}.'")
             self.pos = plain.end()
-            metric = plain.group()
-        return f"{name}.{metric}"
+            key = plain.group()
+        return f"{prefix}.{key}"
 
     def operator(self) -> str | None:
         for op in OPERATORS:
@@ -343,7 +367,7 @@ def unparse(query: Query) -> str:
         if isinstance(term, TextTerm):
             out.append(_format_pattern(term.pattern))
         elif isinstance(term, FieldTerm):
-            out.append(f"{term.field}:{_format_pattern(term.pattern)}")
+            out.append(f"{_format_field(term.field)}:{_format_pattern(term.pattern)}")
         else:
             out.append(f"{_format_field(term.field)}{term.op}{_format_number(term.value)}")
     return ", ".join(out)
@@ -371,6 +395,55 @@ class SearchFields:
     custom: Mapping[str, FieldCondition] = dataclass_field(default_factory=dict)
     #: Latest-metric comparisons, for things that have metrics.
     metric: MetricCondition | None = None
+    #: Dotted prefix (``param``, ``tag``) → JSON column of name → value documents.
+    documents: Mapping[str, sa.ColumnElement[Any]] = dataclass_field(default_factory=dict)
+
+
+class DocumentValue(sa.ColumnElement[Any]):
+    """The value under ``key`` in a JSON document column, as text or (``as_number``) as a
+    double — NULL when absent, or when it is not a number and a number is wanted.
+
+    PostgreSQL reads JSONB with ``->``/``->>``; SQLite looks the key up with
+    ``json_each``, so any key works as a bound parameter (a JSON path would need quoting).
+    """
+
+    inherit_cache = False
+
+    def __init__(self, document: sa.ColumnElement[Any], key: str, *, as_number: bool) -> None:
+        self.document = document
+        self.key = key
+        self.as_number = as_number
+        self.type = sa.Double() if as_number else sa.Text()
+
+
+@compiles(DocumentValue, "postgresql")
+def _document_value_postgresql(element: DocumentValue, compiler: Any, **kw: Any) -> str:
+    doc = compiler.process(element.document, **kw)
+    key = compiler.process(sa.literal(element.key, sa.Text()), **kw)
+    if not element.as_number:
+        return f"({doc} ->> {key})"
+    key2 = compiler.process(sa.literal(element.key, sa.Text()), **kw)
+    return (
+        f"(CASE WHEN jsonb_typeof({doc} -> {key}) = 'number' "
+        f"THEN CAST({doc} ->> {key2} AS DOUBLE PRECISION) END)"
+    )
+
+
+@compiles(DocumentValue)
+def _document_value_sqlite(element: DocumentValue, compiler: Any, **kw: Any) -> str:
+    doc = compiler.process(element.document, **kw)
+    key = compiler.process(sa.literal(element.key, sa.Text()), **kw)
+    if element.as_number:
+        return (
+            f"(SELECT value FROM json_each({doc}) WHERE key = {key} "
+            "AND type IN ('integer', 'real'))"
+        )
+    # Booleans as JSON spells them (json_each gives 1/0), as PostgreSQL's ->> does.
+    return (
+        "(SELECT CASE type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"WHEN 'null' THEN NULL ELSE CAST(value AS TEXT) END FROM json_each({doc}) "
+        f"WHERE key = {key})"
+    )
 
 
 def field_key(name: str) -> str:
@@ -467,6 +540,7 @@ def _unknown(query: Query, term: Term, fields: SearchFields, what: str) -> Searc
     known = sorted({*fields.text, *fields.custom} if what == "text" else fields.numbers)
     if what == "number" and fields.metric is not None:
         known.append("metric.NAME")
+    known += [f"{prefix}.NAME" for prefix in sorted(fields.documents)]
     return SearchError(
         f"unknown {what} field {term.field!r}; expected one of {', '.join(known)}",
         term.position,
@@ -487,6 +561,14 @@ def compile_search(
             matches = [match_pattern(c, term.pattern, True) for c in fields.free_text]
             conditions.append(sa.or_(*matches))
         elif isinstance(term, FieldTerm):
+            prefix, dot, name = term.field.partition(".")
+            if dot:
+                document = fields.documents.get(prefix)
+                if document is None:
+                    raise _unknown(query, term, fields, "text")
+                value = DocumentValue(document, name, as_number=False)
+                conditions.append(match_pattern(value, term.pattern, False))
+                continue
             key = field_key(term.field)
             custom = fields.custom.get(key)
             condition = custom(term.pattern) if custom is not None else None
@@ -497,11 +579,15 @@ def compile_search(
                 condition = match_pattern(column, term.pattern, False)
             conditions.append(condition)
         else:
-            head, dot, metric = term.field.partition(".")
-            if dot and head.lower() == "metric" and fields.metric is not None:
-                conditions.append(fields.metric(metric, term.op, term.value))
+            head, dot, name = term.field.partition(".")
+            if dot and head == "metric" and fields.metric is not None:
+                conditions.append(fields.metric(name, term.op, term.value))
                 continue
-            column = fields.numbers.get(field_key(term.field))
+            if dot and head in fields.documents:
+                number = DocumentValue(fields.documents[head], name, as_number=True)
+                conditions.append(_number_compare(number, term.op, term.value))
+                continue
+            column = None if dot else fields.numbers.get(field_key(term.field))
             if column is None:
                 raise _unknown(query, term, fields, "number")
             conditions.append(_number_compare(column, term.op, term.value))
