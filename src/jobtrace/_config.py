@@ -97,15 +97,24 @@ ENV_ALLOWED_ORIGINS = "JOBTRACE_ALLOWED_ORIGINS"
 ENV_AUTH_REFRESH = "JOBTRACE_AUTH_REFRESH"
 
 
+#: Why the compiled hot paths are not in use (None: they are, or were not asked for yet);
+#: ``jobtrace doctor`` shows it.
+speedups_problem: str | None = None
+
+
 def load_speedups() -> ModuleType | None:
     """The compiled hot paths (``jobtrace._speedups``), or None when they were not built or
     ``JOBTRACE_NO_EXTENSIONS`` is set: then the pure-Python implementations run."""
+    global speedups_problem
     if os.environ.get(ENV_NO_EXTENSIONS, "").strip() not in ("", "0"):
+        speedups_problem = f"turned off by {ENV_NO_EXTENSIONS}"
         return None
     try:
         from jobtrace import _speedups
-    except ImportError:  # no compiler at install time: the Python code does the same work
+    except ImportError as exc:  # no compiler at install time: the Python code does the same
+        speedups_problem = f"not built or not loadable ({exc})"
         return None
+    speedups_problem = None
     return _speedups
 
 

@@ -7,6 +7,7 @@ import click
 from jobtrace import __version__
 from jobtrace.cli.batch import batch
 from jobtrace.cli.db import db
+from jobtrace.cli.doctor import doctor
 from jobtrace.cli.experiments import experiments
 from jobtrace.cli.jobs import jobs
 from jobtrace.cli.metrics import metrics
@@ -36,6 +37,7 @@ def cli() -> None:
         jobtrace serve                      # the REST API, docs at /docs
         jobtrace spool status               # records waiting for an unreachable store
         jobtrace token create NAME          # an API token for the server
+        jobtrace doctor                     # is the set-up working? versions, store, spool
 
     Records go to ./.jobtrace/jobtrace.db unless --store or JOBTRACE_URL says otherwise.
     """
@@ -51,6 +53,7 @@ cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(spool)
 cli.add_command(token)
+cli.add_command(doctor)
 
 
 def main() -> None:
