@@ -220,3 +220,30 @@ def test_version(tmp_path: Path) -> None:
     import jobtrace
 
     assert jobtrace.__version__ in jobtrace_cli("--version", cwd=tmp_path, check=True).stdout
+
+
+def test_everything_after_the_module_or_script_belongs_to_the_target(tmp_path: Path) -> None:
+    """As with ``python -m``: options after ``-m MODULE`` or SCRIPT are the target's, even
+    ones jobtrace has itself (``-q``, ``--name``, ``-h``), and the recorded argv keeps them."""
+    write(tmp_path / "showargs.py", "import sys\nprint(sys.argv[1:])\n")
+    ran = jobtrace_cli(
+        "run", "-q", "--name", "mine", "-m", "showargs", "-q", "--name", "x", "--", "-h",
+        cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert ran.stdout.strip() == "['-q', '--name', 'x', '--', '-h']"
+    ran = jobtrace_cli("run", "-q", "showargs.py", "-q", "-m", "y", cwd=tmp_path, check=True)
+    assert ran.stdout.strip() == "['-q', '-m', 'y']"
+    helped = jobtrace_cli("run", "-q", "-m", "json.tool", "-h", cwd=tmp_path, check=True)
+    assert "json.tool" in helped.stdout and "jobtrace" not in helped.stdout
+    recorded = {j["name"]: j["argv"] for j in jobs_json(tmp_path)}
+    assert recorded["mine"] == ["-m", "showargs", "-q", "--name", "x", "--", "-h"]
+    assert recorded["showargs"] == ["showargs.py", "-q", "-m", "y"]
+
+
+def test_a_module_that_does_not_exist_is_one_line_as_with_python_m(tmp_path: Path) -> None:
+    result = jobtrace_cli("run", "-q", "-m", "nosuch.module", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "jobtrace: error: Error while finding module specification for 'nosuch.module' "
+        "(ModuleNotFoundError: No module named 'nosuch')"
+    ]

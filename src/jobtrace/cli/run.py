@@ -74,6 +74,10 @@ def _execute(
         return exit_status(exc.code), exc
     except BaseException as exc:  # the user's uncaught exception, reported like Python does
         tb = _trim(exc.__traceback__)
+        if tb is None and isinstance(exc, ImportError):
+            # runpy itself found no such module: one line, as `python -m nosuch` prints.
+            print(f"jobtrace: error: {exc}", file=sys.stderr)
+            return 1, exc
         exc.__traceback__ = tb
         try:
             sys.excepthook(type(exc), exc, tb)
@@ -99,7 +103,44 @@ class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
 
 
+class _RunCommand(click.Command):
+    """Everything after ``-m MODULE``, like everything after SCRIPT, belongs to the target,
+    options included (``jobtrace run -m json.tool -h`` shows json.tool's help), as with
+    ``python -m``. Click stops at the first positional argument by itself
+    (``allow_interspersed_args=False``); for ``-m`` an ``--`` is put after its value."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = self._module_end(args)
+        if end is not None:
+            args = [*args[:end], "--", *args[end:]]
+        return super().parse_args(ctx, args)
+
+    def _module_end(self, args: list[str]) -> int | None:
+        """The index just past ``-m MODULE`` among jobtrace's own options, or None."""
+        takes_value = {
+            name
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts
+        }
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--" or not arg.startswith("-") or arg == "-":
+                return None  # the script (or an explicit end of options) comes first
+            if arg == "-m":
+                return i + 2 if i + 1 < len(args) else None
+            if arg.startswith("-m") and not arg.startswith("--"):
+                return i + 1  # -mMODULE
+            if arg in takes_value:
+                i += 2
+                continue
+            i += 1  # a flag, --opt=value, or -xVALUE
+        return None
+
+
 @click.command(
+    cls=_RunCommand,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     short_help="Run a Python script or module as a recorded job.",
 )
