@@ -84,7 +84,7 @@ def served(store_url: str, directory: Path) -> Iterator[tuple[str, int]]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "jobtrace", "serve", "--store", store_url]
+    command = [sys.executable, "-m", "jobtrace", "serve", "--store", store_url, "--create"]
     command += ["--port", str(port), "--log-level", "warning"]
     env = clean_env(JOBTRACE_DIR=str(directory))
     process = subprocess.Popen(command, env=env)

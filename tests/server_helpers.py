@@ -110,6 +110,7 @@ class ServeProcess:
             self.process = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "jobtrace", "serve", "--store", self.store_url),
+                    "--create",  # the tests' SQLite stores start out new
                     *("--port", str(self.port), "--log-level", "warning"),
                     *self.args,
                 ],

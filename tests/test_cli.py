@@ -247,3 +247,14 @@ def test_a_module_that_does_not_exist_is_one_line_as_with_python_m(tmp_path: Pat
         "jobtrace: error: Error while finding module specification for 'nosuch.module' "
         "(ModuleNotFoundError: No module named 'nosuch')"
     ]
+
+
+def test_store_errors_of_db_upgrade_and_serve_are_one_line(tmp_path: Path) -> None:
+    down = jobtrace_cli("db", "upgrade", "--store", "postgresql://u@127.0.0.1:9/x", cwd=tmp_path)
+    assert down.returncode == 1 and down.stderr.count("\n") == 1
+    assert "cannot open postgresql://u@127.0.0.1:9/x" in down.stderr
+    typo = tmp_path / "typo" / "x.db"
+    served = jobtrace_cli("serve", "--store", f"sqlite:///{typo}", "--port", "9", cwd=tmp_path)
+    assert served.returncode == 1 and served.stderr.count("\n") == 1
+    assert "add --create to start a new store there" in served.stderr
+    assert not typo.parent.exists()

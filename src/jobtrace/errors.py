@@ -18,6 +18,7 @@ __all__ = [
     "QueryError",
     "SearchError",
     "StoreError",
+    "StoreNotFoundError",
     "one_line",
 ]
 
@@ -32,6 +33,10 @@ class ConfigurationError(JobtraceError, ValueError):
 
 class StoreError(JobtraceError):
     """A store could not be opened, migrated, read or written."""
+
+
+class StoreNotFoundError(StoreError):
+    """A reader (``create=False``) was pointed at a SQLite file that does not exist."""
 
 
 class BatchRefusedError(StoreError):

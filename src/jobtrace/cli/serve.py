@@ -45,9 +45,16 @@ from jobtrace.cli._common import database_url, fail, handle_errors, store_option
     "own loopback or IP-address origin; repeatable (env JOBTRACE_ALLOWED_ORIGINS, "
     "comma-separated).",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start a new SQLite store if --store names a file that does not exist (without it, "
+    "a path that does not exist is an error: it is usually a typo).",
+)
 @handle_errors
 def serve(
     store_url: str | None,
+    create: bool,
     host: str,
     port: int,
     workers: int,
@@ -57,6 +64,9 @@ def serve(
     allow_origins: tuple[str, ...],
 ) -> None:
     """Serve the REST API (/api/v1, docs at /docs) for a store.
+
+    A --store path that does not exist is refused (a typo would otherwise serve a new,
+    empty store) unless --create is given; the default store is made on first use.
 
     \b
         jobtrace serve --store postgresql://jobtrace@db/jobtrace --host 0.0.0.0 --workers 4
@@ -77,7 +87,10 @@ def serve(
         fail(f"the server needs its extra: pip install 'jobtrace[server]' ({exc})")
         return
     auth = AuthSettings.from_env(auth_reads=auth_reads, allowed_origins=allow_origins or None)
-    _warn_if_open(url, host)
+    # The default store (./.jobtrace/jobtrace.db) is made on first use, as by `jobtrace run`;
+    # a path the user typed must exist unless --create says to start one.
+    explicit = store_url is not None
+    _warn_if_open(url, host, create=create or not explicit)
     options = {
         "host": host,
         "port": port,
@@ -99,14 +112,20 @@ def serve(
     )
 
 
-def _warn_if_open(url: str, host: str) -> None:
-    """Say loudly when a server others can reach has no tokens; also creates or migrates the
-    store once, before any worker races to do it."""
+def _warn_if_open(url: str, host: str, *, create: bool) -> None:
+    """Say loudly when a server others can reach has no tokens; also creates (if ``create``)
+    or migrates the store once, before any worker races to do it."""
     from jobtrace._config import mask_url
+    from jobtrace.errors import StoreNotFoundError
     from jobtrace.server.auth import is_loopback
     from jobtrace.store import Store, tokens
 
-    with Store(url) as store:
+    try:
+        store = Store(url, create=create)
+    except StoreNotFoundError as exc:
+        fail(f"{exc}; add --create to start a new store there")
+        return
+    with store:
         found = store._read(tokens.all_tokens)
     if found or is_loopback(host):
         return

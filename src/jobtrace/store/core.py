@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobtrace._config import mask_url
-from jobtrace.errors import JobtraceError, StoreError
+from jobtrace.errors import JobtraceError, StoreError, StoreNotFoundError
 from jobtrace.model import Record
 from jobtrace.store import items as item_queries
 from jobtrace.store import jobs as job_queries
@@ -53,7 +53,7 @@ class Store(StoreQueries):
             path = self.path = sqlite.path_of(url)
             if not path.exists():
                 if not create:
-                    raise StoreError(f"no jobtrace store at {path} (nothing recorded yet?)")
+                    raise StoreNotFoundError(f"no jobtrace store at {path} (nothing recorded yet?)")
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -116,8 +116,12 @@ class Store(StoreQueries):
             raise StoreError(f"cannot migrate {self.safe_url}: {describe_error(exc)}") from exc
 
     def revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            return current_revision(conn)
+        """The schema revision the store is at (None: an empty database)."""
+        try:
+            with self.engine.connect() as conn:
+                return current_revision(conn)
+        except Exception as exc:
+            raise StoreError(f"cannot open {self.safe_url}: {describe_error(exc)}") from exc
 
     def close(self) -> None:
         with self._write_lock:
