@@ -258,3 +258,24 @@ def test_store_errors_of_db_upgrade_and_serve_are_one_line(tmp_path: Path) -> No
     assert served.returncode == 1 and served.stderr.count("\n") == 1
     assert "add --create to start a new store there" in served.stderr
     assert not typo.parent.exists()
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    import click
+
+    from jobtrace.cli import cli
+
+    missing: list[str] = []
+
+    def walk(command: click.Command, path: str) -> None:
+        if not command.help:
+            missing.append(path)
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.help and "--help" not in param.opts:
+                missing.append(f"{path} {param.opts[0]}")
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(cli, "jobtrace")
+    assert missing == []

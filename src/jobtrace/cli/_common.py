@@ -28,6 +28,18 @@ store_option = click.option(
     "[default: sqlite:///$JOBTRACE_DIR/jobtrace.db, JOBTRACE_DIR defaulting to ./.jobtrace]",
 )
 
+#: ``jobtrace run`` (and ``doctor``) take every URL a job can record to.
+record_store_option = click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="JOBTRACE_URL",
+    show_envvar=True,
+    help="Where the job's records go: sqlite:///path.db, postgresql://…, http(s)://host:port "
+    "(a jobtrace serve), file:///path.jsonl (JSON lines) or memory://name "
+    "[default: sqlite:///$JOBTRACE_DIR/jobtrace.db, JOBTRACE_DIR defaulting to ./.jobtrace]",
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 

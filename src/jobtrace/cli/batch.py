@@ -250,7 +250,13 @@ def _print_items(rows: list[dict[str, Any]], more: int, status: str | None) -> N
 )  # fmt: skip
 @click.option("--name", metavar="NAME", help="Batch (job) name [default: the command's name].")
 @click.option("--batch-id", metavar="ID", help="Batch id [default: a new time-ordered id].")
-@click.option("--experiment", "-e", metavar="NAME", envvar="JOBTRACE_EXPERIMENT")
+@click.option(
+    "--experiment",
+    "-e",
+    metavar="NAME",
+    envvar="JOBTRACE_EXPERIMENT",
+    help="Experiment the batch's job belongs to.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary line.")
 @store_option
 @click.argument("files", nargs=-1, metavar="[FILE]...")

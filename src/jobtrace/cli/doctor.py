@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from jobtrace.cli._common import handle_errors, json_option, plain_console, print_json, store_option
+from jobtrace.cli._common import (
+    handle_errors,
+    json_option,
+    plain_console,
+    print_json,
+    record_store_option,
+)
 
 #: Optional extras (pyproject.toml) and a module that tells whether each is installed.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -111,7 +117,7 @@ def diagnose(store_url: str | None) -> dict[str, Any]:
 
 
 @click.command()
-@store_option
+@record_store_option
 @json_option
 @handle_errors
 def doctor(store_url: str | None, as_json: bool) -> None:

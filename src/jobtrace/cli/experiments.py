@@ -51,7 +51,14 @@ def experiments() -> None:
     help="Sort field  [default: newest first]",
 )
 @click.option("--desc", "descending", is_flag=True, default=None, help="Sort descending.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Experiments shown.",
+)
 @json_option
 @store_option
 @handle_errors

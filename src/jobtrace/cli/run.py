@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from jobtrace.cli._common import fail, store_option
+from jobtrace.cli._common import fail, record_store_option
 from jobtrace.jobs import exit_status
 
 # runpy's frames are named "<frozen runpy>" when the module is frozen (CPython ≥ 3.11).
@@ -166,7 +166,7 @@ class _RunCommand(click.Command):
 )
 @click.option("--no-report", is_flag=True, help="Do not write a report directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
-@store_option
+@record_store_option
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
 def run(
     *,

@@ -27,6 +27,7 @@ from jobtrace.cli._common import database_url, fail, handle_errors, store_option
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Least severe server log lines shown.",
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
 @click.option(
