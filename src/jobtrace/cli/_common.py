@@ -82,7 +82,12 @@ def database_url(store_url: str | None, command: str) -> str:
 
 
 def plain_console() -> Console:
-    """A console that prints user strings as they are: no markup, emoji codes or guessing."""
+    """A console that prints user strings as they are: no markup, emoji codes or guessing.
+
+    List tables cut a long cell with an ellipsis (``overflow="ellipsis", no_wrap=True``)
+    rather than break a word across lines; ``--json`` gives every value whole. Detail
+    views (one thing's fields) fold long values, so nothing of them is lost.
+    """
     from rich.console import Console
 
     return Console(emoji=False, highlight=False, markup=False)

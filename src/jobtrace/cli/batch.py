@@ -202,13 +202,13 @@ def _print_items(rows: list[dict[str, Any]], more: int, status: str | None) -> N
         console.print(f"No {status} items in this batch." if status else "No items in this batch.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("FILE", overflow="fold", min_width=12, ratio=2)
+    table.add_column("FILE", overflow="ellipsis", no_wrap=True, min_width=12, ratio=2)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("SAMPLES", justify="right", no_wrap=True)
     table.add_column("BYTES", justify="right", no_wrap=True)
     table.add_column("PEAK MEM", justify="right", no_wrap=True)
-    table.add_column("ERROR / REASON", overflow="fold", ratio=3)
+    table.add_column("ERROR / REASON", overflow="ellipsis", no_wrap=True, ratio=3)
     for r in rows:
         reason = r["error_message"] or ""
         if r["error_type"]:

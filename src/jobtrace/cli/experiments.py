@@ -91,10 +91,10 @@ def list_experiments(
         console.print("No matching experiments." if search else "No experiments recorded yet.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("EXPERIMENT", overflow="fold", min_width=10)
+    table.add_column("EXPERIMENT", overflow="ellipsis", no_wrap=True, min_width=10)
     table.add_column("JOBS", justify="right", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
-    table.add_column("DESCRIPTION", overflow="fold")
+    table.add_column("DESCRIPTION", overflow="ellipsis", no_wrap=True)
     for e in page.data:
         table.add_row(
             Text(e.name),

@@ -128,9 +128,9 @@ def list_jobs(
     show_experiment = any(r["experiment"] for r in rows)
     show_exit = any(r["exit_code"] not in (None, 0) for r in rows)
     table.add_column("ID", no_wrap=True, min_width=26)
-    table.add_column("NAME", overflow="fold", min_width=8)
+    table.add_column("NAME", overflow="ellipsis", no_wrap=True, min_width=8)
     if show_experiment:
-        table.add_column("EXPERIMENT", overflow="fold", min_width=8)
+        table.add_column("EXPERIMENT", overflow="ellipsis", no_wrap=True, min_width=8)
     table.add_column("STATUS", no_wrap=True, min_width=9)
     table.add_column("STARTED", no_wrap=True, min_width=11)
     table.add_column("DURATION", justify="right", no_wrap=True, min_width=8)

@@ -131,7 +131,7 @@ def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
         console.print(f"Job {job['id']} logged no metrics.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("METRIC", overflow="fold")
+    table.add_column("METRIC", overflow="ellipsis", no_wrap=True)
     table.add_column("VALUE", justify="right", no_wrap=True)
     table.add_column("STEP", justify="right", no_wrap=True)
     table.add_column("LOGGED", no_wrap=True)

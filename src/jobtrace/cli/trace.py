@@ -108,14 +108,14 @@ def list_traces(job_id: str | None, limit: int, as_json: bool, store_url: str | 
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("SPANS", justify="right", no_wrap=True)
     table.add_column("ERRORS", justify="right", no_wrap=True)
-    table.add_column("ROOT", overflow="fold", min_width=8, ratio=1)
+    table.add_column("ROOT", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
     # The job column is redundant under --job, and left out (with a note) when the
     # terminal leaves too little room for both names and jobs to stay readable.
     fixed = 32 + (8 if recent else 11) + 8 + 8 + 6 + 6
     has_jobs = job_id is None and any(r["job_id"] for r in rows)
     show_job = has_jobs and console.width - fixed >= 2 * 12
     if show_job:
-        table.add_column("JOB", overflow="fold", min_width=8, ratio=1)
+        table.add_column("JOB", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
     for r in rows:
         errors = r["errors"]
         spans = Text(str(r["spans"]))
@@ -290,7 +290,7 @@ def _print_tree(report: dict[str, Any], console: Console) -> None:
     if not stats:
         return
     table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
-    table.add_column("NAME", overflow="fold")
+    table.add_column("NAME", overflow="ellipsis", no_wrap=True)
     for column in ("COUNT", "ERRORS", "TOTAL", "SELF", "MIN", "P50", "P95", "MAX"):
         table.add_column(column, justify="right", no_wrap=True)
     for stat in stats[:STATS_ROWS]:
