@@ -1,92 +1,623 @@
-"""OSProfiler's names, backed by jobtrace: switch by changing one import.
+"""OSProfiler's ``osprofiler.profiler``, backed by jobtrace: switch by changing one import.
 
 >>> from jobtrace import profiler            # was: from osprofiler import profiler
->>> profiler.init(hmac_key="secret")         # doctest: +SKIP
->>> with profiler.Trace("db", info={"q": "select 1"}):   # doctest: +SKIP
-...     run()
+>>> p = profiler.init("secret-key", base_id="4e3e0ec6-2938-40b1-8504-09eb1d4b0dee")
+>>> p.get_base_id()
+'4e3e0ec6-2938-40b1-8504-09eb1d4b0dee'
+>>> with profiler.Trace("db", info={"query": "select 1"}):
+...     inner = p.get_id()
+>>> p.get_id() == p.get_base_id() != inner
+True
+>>> profiler.clean()
 
-``init(hmac_key, base_id=None, parent_id=None)`` starts a trace in this context (joining
-an existing one when ``base_id`` and ``parent_id`` are given, as OSProfiler does when a
-request arrives with trace headers); ``get()`` returns the current profiler (or None) with
-``get_base_id()``, ``get_id()``, ``get_parent_id()`` and ``hmac_key``; ``clean()`` forgets
-it. The trace points themselves are jobtrace's, recorded through its recorder.
+The rules are OSProfiler's, so a service that switches keeps behaving the same:
+
+- Nothing is recorded until :func:`init` has made a profiler in this context (or a
+  :class:`~jobtrace.compat.osprofiler.web.WsgiMiddleware` did, for a request carrying a
+  verified trace header); every other call is ignored, as OSProfiler documents.
+- A second :func:`init` in the same context keeps the first profiler; :func:`clean` drops it.
+- ``init(hmac_key, base_id, parent_id)`` keeps the ids as given: ``get_base_id()``,
+  ``get_parent_id()`` and ``get_id()`` return those strings (a UUID keeps its dashes, any
+  text is accepted), and the points carry them (see below).
+- :func:`trace`, :class:`Trace`, :func:`trace_cls` and :class:`TracedMeta` go through this
+  module's :func:`start` and :func:`stop`, with OSProfiler's info dicts (``function`` with
+  ``name``, ``args`` and ``kwargs`` on start; ``function.result`` or ``etype``/``message``
+  on stop); :func:`trace_cls` traces inherited methods too, and both take
+  ``allow_multiple_trace``.
+
+How the points are stored: each is one jobtrace span. OSProfiler's ``base_id`` is the trace
+id: a 32-hex id or UUID is used as is (so ``jobtrace trace show <uuid>`` finds it), other
+text is hashed to 128 bits and kept in the first point's info as ``osprofiler.base_id``
+(``jobtrace trace show`` hashes such an id the same way). A point's own id is a 64-bit
+jobtrace span id, which ``get_id()`` returns as 16 hex digits; a given parent id that is not
+one is mapped the way OSProfiler's OpenTracing drivers do (the low 64 bits of a UUID) and
+kept as ``osprofiler.parent_id``. Info given to :func:`stop` lands on the stop message when
+the spans are shown as OSProfiler notifications (``jobtrace trace show --osprofiler``).
+
+Differs on purpose: the profiler lives in a :class:`contextvars.ContextVar`, not a
+thread-local, so asyncio tasks each see the one of the code that created them; arguments and
+results are recorded with a bounded ``repr``; ``async def`` functions are timed until they
+finish. A notifier set with :mod:`~jobtrace.compat.osprofiler.notifier` sees every message.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import hashlib
+import os
+import random
+import socket
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
-from jobtrace.tracing.api import Trace, TracedMeta, start, stop, trace, trace_cls
-from jobtrace.tracing.spans import RemoteParent, Span, current_span_var
+from jobtrace.compat.osprofiler import notifier
+from jobtrace.tracing.spans import (
+    UNSAMPLED,
+    RemoteParent,
+    Span,
+    _check_info,
+    _short_repr,
+    current_span_var,
+    now_ns,
+    record_span,
+)
 
-__all__ = ["Trace", "TracedMeta", "clean", "get", "init", "start", "stop", "trace", "trace_cls"]
+__all__ = [
+    "Trace",
+    "TracedMeta",
+    "clean",
+    "get",
+    "init",
+    "start",
+    "stop",
+    "trace",
+    "trace_cls",
+    "trace_id_for",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+_MASK64 = (1 << 64) - 1
+_HEX = frozenset("0123456789abcdef")
+_rng = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
+
+#: Info keys the layer adds to a point for OSProfiler's view of it.
+BASE_ID_KEY = "osprofiler.base_id"
+PARENT_ID_KEY = "osprofiler.parent_id"
+STOP_INFO_KEY = "osprofiler.stop"
 
 
-def _hex_to_int(value: str, width: int) -> int:
-    text = value.replace("-", "").lower()  # OSProfiler ids are UUID strings
-    number = int(text, 16)
-    return number & ((1 << (4 * width)) - 1)
+# -- ids -------------------------------------------------------------------------------------
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and _HEX.issuperset(text)
+
+
+def _hex32(text: str) -> str | None:
+    """``text`` as 32 lowercase hex digits if it is a 32-hex id or a UUID, else None."""
+    lowered = text.strip().lower()
+    if len(lowered) == 36 and lowered.count("-") == 4:
+        lowered = lowered.replace("-", "")
+    return lowered if _is_hex(lowered, 32) and int(lowered, 16) else None
+
+
+def _derived(text: str, size: int) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def _trace_int(base_id: str) -> int:
+    found = _hex32(base_id)
+    return int(found, 16) if found is not None else _derived(base_id, 16)
+
+
+def _span_int(point_id: str) -> int:
+    lowered = point_id.strip().lower()
+    if _is_hex(lowered, 16) and int(lowered, 16):
+        return int(lowered, 16)
+    found = _hex32(point_id)
+    if found is not None and int(found, 16) & _MASK64:
+        return int(found, 16) & _MASK64  # as OSProfiler's OpenTracing drivers shorten UUIDs
+    return _derived(point_id, 8)
+
+
+def trace_id_for(base_id: str) -> str:
+    """The jobtrace trace id (32 hex digits) that holds the points of OSProfiler base id
+    ``base_id``: the id itself for a UUID or 32-hex id, a hash of it otherwise."""
+    return f"{_trace_int(str(base_id)):032x}"
+
+
+def _new_trace_id() -> str:
+    from jobtrace import _ids
+
+    return _ids.trace_id()
+
+
+def _class_name(obj: Any) -> str:
+    """``ValueError`` for builtins, ``package.module.Error`` otherwise (as OSProfiler)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    module = getattr(cls, "__module__", None)
+    if module in (None, "builtins", "exceptions"):
+        return str(cls.__qualname__)
+    return f"{module}.{cls.__qualname__}"
+
+
+# -- the profiler ------------------------------------------------------------------------------
+
+
+class _Point:
+    """One open trace point: its jobtrace ids, info and start time."""
+
+    __slots__ = ("as_parent", "info", "name", "parent_id", "span_id", "start")
+
+    def __init__(
+        self,
+        name: str,
+        span_id: int,
+        parent_id: int | None,
+        info: dict[str, Any],
+        as_parent: RemoteParent,
+    ) -> None:
+        self.name = name
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.info = info
+        self.as_parent = as_parent
+        self.start = now_ns()
 
 
 class _Profiler:
-    """The per-context profiler object that OSProfiler's ``get()`` returns."""
+    """The profiler :func:`init` makes (OSProfiler's class of the same name).
 
-    def __init__(self, hmac_key: str | bytes | None, parent: RemoteParent | None) -> None:
+    ``_trace_stack`` holds the ids as OSProfiler's does: base id, parent id, then one per
+    open point; ``_name`` the names of the open points.
+    """
+
+    def __init__(
+        self,
+        hmac_key: str | bytes | None,
+        base_id: str | None = None,
+        parent_id: str | None = None,
+    ) -> None:
         self.hmac_key = hmac_key
-        self._parent = parent
+        if not base_id:
+            # Inside a jobtrace span, the profiler joins that trace; else it starts one.
+            current = current_span_var.get()
+            if isinstance(current, Span | RemoteParent) and current is not UNSAMPLED:
+                base_id = f"{current.trace_id:032x}"
+                parent_id = parent_id or f"{current.span_id:016x}"
+            else:
+                base_id = _new_trace_id()
+        base_id = str(base_id)
+        parent_id = None if parent_id is None else str(parent_id)
+        self._trace_stack: collections.deque[str] = collections.deque(
+            [base_id, parent_id or base_id]
+        )
+        self._name: collections.deque[str] = collections.deque()
+        self._host = socket.gethostname()
+        self._trace_int = _trace_int(base_id)
+        # A parent id equal to the base id means "no parent point" (OSProfiler's roots).
+        root_parent = not parent_id or parent_id == base_id
+        self._parent_int = None if root_parent else _span_int(parent_id or "")
+        if self._parent_int == self._trace_int & _MASK64:
+            self._parent_int = None  # a jobtrace header sent from a root: no parent point
+        given: dict[str, Any] = {}
+        if f"{self._trace_int:032x}" != base_id:
+            given[BASE_ID_KEY] = base_id
+        if self._parent_int is not None and f"{self._parent_int:016x}" != parent_id:
+            given[PARENT_ID_KEY] = parent_id
+        self._given = given
+        self._open: list[_Point] = []
+        self._outer: Any = None
 
-    def _current(self) -> Span | RemoteParent | None:
-        span = current_span_var.get()
-        return span if isinstance(span, Span | RemoteParent) else self._parent
+    def get_shorten_id(self, uuid_id: str | int) -> str:
+        """A 64-bit id (hex) for ``uuid_id``, as OSProfiler's OpenTracing drivers make it."""
+        if isinstance(uuid_id, int):
+            return format(uuid_id & _MASK64, "x")
+        return format(_span_int(uuid_id), "x")
 
-    def get_base_id(self) -> str | None:
-        """The trace id (OSProfiler's base id)."""
-        span = self._current()
-        return None if span is None else f"{span.trace_id:032x}"
+    def get_base_id(self) -> str:
+        """The id shared by every point of the trace, as given to :func:`init`."""
+        return self._trace_stack[0]
 
-    def get_id(self) -> str | None:
-        """The id of the innermost open trace point."""
-        span = self._current()
-        return None if span is None else f"{span.span_id:016x}"
+    def get_parent_id(self) -> str:
+        """The id of the current point's parent."""
+        return self._trace_stack[-2]
 
-    def get_parent_id(self) -> str | None:
-        span = current_span_var.get()
-        if isinstance(span, Span) and span.parent_id is not None:
-            return f"{span.parent_id:016x}"
-        return None
+    def get_id(self) -> str:
+        """The id of the innermost open point (the parent id given to :func:`init` when
+        no point is open)."""
+        return self._trace_stack[-1]
+
+    def _wire_ids(self) -> tuple[int, int]:
+        """(trace id, span id) a jobtrace-signed header carries for the current point; with
+        no point open, the parent given to :func:`init`, or the trace's own low 64 bits
+        meaning "no parent point" (read back as such by the receiving profiler)."""
+        if self._open:
+            return self._trace_int, self._open[-1].span_id
+        if self._parent_int is not None:
+            return self._trace_int, self._parent_int
+        return self._trace_int, (self._trace_int & _MASK64) or 1
 
     def start(self, name: str, info: dict[str, Any] | None = None) -> None:
-        start(name, info)
+        """Open a point named ``name`` under the current one."""
+        try:
+            self._start(name, info)
+        except Exception as exc:  # never into the host program
+            _log_failure("start", exc)
+
+    def _start(self, name: str, info: dict[str, Any] | None) -> None:
+        checked = _check_info(info)
+        point_info: dict[str, Any] = {} if checked is None else dict(checked)
+        if self._open:
+            parent_id: int | None = self._open[-1].span_id
+        else:
+            parent_id = self._parent_int
+            self._outer = current_span_var.get()
+            point_info.update(self._given)
+        span_id = _rng.getrandbits(64) or 1
+        # Jobtrace spans opened inside this point (and headers made in it) are its children.
+        as_parent = RemoteParent(self._trace_int, span_id, True)
+        self._open.append(_Point(str(name), span_id, parent_id, point_info, as_parent))
+        self._name.append(str(name))
+        self._trace_stack.append(f"{span_id:016x}")
+        current_span_var.set(as_parent)
+        if notifier.active():
+            self._notify(f"{name}-start", point_info)
 
     def stop(self, info: dict[str, Any] | None = None) -> None:
-        stop(info)
+        """Close the innermost open point; ``info`` goes on its stop message. A stop with
+        no open point does nothing (as in OSProfiler)."""
+        if not self._name:
+            return
+        try:
+            self._stop(info)
+        except Exception as exc:
+            _log_failure("stop", exc)
+
+    def _stop(self, info: dict[str, Any] | None) -> None:
+        stop_info = _check_info(info)
+        name = self._name.pop()
+        if notifier.active():
+            self._notify(f"{name}-stop", dict(stop_info or {}))
+        self._trace_stack.pop()
+        if not self._open:
+            return  # the stacks were filled by hand
+        point = self._open.pop()
+        current_span_var.set(self._open[-1].as_parent if self._open else self._outer)
+        error_type = error_message = None
+        record_info = point.info
+        if stop_info:
+            rest = dict(stop_info)
+            if rest.get("etype"):
+                error_type = str(rest.pop("etype"))
+                message = rest.pop("message", None)
+                error_message = None if message is None else str(message)
+            function = rest.get("function")
+            if isinstance(function, dict) and set(function) == {"result"}:
+                del rest["function"]
+                named = record_info.get("function")
+                if isinstance(named, dict):
+                    record_info["function"] = {**named, "result": function["result"]}
+                else:
+                    record_info["function"] = {"result": function["result"]}
+            if rest:
+                record_info[STOP_INFO_KEY] = rest
+        record_span(
+            self._trace_int,
+            point.span_id,
+            point.parent_id,
+            point.name,
+            point.start,
+            record_info or None,
+            error_type,
+            error_message,
+        )
+
+    def _close_all(self) -> None:
+        """Give the context back as it was before the first point (for :func:`clean`)."""
+        if self._open:
+            current_span_var.set(self._outer)
+            self._open.clear()
+
+    def _notify(self, name: str, info: dict[str, Any]) -> None:
+        payload: dict[str, Any] = {
+            "name": name,
+            "base_id": self.get_base_id(),
+            "trace_id": self.get_id(),
+            "parent_id": self.get_parent_id(),
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        }
+        message_info = {k: v for k, v in info.items() if not k.startswith("osprofiler.")}
+        message_info["host"] = self._host
+        payload["info"] = message_info
+        notifier.notify(payload)
+
+
+_warned: set[str] = set()
+
+
+def _log_failure(where: str, exc: Exception) -> None:
+    if where not in _warned:
+        _warned.add(where)
+        import logging
+
+        logging.getLogger("jobtrace.compat.osprofiler").warning(
+            "jobtrace: OSProfiler %s() failed (%r); the point is dropped", where, exc
+        )
 
 
 # Like OSProfiler's thread-local profiler, but per context: right under asyncio too.
 _profiler_var: ContextVar[_Profiler | None] = ContextVar("jobtrace_osprofiler", default=None)
+_get_profiler = _profiler_var.get
 
 
 def init(
     hmac_key: str | bytes | None, base_id: str | None = None, parent_id: str | None = None
 ) -> _Profiler:
-    """Start profiling in this context; with ``base_id``/``parent_id``, join that trace."""
-    parent = None
-    if base_id and parent_id:
-        parent = RemoteParent(_hex_to_int(base_id, 32), _hex_to_int(parent_id, 16) or 1, True)
-        current_span_var.set(parent)
-    profiler = _Profiler(hmac_key, parent)
-    _profiler_var.set(profiler)
+    """Make the profiler of this context, which every later call records into, and return
+    it; an existing one is kept (and returned), as in OSProfiler.
+
+    ``base_id`` names the trace (a new one when not given; inside a jobtrace span, that
+    span's trace) and ``parent_id`` the point this work hangs under, both kept as given.
+    ``hmac_key`` signs the headers :func:`~jobtrace.compat.osprofiler.web.get_trace_id_headers`
+    makes.
+    """
+    profiler = _profiler_var.get()
+    if profiler is None:
+        profiler = _Profiler(hmac_key, base_id=base_id, parent_id=parent_id)
+        _profiler_var.set(profiler)
     return profiler
 
 
 def get() -> _Profiler | None:
-    """The profiler made by :func:`init`, or None."""
+    """The profiler :func:`init` made in this context, or None."""
     return _profiler_var.get()
 
 
 def clean() -> None:
-    """Forget the profiler (and any remote parent set by :func:`init`)."""
+    """Drop this context's profiler: later calls record nothing until the next :func:`init`."""
+    profiler = _profiler_var.get()
+    if profiler is not None:
+        profiler._close_all()
     _profiler_var.set(None)
-    if isinstance(current_span_var.get(), RemoteParent):
-        current_span_var.set(None)
+
+
+def start(name: str, info: dict[str, Any] | None = None) -> None:
+    """Open a point in the current profiler (nothing without one)."""
+    profiler = _profiler_var.get()
+    if profiler:
+        profiler.start(name, info=info)
+
+
+def stop(info: dict[str, Any] | None = None) -> None:
+    """Close the innermost open point of the current profiler (nothing without one)."""
+    profiler = _profiler_var.get()
+    if profiler:
+        profiler.stop(info=info)
+
+
+# The functions above, to tell when a caller (a test) replaced them in this module.
+_START, _STOP = start, stop
+
+
+# -- @trace ------------------------------------------------------------------------------------
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn)))
+    return f"{module}.{qualname}" if module else qualname
+
+
+def trace(
+    name: str,
+    info: dict[str, Any] | None = None,
+    hide_args: bool = False,
+    hide_result: bool = True,
+    allow_multiple_trace: bool = True,
+) -> Callable[[F], F]:
+    """Decorate a function as a trace point (OSProfiler's ``@profiler.trace``).
+
+    Each call opens a point with ``info`` plus ``function``: ``name`` (module and qualified
+    name) and, unless ``hide_args``, ``args`` and ``kwargs``; the stop carries
+    ``function.result`` unless ``hide_result``, or the error's ``etype`` and ``message``.
+    ``allow_multiple_trace=False`` raises ValueError for a function already traced.
+    """
+    base = dict(info) if info else {}
+
+    def decorator(fn: F) -> F:
+        import inspect
+
+        times = getattr(fn, "__traced__", 0)
+        if not allow_multiple_trace and times:
+            raise ValueError(f"Function '{fn}' has already been traced {times} times")
+        try:
+            fn.__traced__ = times + 1  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            pass
+        qualname = _qualified(fn)
+
+        def call_info(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            function: dict[str, Any] = {"name": qualname}
+            if not hide_args:
+                function["args"] = _short_repr(args)
+                function["kwargs"] = _short_repr(kwargs)
+            out = dict(base)
+            out["function"] = function
+            return out
+
+        def failure(exc: Exception) -> dict[str, Any]:
+            return {"etype": _class_name(exc), "message": str(exc)}
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def traced_async(*args: Any, **kwargs: Any) -> Any:
+                if _get_profiler() is None and start is _START and stop is _STOP:
+                    return await fn(*args, **kwargs)
+                # start and stop are looked up per call: replacing them here takes effect.
+                start(name, info=call_info(args, kwargs))
+                stop_info: dict[str, Any] | None = None
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    stop_info = failure(exc)
+                    raise
+                else:
+                    if not hide_result:
+                        stop_info = {"function": {"result": _short_repr(result)}}
+                    return result
+                finally:
+                    stop(info=stop_info)
+
+            return cast(F, traced_async)
+
+        @functools.wraps(fn)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            if _get_profiler() is None and start is _START and stop is _STOP:
+                return fn(*args, **kwargs)  # not profiling: nothing to build
+            start(name, info=call_info(args, kwargs))
+            stop_info: dict[str, Any] | None = None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                stop_info = failure(exc)
+                raise
+            else:
+                if not hide_result:
+                    stop_info = {"function": {"result": _short_repr(result)}}
+                return result
+            finally:
+                stop(info=stop_info)
+
+        return cast(F, traced)
+
+    return decorator
+
+
+def _ensure_not_traced(targets: list[tuple[str, Any]]) -> None:
+    for attr_name, attr in targets:
+        times = getattr(getattr(attr, "__func__", attr), "__traced__", 0)
+        if times:
+            raise ValueError(
+                f"Can not apply new trace on top of previously traced attribute "
+                f"'{attr_name}' since it has been traced {times} times previously"
+            )
+
+
+def trace_cls(
+    name: str,
+    info: dict[str, Any] | None = None,
+    hide_args: bool = False,
+    hide_result: bool = True,
+    trace_private: bool = False,
+    allow_multiple_trace: bool = True,
+    trace_class_methods: bool = False,
+    trace_static_methods: bool = False,
+) -> Callable[[C], C]:
+    """Trace every method of a class, inherited ones included, as OSProfiler does.
+
+    Names starting with ``__`` are never traced, ``_private`` ones with ``trace_private``;
+    static and class methods only when asked. ``allow_multiple_trace=False`` raises
+    ValueError, before changing anything, when a method is already traced.
+    """
+
+    def decorator(cls: C) -> C:
+        import inspect
+
+        targets: list[tuple[str, Any]] = []
+        for attr_name in dir(cls):
+            if attr_name.startswith("__"):
+                continue
+            if attr_name.startswith("_") and not trace_private:
+                continue
+            raw = next((k.__dict__[attr_name] for k in cls.__mro__ if attr_name in k.__dict__), None)
+            if isinstance(raw, staticmethod):
+                if trace_static_methods and inspect.isfunction(raw.__func__):
+                    targets.append((attr_name, raw))
+            elif isinstance(raw, classmethod):
+                if trace_class_methods and inspect.isfunction(raw.__func__):
+                    targets.append((attr_name, raw))
+            elif inspect.isfunction(raw):
+                targets.append((attr_name, raw))
+        if not allow_multiple_trace:
+            _ensure_not_traced(targets)
+        decorate = trace(name, info=info, hide_args=hide_args, hide_result=hide_result)
+        for attr_name, raw in targets:
+            if isinstance(raw, staticmethod):
+                setattr(cls, attr_name, staticmethod(decorate(raw.__func__)))
+            elif isinstance(raw, classmethod):
+                setattr(cls, attr_name, classmethod(decorate(raw.__func__)))
+            else:
+                setattr(cls, attr_name, decorate(raw))
+        return cls
+
+    return decorator
+
+
+class TracedMeta(type):
+    """A metaclass that traces the methods each class defines, configured by the class's
+    ``__trace_args__`` (``name`` required; ``info``, ``hide_args``, ``hide_result``,
+    ``trace_private``, ``allow_multiple_trace``), inherited by subclasses as in OSProfiler::
+
+        class RpcManager(metaclass=profiler.TracedMeta):
+            __trace_args__ = {"name": "rpc"}
+    """
+
+    def __init__(cls, cls_name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> None:
+        super().__init__(cls_name, bases, attrs)
+        import inspect
+
+        options = dict(getattr(cls, "__trace_args__", {}))
+        trace_private = options.pop("trace_private", False)
+        allow_multiple_trace = options.pop("allow_multiple_trace", True)
+        if "name" not in options:
+            raise TypeError(
+                f"{cls_name}: TracedMeta needs a class-level __trace_args__ dict with a "
+                "'name' key, e.g. __trace_args__ = {'name': 'rpc'}"
+            )
+        targets = [
+            (attr_name, value)
+            for attr_name, value in attrs.items()
+            if (inspect.isfunction(value) or inspect.ismethod(value))
+            and not attr_name.startswith("__")
+            and (trace_private or not attr_name.startswith("_"))
+        ]
+        if not allow_multiple_trace:
+            _ensure_not_traced(targets)
+        decorate = trace(**options)  # an unknown key is a TypeError, as in OSProfiler
+        for attr_name, _ in targets:
+            setattr(cls, attr_name, decorate(getattr(cls, attr_name)))
+
+
+# -- with Trace(...) ---------------------------------------------------------------------------
+
+
+class Trace:
+    """``with profiler.Trace("rpc", info={...}):`` — :func:`start` on entry, :func:`stop`
+    on exit, with the error's ``etype`` and ``message`` when the block raised."""
+
+    __slots__ = ("_info", "_name")
+
+    def __init__(self, name: str, info: dict[str, Any] | None = None) -> None:
+        self._name = name
+        self._info = info
+
+    def __enter__(self) -> None:
+        start(self._name, info=self._info)
+
+    def __exit__(self, etype: type[BaseException] | None, value: BaseException | None, tb: object) -> None:
+        stop_info = None
+        if etype is not None and value is not None:
+            stop_info = {
+                "etype": _class_name(etype),
+                "message": value.args[0] if value.args else None,
+            }
+        stop(info=stop_info)
