@@ -159,6 +159,12 @@ def list_traces(job_id: str | None, limit: int, as_json: bool, store_url: str | 
     help="Write to FILE instead of standard output.",
 )
 @store_option
+@click.option(
+    "--connection-string",
+    "connection_string",
+    metavar="URI",
+    help="OSProfiler's name for --store (its `trace show` spells it so); give one of them.",
+)
 @handle_errors
 def show_trace(
     trace_id: str,
@@ -168,6 +174,7 @@ def show_trace(
     osprofiler: bool,
     out: Path | None,
     store_url: str | None,
+    connection_string: str | None,
 ) -> None:
     """Show one trace as a tree, JSON, HTML or DOT.
 
@@ -178,6 +185,9 @@ def show_trace(
     waterfall that works offline; --dot writes the call tree for `dot -Tsvg`;
     --osprofiler prints the spans as OSProfiler start/stop notifications. --out writes
     any of them to a file.
+
+    TRACE_ID may also be an OSProfiler base id (a UUID with its dashes, or any text given
+    to profiler.init), found as the OSProfiler layer stored it.
     """
     formats = (("--json", as_json), ("--html", as_html), ("--dot", as_dot))
     chosen = [name for name, on in formats if on]
@@ -185,8 +195,22 @@ def show_trace(
         raise click.UsageError(f"choose one output format, not {' and '.join(chosen)}")
     if osprofiler and (as_html or as_dot):
         raise click.UsageError("--osprofiler prints JSON; it cannot go with --html or --dot")
+    if connection_string is not None:
+        if (
+            store_url is not None
+            and click.get_current_context().get_parameter_source("store_url")
+            is not click.core.ParameterSource.ENVIRONMENT
+        ):
+            raise click.UsageError("give --store or --connection-string, not both")
+        store_url = connection_string
     with open_store(store_url) as store:
         spans = store.get_trace(trace_id)
+        if spans is None:
+            from jobtrace.compat.osprofiler.profiler import trace_id_for
+
+            mapped = trace_id_for(trace_id)
+            if mapped != trace_id.lower():
+                spans = store.get_trace(mapped)
     if spans is None:
         fail(f"no trace {trace_id!r} in {store.safe_url}")
         return

@@ -61,7 +61,7 @@ def get() -> Notifier:
     return _notifier
 
 
-def set(notifier: Notifier) -> None:  # noqa: A001  (OSProfiler's name)
+def set(notifier: Notifier) -> None:
     """Make ``notifier`` (a callable taking one dict) receive every start and stop message."""
     global _notifier
     _notifier = notifier

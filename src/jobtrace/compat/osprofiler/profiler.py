@@ -43,6 +43,7 @@ finish. A notifier set with :mod:`~jobtrace.compat.osprofiler.notifier` sees eve
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import os
@@ -55,7 +56,6 @@ from typing import Any, TypeVar, cast
 
 from jobtrace.compat.osprofiler import notifier
 from jobtrace.tracing.spans import (
-    UNSAMPLED,
     RemoteParent,
     Span,
     _check_info,
@@ -189,7 +189,7 @@ class _Profiler:
         if not base_id:
             # Inside a jobtrace span, the profiler joins that trace; else it starts one.
             current = current_span_var.get()
-            if isinstance(current, Span | RemoteParent) and current is not UNSAMPLED:
+            if isinstance(current, Span | RemoteParent):  # not UNSAMPLED, NEW_TRACE or None
                 base_id = f"{current.trace_id:032x}"
                 parent_id = parent_id or f"{current.span_id:016x}"
             else:
@@ -438,10 +438,8 @@ def trace(
         times = getattr(fn, "__traced__", 0)
         if not allow_multiple_trace and times:
             raise ValueError(f"Function '{fn}' has already been traced {times} times")
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # a builtin, a slotted callable
             fn.__traced__ = times + 1  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):
-            pass
         qualname = _qualified(fn)
 
         def call_info(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -538,7 +536,9 @@ def trace_cls(
                 continue
             if attr_name.startswith("_") and not trace_private:
                 continue
-            raw = next((k.__dict__[attr_name] for k in cls.__mro__ if attr_name in k.__dict__), None)
+            raw = next(
+                (k.__dict__[attr_name] for k in cls.__mro__ if attr_name in k.__dict__), None
+            )
             if isinstance(raw, staticmethod):
                 if trace_static_methods and inspect.isfunction(raw.__func__):
                     targets.append((attr_name, raw))
@@ -613,7 +613,9 @@ class Trace:
     def __enter__(self) -> None:
         start(self._name, info=self._info)
 
-    def __exit__(self, etype: type[BaseException] | None, value: BaseException | None, tb: object) -> None:
+    def __exit__(
+        self, etype: type[BaseException] | None, value: BaseException | None, tb: object
+    ) -> None:
         stop_info = None
         if etype is not None and value is not None:
             stop_info = {

@@ -109,10 +109,15 @@ def _osprofiler_unpack(data: str, mac: str, keys: Sequence[str]) -> _Caller | No
     except (binascii.Error, ValueError):
         return _refuse("malformed")
     # OSProfiler's rule: base_id required, parent_id optional, nothing else.
-    if not isinstance(fields, dict) or "base_id" not in fields or set(fields) - {
-        "base_id",
-        "parent_id",
-    }:
+    if (
+        not isinstance(fields, dict)
+        or "base_id" not in fields
+        or set(fields)
+        - {
+            "base_id",
+            "parent_id",
+        }
+    ):
         return _refuse("malformed")
     base_id, parent_id = fields["base_id"], fields.get("parent_id")
     if not isinstance(base_id, str) or not (parent_id is None or isinstance(parent_id, str)):
@@ -179,12 +184,13 @@ def _refuse_once(reason: str, message: str) -> None:
         log.warning("jobtrace: %s. Later ones of this kind are not logged.", message)
 
 
-def _refuse(reason: str) -> None:
+def _refuse(reason: str) -> _Caller | None:
+    """Log (once per reason) why a header is not trusted; None, for ``return _refuse(…)``."""
     _refuse_once(reason, _PROBLEMS[reason] + "; the request is served without tracing")
     return None
 
 
-def _verify(
+def _verify(  # noqa: PLR0911  (one early exit per kind of untrusted header)
     info: str | bytes | None, mac: str | bytes | None, keys: Sequence[str]
 ) -> _Caller | None:
     """The caller to join, or None (no header, no key, or one not to be trusted)."""
