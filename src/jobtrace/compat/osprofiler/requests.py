@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobtrace.compat.osprofiler import profiler, web
+from jobtrace.compat.osprofiler.profiler import _class_name
 
 __all__ = ["disable", "enable"]
 
@@ -56,7 +57,7 @@ def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         request.headers.update(web.get_trace_id_headers())
         response = _FUNC(self, request, *args, **kwargs)
     except Exception as exc:
-        profiler.stop(info={"etype": profiler._class_name(exc), "message": str(exc)})
+        profiler.stop(info={"etype": _class_name(exc), "message": str(exc)})
         raise
     profiler.stop(info={"requests": {"status_code": response.status_code}})
     return response

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from jobtrace.compat.osprofiler import profiler
+from jobtrace.compat.osprofiler.profiler import _class_name
 
 __all__ = ["add_tracing", "disable", "enable", "handle_error", "wrap_session"]
 
@@ -110,7 +111,7 @@ def handle_error(exception_context: Any) -> None:
     message = str(original)
     profiler.stop(
         info={
-            "etype": profiler._class_name(original),
+            "etype": _class_name(original),
             "message": message,
             "db": {
                 "original_exception": message,
