@@ -215,6 +215,7 @@ class _Profiler:
         self._given = given
         self._open: list[_Point] = []
         self._outer: Any = None
+        self._entered: tuple[RemoteParent, Any] | None = None
 
     def get_shorten_id(self, uuid_id: str | int) -> str:
         """A 64-bit id (hex) for ``uuid_id``, as OSProfiler's OpenTracing drivers make it."""
@@ -235,15 +236,26 @@ class _Profiler:
         no point is open)."""
         return self._trace_stack[-1]
 
-    def _wire_ids(self) -> tuple[int, int]:
-        """(trace id, span id) a jobtrace-signed header carries for the current point; with
-        no point open, the parent given to :func:`init`, or the trace's own low 64 bits
-        meaning "no parent point" (read back as such by the receiving profiler)."""
+    def _wire_ids(self) -> tuple[str, str, int, int]:
+        """(base id, parent id, trace id, span id) a header sent now carries: the innermost
+        open point, a jobtrace span opened inside it included, else the parent given to
+        :func:`init`, or for a root the trace's own low 64 bits, which the receiving
+        profiler reads back as "no parent point"."""
+        current = current_span_var.get()
+        if isinstance(current, Span) and current.trace_id == self._trace_int:
+            return self.get_base_id(), f"{current.span_id:016x}", self._trace_int, current.span_id
         if self._open:
-            return self._trace_int, self._open[-1].span_id
-        if self._parent_int is not None:
-            return self._trace_int, self._parent_int
-        return self._trace_int, (self._trace_int & _MASK64) or 1
+            return self.get_base_id(), self.get_id(), self._trace_int, self._open[-1].span_id
+        span_id = self._root_span_id() if self._parent_int is None else self._parent_int
+        return self.get_base_id(), self.get_id(), self._trace_int, span_id
+
+    def _root_span_id(self) -> int:
+        return (self._trace_int & _MASK64) or 1
+
+    def _as_context(self) -> RemoteParent:
+        """What jobtrace spans opened before any point see as their parent: this trace."""
+        span_id = self._root_span_id() if self._parent_int is None else self._parent_int
+        return RemoteParent(self._trace_int, span_id, True)
 
     def start(self, name: str, info: dict[str, Any] | None = None) -> None:
         """Open a point named ``name`` under the current one."""
@@ -373,6 +385,12 @@ def init(
     if profiler is None:
         profiler = _Profiler(hmac_key, base_id=base_id, parent_id=parent_id)
         _profiler_var.set(profiler)
+        # jobtrace's own spans opened from here on belong to the profiler's trace too.
+        previous = current_span_var.get()
+        if not isinstance(previous, Span):
+            marker = profiler._as_context()
+            profiler._entered = (marker, previous)
+            current_span_var.set(marker)
     return profiler
 
 
@@ -386,6 +404,8 @@ def clean() -> None:
     profiler = _profiler_var.get()
     if profiler is not None:
         profiler._close_all()
+        if profiler._entered is not None and current_span_var.get() is profiler._entered[0]:
+            current_span_var.set(profiler._entered[1])
     _profiler_var.set(None)
 
 

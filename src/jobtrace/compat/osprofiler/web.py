@@ -141,10 +141,10 @@ def get_trace_id_headers() -> dict[str, str]:
     if not current or not current.hmac_key:
         return {}
     try:
+        base_id, parent_id, trace_id, span_id = current._wire_ids()
         if mixed_fleet():
-            info, mac = _osprofiler_pack(current.get_base_id(), current.get_id(), current.hmac_key)
+            info, mac = _osprofiler_pack(base_id, parent_id, current.hmac_key)
         else:
-            trace_id, span_id = current._wire_ids()
             info, mac = _signer(current.hmac_key).sign(trace_id, span_id, True)
     except Exception as exc:  # instrumentation must not break the user's call
         _refuse_once("headers", f"trace headers could not be made ({exc!r}); sent without")
