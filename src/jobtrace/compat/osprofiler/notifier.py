@@ -67,14 +67,6 @@ def set(notifier: Notifier) -> None:
     _notifier = notifier
 
 
-def active() -> bool:
-    """Whether messages have a listener: built only then, they cost nothing otherwise."""
-    return _notifier is not _noop_notifier or notify is not _NOTIFY
-
-
-_NOTIFY = notify
-
-
 def create(connection_string: str, *args: Any, **kwargs: Any) -> Notifier:
     """A notifier for ``connection_string`` (cached per string).
 

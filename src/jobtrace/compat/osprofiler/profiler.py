@@ -151,24 +151,29 @@ def _class_name(obj: Any) -> str:
 # -- the profiler ------------------------------------------------------------------------------
 
 
-class _Point:
-    """One open trace point: its jobtrace ids, info and start time."""
+class _Point(RemoteParent):
+    """One open trace point. It is also what jobtrace spans opened inside it see as their
+    parent (a :class:`RemoteParent`: ids, sampled, the trace's shared cap state)."""
 
-    __slots__ = ("as_parent", "info", "name", "parent_id", "span_id", "start")
+    __slots__ = ("info", "name", "parent_id", "start")
 
     def __init__(
         self,
-        name: str,
+        trace_id: int,
         span_id: int,
         parent_id: int | None,
+        name: str,
         info: dict[str, Any],
-        as_parent: RemoteParent,
+        state: Any,
     ) -> None:
-        self.name = name
+        # Not RemoteParent.__init__: the points of one profiler share one cap state.
+        self.trace_id = trace_id
         self.span_id = span_id
+        self.sampled = True
+        self._state = state
         self.parent_id = parent_id
+        self.name = name
         self.info = info
-        self.as_parent = as_parent
         self.start = now_ns()
 
 
@@ -214,6 +219,7 @@ class _Profiler:
             given[PARENT_ID_KEY] = parent_id
         self._given = given
         self._open: list[_Point] = []
+        self._state: Any = None  # the spans' per-trace cap state, made with the first point
         self._outer: Any = None
         self._entered: tuple[RemoteParent, Any] | None = None
 
@@ -260,28 +266,31 @@ class _Profiler:
     def start(self, name: str, info: dict[str, Any] | None = None) -> None:
         """Open a point named ``name`` under the current one."""
         try:
-            self._start(name, info)
+            point_info: dict[str, Any] = (
+                {} if info is None else dict(info) if type(info) is dict else {}
+            )
+            if type(info) is not dict and info is not None:
+                _check_info(info)  # logs once; the point goes without it
+            opened = self._open
+            if opened:
+                parent_id: int | None = opened[-1].span_id
+                state = self._state
+            else:
+                parent_id = self._parent_int
+                self._outer = current_span_var.get()
+                point_info.update(self._given)
+                state = self._state = RemoteParent(self._trace_int, 1, True)._state
+            span_id = _rng.getrandbits(64) or 1
+            point = _Point(self._trace_int, span_id, parent_id, str(name), point_info, state)
+            opened.append(point)
+            self._name.append(point.name)
+            self._trace_stack.append(f"{span_id:016x}")
+            # jobtrace spans opened inside this point (and headers made in it) are its children.
+            current_span_var.set(point)
+            if notifier._notifier is not _NOOP or notifier.notify is not _NOTIFY:
+                self._notify(f"{name}-start", point_info)
         except Exception as exc:  # never into the host program
             _log_failure("start", exc)
-
-    def _start(self, name: str, info: dict[str, Any] | None) -> None:
-        checked = _check_info(info)
-        point_info: dict[str, Any] = {} if checked is None else dict(checked)
-        if self._open:
-            parent_id: int | None = self._open[-1].span_id
-        else:
-            parent_id = self._parent_int
-            self._outer = current_span_var.get()
-            point_info.update(self._given)
-        span_id = _rng.getrandbits(64) or 1
-        # Jobtrace spans opened inside this point (and headers made in it) are its children.
-        as_parent = RemoteParent(self._trace_int, span_id, True)
-        self._open.append(_Point(str(name), span_id, parent_id, point_info, as_parent))
-        self._name.append(str(name))
-        self._trace_stack.append(f"{span_id:016x}")
-        current_span_var.set(as_parent)
-        if notifier.active():
-            self._notify(f"{name}-start", point_info)
 
     def stop(self, info: dict[str, Any] | None = None) -> None:
         """Close the innermost open point; ``info`` goes on its stop message. A stop with
@@ -294,15 +303,16 @@ class _Profiler:
             _log_failure("stop", exc)
 
     def _stop(self, info: dict[str, Any] | None) -> None:
-        stop_info = _check_info(info)
+        stop_info = info if info is None or type(info) is dict else _check_info(info)
         name = self._name.pop()
-        if notifier.active():
+        if notifier._notifier is not _NOOP or notifier.notify is not _NOTIFY:
             self._notify(f"{name}-stop", dict(stop_info or {}))
         self._trace_stack.pop()
-        if not self._open:
+        opened = self._open
+        if not opened:
             return  # the stacks were filled by hand
-        point = self._open.pop()
-        current_span_var.set(self._open[-1].as_parent if self._open else self._outer)
+        point = opened.pop()
+        current_span_var.set(opened[-1] if opened else self._outer)
         error_type = error_message = None
         record_info = point.info
         if stop_info:
@@ -364,6 +374,9 @@ def _log_failure(where: str, exc: Exception) -> None:
             "jobtrace: OSProfiler %s() failed (%r); the point is dropped", where, exc
         )
 
+
+_NOOP = notifier._noop_notifier
+_NOTIFY = notifier.notify
 
 # Like OSProfiler's thread-local profiler, but per context: right under asyncio too.
 _profiler_var: ContextVar[_Profiler | None] = ContextVar("jobtrace_osprofiler", default=None)
