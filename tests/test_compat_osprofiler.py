@@ -255,6 +255,32 @@ def test_an_async_function_is_timed_until_it_finishes(memory_sink: MemorySink) -
     assert point["name"] == "slow" and point["error_type"] is None
 
 
+def test_concurrent_tasks_sharing_a_profiler_nest_their_own_points(
+    memory_sink: MemorySink,
+) -> None:
+    import asyncio
+
+    async def worker(label: str, mine: asyncio.Event, theirs: asyncio.Event) -> str:
+        with profiler.Trace(label):
+            mine.set()
+            await theirs.wait()  # both outer points are open at once from here
+            with profiler.Trace(f"{label}-inner"):
+                await asyncio.sleep(0)
+            return profiler.get().get_id()  # type: ignore[union-attr]
+
+    async def main() -> list[str]:
+        profiler.init(KEY)
+        a, b = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(worker("a", a, b), worker("b", b, a))
+
+    ids = asyncio.run(main())
+    by_name = {s["name"]: s for s in spans(memory_sink)}
+    assert ids == [by_name["a"]["span_id"], by_name["b"]["span_id"]]
+    assert by_name["a-inner"]["parent_id"] == by_name["a"]["span_id"]
+    assert by_name["b-inner"]["parent_id"] == by_name["b"]["span_id"]
+    assert by_name["a"]["parent_id"] is None and by_name["b"]["parent_id"] is None
+
+
 # -- the WSGI middleware -----------------------------------------------------------------------
 
 

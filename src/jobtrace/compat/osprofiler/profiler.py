@@ -155,33 +155,55 @@ class _Point(RemoteParent):
     """One open trace point. It is also what jobtrace spans opened inside it see as their
     parent (a :class:`RemoteParent`: ids, sampled, the trace's shared cap state)."""
 
-    __slots__ = ("info", "name", "parent_id", "start")
+    __slots__ = (
+        "id_text",
+        "info",
+        "name",
+        "outer_point",
+        "outer_span",
+        "owner",
+        "parent_id",
+        "parent_text",
+        "start",
+    )
 
     def __init__(
         self,
-        trace_id: int,
+        owner: _Profiler,
         span_id: int,
         parent_id: int | None,
+        parent_text: str,
         name: str,
         info: dict[str, Any],
-        state: Any,
     ) -> None:
         # Not RemoteParent.__init__: the points of one profiler share one cap state.
-        self.trace_id = trace_id
+        self.trace_id = owner._trace_int
         self.span_id = span_id
         self.sampled = True
-        self._state = state
+        self._state = owner._state
+        self.owner = owner
+        self.id_text = f"{span_id:016x}"
         self.parent_id = parent_id
+        self.parent_text = parent_text
         self.name = name
         self.info = info
+        # What was current before, in this context: restored when the point stops.
+        self.outer_span = current_span_var.get()
+        self.outer_point = _point_var.get()
         self.start = now_ns()
+
+
+# The innermost open point in this context (thread or asyncio task): each task that shares
+# a profiler nests its own points, so concurrent tasks never close each other's.
+_point_var: ContextVar[_Point | None] = ContextVar("jobtrace_osprofiler_point", default=None)
 
 
 class _Profiler:
     """The profiler :func:`init` makes (OSProfiler's class of the same name).
 
     ``_trace_stack`` holds the ids as OSProfiler's does: base id, parent id, then one per
-    open point; ``_name`` the names of the open points.
+    open point; ``_name`` the names of the open points. Which point is current is decided
+    per context, so the getters answer for the calling thread or task.
     """
 
     def __init__(
@@ -219,9 +241,14 @@ class _Profiler:
             given[PARENT_ID_KEY] = parent_id
         self._given = given
         self._open: list[_Point] = []
-        self._state: Any = None  # the spans' per-trace cap state, made with the first point
-        self._outer: Any = None
+        # The per-trace cap state shared by every point (and the jobtrace spans inside them).
+        self._state: Any = RemoteParent(self._trace_int, 1, True)._state
         self._entered: tuple[RemoteParent, Any] | None = None
+
+    def _point(self) -> _Point | None:
+        """The innermost point of this profiler open in the calling context."""
+        point = _point_var.get()
+        return point if point is not None and point.owner is self else None
 
     def get_shorten_id(self, uuid_id: str | int) -> str:
         """A 64-bit id (hex) for ``uuid_id``, as OSProfiler's OpenTracing drivers make it."""
@@ -234,13 +261,15 @@ class _Profiler:
         return self._trace_stack[0]
 
     def get_parent_id(self) -> str:
-        """The id of the current point's parent."""
-        return self._trace_stack[-2]
+        """The id of the current point's parent (the base id when no point is open)."""
+        point = self._point()
+        return point.parent_text if point is not None else self._trace_stack[0]
 
     def get_id(self) -> str:
         """The id of the innermost open point (the parent id given to :func:`init` when
         no point is open)."""
-        return self._trace_stack[-1]
+        point = self._point()
+        return point.id_text if point is not None else self._trace_stack[1]
 
     def _wire_ids(self) -> tuple[str, str, int, int]:
         """(base id, parent id, trace id, span id) a header sent now carries: the innermost
@@ -250,8 +279,9 @@ class _Profiler:
         current = current_span_var.get()
         if isinstance(current, Span) and current.trace_id == self._trace_int:
             return self.get_base_id(), f"{current.span_id:016x}", self._trace_int, current.span_id
-        if self._open:
-            return self.get_base_id(), self.get_id(), self._trace_int, self._open[-1].span_id
+        point = self._point()
+        if point is not None:
+            return self.get_base_id(), point.id_text, self._trace_int, point.span_id
         span_id = self._root_span_id() if self._parent_int is None else self._parent_int
         return self.get_base_id(), self.get_id(), self._trace_int, span_id
 
@@ -271,22 +301,24 @@ class _Profiler:
             )
             if type(info) is not dict and info is not None:
                 _check_info(info)  # logs once; the point goes without it
-            opened = self._open
-            if opened:
-                parent_id: int | None = opened[-1].span_id
-                state = self._state
+            parent = self._point()
+            if parent is not None:
+                point = _Point(
+                    self, _rng.getrandbits(64) or 1, parent.span_id, parent.id_text,
+                    str(name), point_info,
+                )  # fmt: skip
             else:
-                parent_id = self._parent_int
-                self._outer = current_span_var.get()
                 point_info.update(self._given)
-                state = self._state = RemoteParent(self._trace_int, 1, True)._state
-            span_id = _rng.getrandbits(64) or 1
-            point = _Point(self._trace_int, span_id, parent_id, str(name), point_info, state)
-            opened.append(point)
+                point = _Point(
+                    self, _rng.getrandbits(64) or 1, self._parent_int, self._trace_stack[1],
+                    str(name), point_info,
+                )  # fmt: skip
+            self._open.append(point)
             self._name.append(point.name)
-            self._trace_stack.append(f"{span_id:016x}")
+            self._trace_stack.append(point.id_text)
             # jobtrace spans opened inside this point (and headers made in it) are its children.
             current_span_var.set(point)
+            _point_var.set(point)
             if notifier._notifier is not _NOOP or notifier.notify is not _NOTIFY:
                 self._notify(f"{name}-start", point_info)
         except Exception as exc:  # never into the host program
@@ -304,15 +336,20 @@ class _Profiler:
 
     def _stop(self, info: dict[str, Any] | None) -> None:
         stop_info = info if info is None or type(info) is dict else _check_info(info)
-        name = self._name.pop()
+        # This context's innermost point; a stop in another context closes the newest one.
+        point = self._point() or (self._open[-1] if self._open else None)
         if notifier._notifier is not _NOOP or notifier.notify is not _NOTIFY:
+            name = point.name if point is not None else self._name[-1]
             self._notify(f"{name}-stop", dict(stop_info or {}))
-        self._trace_stack.pop()
-        opened = self._open
-        if not opened:
-            return  # the stacks were filled by hand
-        point = opened.pop()
-        current_span_var.set(opened[-1] if opened else self._outer)
+        if point is None:  # the stacks were filled by hand
+            self._name.pop()
+            self._trace_stack.pop()
+            return
+        _remove_last(self._name, point.name)
+        _remove_last(self._trace_stack, point.id_text, floor=2)
+        self._open.remove(point)
+        current_span_var.set(point.outer_span)
+        _point_var.set(point.outer_point)
         error_type = error_message = None
         record_info = point.info
         if stop_info:
@@ -343,10 +380,14 @@ class _Profiler:
         )
 
     def _close_all(self) -> None:
-        """Give the context back as it was before the first point (for :func:`clean`)."""
-        if self._open:
-            current_span_var.set(self._outer)
-            self._open.clear()
+        """Forget the open points and give this context back its span from before them."""
+        point = self._point()
+        if point is not None:
+            while point.outer_point is not None and point.outer_point.owner is self:
+                point = point.outer_point
+            current_span_var.set(point.outer_span)
+            _point_var.set(point.outer_point)
+        self._open.clear()
 
     def _notify(self, name: str, info: dict[str, Any]) -> None:
         payload: dict[str, Any] = {
@@ -360,6 +401,17 @@ class _Profiler:
         message_info["host"] = self._host
         payload["info"] = message_info
         notifier.notify(payload)
+
+
+def _remove_last(stack: collections.deque[str], value: str, floor: int = 0) -> None:
+    """Remove the last ``value`` at or above index ``floor`` (usually the end: a pop)."""
+    if len(stack) > floor and stack[-1] == value:
+        stack.pop()
+        return
+    for index in range(len(stack) - 1, floor - 1, -1):
+        if stack[index] == value:
+            del stack[index]
+            return
 
 
 _warned: set[str] = set()
