@@ -565,6 +565,22 @@ def test_opts_register_the_profiler_group_with_oslo_config() -> None:
     assert web._ENABLED is True and web._HMAC_KEYS == ["k"]
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "compat" / "osprofiler.md"
+
+
+def test_the_docs_example_runs_verbatim(memory_sink: MemorySink) -> None:
+    import re
+
+    (example,) = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(compile(example, str(DOCS), "exec"), namespace)
+    names = sorted(s["name"] for s in spans(memory_sink))
+    assert names == ["db", "request"]
+    sent = namespace["headers"]
+    caller = TraceSigner("a-secret-key").verify(sent[X_TRACE_INFO], sent[X_TRACE_HMAC])
+    assert f"{caller.trace_id:032x}" == "4e3e0ec6293840b1850409eb1d4b0dee"
+
+
 @pytest.mark.parametrize(
     "module",
     ["profiler", "notifier", "sqlalchemy", "initializer", "opts", "web", "requests"],
