@@ -95,9 +95,7 @@ def cases(n: int) -> dict[str, Callable[[], float]]:
         "jobtrace Trace, initialised": initialised(jtp, lambda: loop_trace(jtp.Trace, n)),
         "OSProfiler Trace, initialised": initialised(osp, lambda: loop_trace(osp.Trace, n)),
         "jobtrace @trace call, initialised": initialised(jtp, lambda: loop_calls(jt_traced, n)),
-        "OSProfiler @trace call, initialised": initialised(
-            osp, lambda: loop_calls(osp_traced, n)
-        ),
+        "OSProfiler @trace call, initialised": initialised(osp, lambda: loop_calls(osp_traced, n)),
         "jobtrace Trace, not initialised": lambda: loop_trace(jtp.Trace, n),
         "OSProfiler Trace, not initialised": lambda: loop_trace(osp.Trace, n),
     }
