@@ -368,6 +368,64 @@ def test_enable_and_disable_override_every_middleware(memory_sink: MemorySink) -
     assert [s["name"] for s in spans(memory_sink)] == ["wsgi"]
 
 
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_points_are_recorded_in_requests_jobtrace_middleware_joined(
+    kind: str, memory_sink: MemorySink
+) -> None:
+    """A service on jobtrace's own middleware keeps its OSProfiler-style points: recorded
+    in requests that joined a trusted caller's trace, not in the others."""
+    import asyncio
+
+    import httpx
+
+    from jobtrace.tracing import ASGIMiddleware, WSGIMiddleware, headers
+
+    onward: list[dict[str, str]] = []
+
+    def handle() -> None:
+        work(1)
+        onward.append(web.get_trace_id_headers())
+
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        handle()
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        handle()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    signer = TraceSigner(KEY)
+    with jobtrace.Trace("caller"):
+        sent = headers(signer)
+
+    if kind == "wsgi":
+        app = WSGIMiddleware(wsgi_app, keys=signer)
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://s") as c:
+            c.get("/a", headers=sent)
+            c.get("/b")  # not from a trusted caller: a new trace, no OSProfiler points
+    else:
+        asgi = ASGIMiddleware(asgi_app, keys=signer)
+
+        async def go() -> None:
+            transport = httpx.ASGITransport(app=asgi)
+            async with httpx.AsyncClient(transport=transport, base_url="http://s") as c:
+                await c.get("/a", headers=sent)
+                await c.get("/b")
+
+        asyncio.run(go())
+    recorded = spans(memory_sink)
+    [point] = [s for s in recorded if s["name"] == "work"]
+    [server] = [s for s in recorded if s["name"] == "HTTP GET /a"]
+    assert point["parent_id"] == server["span_id"]
+    assert point["trace_id"] == server["trace_id"]
+    assert onward[1] == {}
+    caller = signer.verify(onward[0][X_TRACE_INFO], onward[0][X_TRACE_HMAC])
+    assert f"{caller.span_id:016x}" == server["span_id"]
+    assert profiler.get() is None
+
+
 # -- mixed fleet -------------------------------------------------------------------------------
 
 

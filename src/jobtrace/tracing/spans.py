@@ -339,6 +339,26 @@ class _NewTrace:
 NEW_TRACE = _NewTrace()
 AnySpan = Span | _Unsampled
 
+
+class JoinedTrace:
+    """A request that joined a trusted caller's trace: set by the HTTP middlewares for the
+    request's context, so that layers keeping per-request state can find it (the OSProfiler
+    layer records its points inside such a request, as OSProfiler's middleware would).
+
+    ``parent``: the caller's span; ``signer``: the middleware's keys, for onward calls;
+    ``state``: per-request slots for those layers.
+    """
+
+    __slots__ = ("parent", "signer", "state")
+
+    def __init__(self, parent: RemoteParent, signer: Any) -> None:
+        self.parent = parent
+        self.signer = signer
+        self.state: dict[str, Any] = {}
+
+
+joined_trace_var: ContextVar[JoinedTrace | None] = ContextVar("jobtrace_joined_trace", default=None)
+
 current_span_var: ContextVar[Span | _Unsampled | RemoteParent | _NewTrace | None] = ContextVar(
     "jobtrace_current_span", default=None
 )

@@ -56,11 +56,13 @@ from typing import Any, TypeVar, cast
 
 from jobtrace.compat.osprofiler import notifier
 from jobtrace.tracing.spans import (
+    JoinedTrace,
     RemoteParent,
     Span,
     _check_info,
     _short_repr,
     current_span_var,
+    joined_trace_var,
     now_ns,
     record_span,
 )
@@ -244,6 +246,8 @@ class _Profiler:
         # The per-trace cap state shared by every point (and the jobtrace spans inside them).
         self._state: Any = RemoteParent(self._trace_int, 1, True)._state
         self._entered: tuple[RemoteParent, Any] | None = None
+        # The keys of the middleware whose request this profiler was made for, if any.
+        self._signer: Any = None
 
     def _point(self) -> _Point | None:
         """The innermost point of this profiler open in the calling context."""
@@ -301,11 +305,21 @@ class _Profiler:
             )
             if type(info) is not dict and info is not None:
                 _check_info(info)  # logs once; the point goes without it
-            parent = self._point()
+            current = current_span_var.get()
+            parent = current if type(current) is _Point and current.owner is self else None
             if parent is not None:
                 point = _Point(
                     self, _rng.getrandbits(64) or 1, parent.span_id, parent.id_text,
                     str(name), point_info,
+                )  # fmt: skip
+            elif isinstance(current, Span) and current.trace_id == self._trace_int:
+                # Inside a jobtrace span of this trace (opened in a point, or the server
+                # span of a joined request): the point is its child.
+                if BASE_ID_KEY in self._given:
+                    point_info[BASE_ID_KEY] = self._given[BASE_ID_KEY]
+                point = _Point(
+                    self, _rng.getrandbits(64) or 1, current.span_id,
+                    f"{current.span_id:016x}", str(name), point_info,
                 )  # fmt: skip
             else:
                 point_info.update(self._given)
@@ -433,6 +447,7 @@ _NOTIFY = notifier.notify
 # Like OSProfiler's thread-local profiler, but per context: right under asyncio too.
 _profiler_var: ContextVar[_Profiler | None] = ContextVar("jobtrace_osprofiler", default=None)
 _get_profiler = _profiler_var.get
+_get_joined = joined_trace_var.get
 
 
 def init(
@@ -460,8 +475,28 @@ def init(
 
 
 def get() -> _Profiler | None:
-    """The profiler :func:`init` made in this context, or None."""
-    return _profiler_var.get()
+    """The profiler :func:`init` made in this context, or None.
+
+    Inside a request that jobtrace's own middleware joined to a trusted caller's trace
+    (:class:`jobtrace.tracing.WSGIMiddleware`, :class:`~jobtrace.tracing.ASGIMiddleware`),
+    the request has a profiler of its own, made on first use, as a request through
+    OSProfiler's middleware would."""
+    profiler = _profiler_var.get()
+    if profiler is None:
+        joined = joined_trace_var.get()
+        if joined is not None:
+            return _request_profiler(joined)
+    return profiler
+
+
+def _request_profiler(joined: JoinedTrace) -> _Profiler:
+    profiler = joined.state.get("osprofiler")
+    if profiler is None:
+        parent = joined.parent
+        profiler = _Profiler(None, f"{parent.trace_id:032x}", f"{parent.span_id:016x}")
+        profiler._signer = joined.signer
+        joined.state["osprofiler"] = profiler
+    return cast(_Profiler, profiler)
 
 
 def clean() -> None:
@@ -476,14 +511,14 @@ def clean() -> None:
 
 def start(name: str, info: dict[str, Any] | None = None) -> None:
     """Open a point in the current profiler (nothing without one)."""
-    profiler = _profiler_var.get()
+    profiler = _profiler_var.get() or get()
     if profiler:
         profiler.start(name, info=info)
 
 
 def stop(info: dict[str, Any] | None = None) -> None:
     """Close the innermost open point of the current profiler (nothing without one)."""
-    profiler = _profiler_var.get()
+    profiler = _profiler_var.get() or get()
     if profiler:
         profiler.stop(info=info)
 
@@ -543,7 +578,12 @@ def trace(
 
             @functools.wraps(fn)
             async def traced_async(*args: Any, **kwargs: Any) -> Any:
-                if _get_profiler() is None and start is _START and stop is _STOP:
+                if (
+                    _get_profiler() is None
+                    and _get_joined() is None
+                    and start is _START
+                    and stop is _STOP
+                ):
                     return await fn(*args, **kwargs)
                 # start and stop are looked up per call: replacing them here takes effect.
                 start(name, info=call_info(args, kwargs))
@@ -564,7 +604,12 @@ def trace(
 
         @functools.wraps(fn)
         def traced(*args: Any, **kwargs: Any) -> Any:
-            if _get_profiler() is None and start is _START and stop is _STOP:
+            if (
+                _get_profiler() is None
+                and _get_joined() is None
+                and start is _START
+                and stop is _STOP
+            ):
                 return fn(*args, **kwargs)  # not profiling: nothing to build
             start(name, info=call_info(args, kwargs))
             stop_info: dict[str, Any] | None = None

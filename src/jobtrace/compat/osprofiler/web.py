@@ -138,11 +138,13 @@ def get_trace_id_headers() -> dict[str, str]:
     given to ``profiler.init``; empty without a profiler or a key (nothing goes unsigned).
     Right after ``init`` they name the new trace, so the next service joins it."""
     current = profiler.get()
-    if not current or not current.hmac_key:
+    if not current or not (current.hmac_key or current._signer):
         return {}
     try:
         base_id, parent_id, trace_id, span_id = current._wire_ids()
-        if mixed_fleet():
+        if not current.hmac_key:  # a request joined by jobtrace's middleware: its keys
+            info, mac = current._signer.sign(trace_id, span_id, True)
+        elif mixed_fleet():
             info, mac = _osprofiler_pack(base_id, parent_id, current.hmac_key)
         else:
             info, mac = _signer(current.hmac_key).sign(trace_id, span_id, True)
