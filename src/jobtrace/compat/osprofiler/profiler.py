@@ -14,7 +14,8 @@ The rules are OSProfiler's, so a service that switches keeps behaving the same:
 
 - Nothing is recorded until :func:`init` has made a profiler in this context (or a
   :class:`~jobtrace.compat.osprofiler.web.WsgiMiddleware` did, for a request carrying a
-  verified trace header); every other call is ignored, as OSProfiler documents.
+  verified trace header, or jobtrace's own middleware joined the request to a trusted
+  caller); every other call is ignored, as OSProfiler documents.
 - A second :func:`init` in the same context keeps the first profiler; :func:`clean` drops it.
 - ``init(hmac_key, base_id, parent_id)`` keeps the ids as given: ``get_base_id()``,
   ``get_parent_id()`` and ``get_id()`` return those strings (a UUID keeps its dashes, any
