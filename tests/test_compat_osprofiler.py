@@ -121,6 +121,21 @@ def test_any_text_is_a_base_id_and_trace_show_finds_it(tmp_path: Path) -> None:
         assert '"boot-start"' in shown.stdout
 
 
+def test_trace_list_takes_connection_string_but_not_with_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'points.db'}"
+    jobtrace.configure(url=url, install_signal_handlers=False)
+    profiler.init(KEY, base_id=UUID)
+    with profiler.Trace("boot"):
+        pass
+    profiler.clean()
+    jobtrace.flush()
+    listed = jobtrace_cli("trace", "list", "--json", "--connection-string", url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert UUID.replace("-", "") in listed.stdout
+    both = jobtrace_cli("trace", "list", "--store", url, "--connection-string", url, cwd=tmp_path)
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
 def test_trace_show_finds_a_uuid_base_id_with_its_dashes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'points.db'}"
     jobtrace.configure(url=url, install_signal_handlers=False)
