@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 from jobtrace.compat.osprofiler import profiler
 from jobtrace.tracing.signing import X_TRACE_HMAC, X_TRACE_INFO, TraceHeaderError, TraceSigner
+from jobtrace.tracing.spans import current_span_var
 
 __all__ = [
     "ENV_MIXED_FLEET",
@@ -315,6 +316,7 @@ class WsgiMiddleware:
         return contextvars.copy_context().run(self._traced_request, caller, info, request)
 
     def _traced_request(self, caller: _Caller, info: dict[str, Any], request: Any) -> Any:
+        _fresh_request()
         profiler.init(hmac_key=caller.hmac_key, base_id=caller.base_id, parent_id=caller.parent_id)
         try:
             with profiler.Trace(self.name, info=info):
@@ -355,6 +357,7 @@ class WsgiMiddleware:
         environ: dict[str, Any],
         start_response: Callable[..., Any],
     ) -> Any:
+        _fresh_request()
         profiler.init(hmac_key=caller.hmac_key, base_id=caller.base_id, parent_id=caller.parent_id)
         point = profiler.Trace(self.name, info=info)
         point.__enter__()
@@ -367,6 +370,14 @@ class WsgiMiddleware:
                 profiler.clean()
             raise
         return _TracedBody(body, context, point)
+
+
+def _fresh_request() -> None:
+    """Start the request's own context from the caller's ids alone: no profiler, point or
+    span of the code around the server (an in-process caller, a leaked profiler)."""
+    profiler._profiler_var.set(None)
+    profiler._point_var.set(None)
+    current_span_var.set(None)
 
 
 class _TracedBody:
