@@ -142,6 +142,12 @@ def _new_trace_id() -> str:
     return _ids.trace_id()
 
 
+@functools.cache
+def _hostname() -> str:
+    """The host name OSProfiler puts in every message (asked once: a system call)."""
+    return socket.gethostname()
+
+
 def _class_name(obj: Any) -> str:
     """``ValueError`` for builtins, ``package.module.Error`` otherwise (as OSProfiler)."""
     cls = obj if isinstance(obj, type) else type(obj)
@@ -230,7 +236,6 @@ class _Profiler:
             [base_id, parent_id or base_id]
         )
         self._name: collections.deque[str] = collections.deque()
-        self._host = socket.gethostname()
         self._trace_int = _trace_int(base_id)
         # A parent id equal to the base id means "no parent point" (OSProfiler's roots).
         root_parent = not parent_id or parent_id == base_id
@@ -413,7 +418,7 @@ class _Profiler:
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
         }
         message_info = {k: v for k, v in info.items() if not k.startswith("osprofiler.")}
-        message_info["host"] = self._host
+        message_info["host"] = _hostname()
         payload["info"] = message_info
         notifier.notify(payload)
 
