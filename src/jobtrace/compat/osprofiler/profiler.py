@@ -517,16 +517,24 @@ def clean() -> None:
 
 def start(name: str, info: dict[str, Any] | None = None) -> None:
     """Open a point in the current profiler (nothing without one)."""
-    profiler = _profiler_var.get() or get()
-    if profiler:
-        profiler.start(name, info=info)
+    profiler = _get_profiler()
+    if profiler is None:
+        joined = _get_joined()
+        if joined is None:
+            return
+        profiler = _request_profiler(joined)
+    profiler.start(name, info=info)
 
 
 def stop(info: dict[str, Any] | None = None) -> None:
     """Close the innermost open point of the current profiler (nothing without one)."""
-    profiler = _profiler_var.get() or get()
-    if profiler:
-        profiler.stop(info=info)
+    profiler = _get_profiler()
+    if profiler is None:
+        joined = _get_joined()
+        if joined is None:
+            return
+        profiler = _request_profiler(joined)
+    profiler.stop(info=info)
 
 
 # The functions above, to tell when a caller (a test) replaced them in this module.
@@ -747,11 +755,15 @@ class Trace:
         self._info = info
 
     def __enter__(self) -> None:
+        if _get_profiler() is None and _get_joined() is None and start is _START:
+            return  # not profiling: the common case, kept to three lookups
         start(self._name, info=self._info)
 
     def __exit__(
         self, etype: type[BaseException] | None, value: BaseException | None, tb: object
     ) -> None:
+        if _get_profiler() is None and _get_joined() is None and stop is _STOP:
+            return
         stop_info = None
         if etype is not None and value is not None:
             stop_info = {
