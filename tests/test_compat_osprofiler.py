@@ -121,6 +121,20 @@ def test_any_text_is_a_base_id_and_trace_show_finds_it(tmp_path: Path) -> None:
         assert '"boot-start"' in shown.stdout
 
 
+def test_a_short_base_id_is_not_read_as_the_prefix_of_another_trace(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'points.db'}"
+    jobtrace.configure(url=url, install_signal_handlers=False)
+    for base_id, name in (("beef" + "0" * 27 + "1", "other"), ("beef", "mine")):
+        profiler.init(KEY, base_id=base_id)
+        with profiler.Trace(name):
+            pass
+        profiler.clean()
+    jobtrace.flush()
+    shown = jobtrace_cli("trace", "show", "beef", "--json", "--store", url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert '"mine"' in shown.stdout and '"other"' not in shown.stdout
+
+
 def test_trace_list_takes_connection_string_but_not_with_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'points.db'}"
     jobtrace.configure(url=url, install_signal_handlers=False)

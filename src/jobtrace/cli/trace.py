@@ -219,13 +219,14 @@ def show_trace(
         raise click.UsageError("--osprofiler prints JSON; it cannot go with --html or --dot")
     store_url = _store_or_connection_string(store_url, connection_string)
     with open_store(store_url) as store:
-        spans = store.get_trace(trace_id)
-        if spans is None:
-            from jobtrace.compat.osprofiler.profiler import trace_id_for
+        from jobtrace.compat.osprofiler.profiler import trace_id_for
 
-            mapped = trace_id_for(trace_id)
-            if mapped != trace_id.lower():
-                spans = store.get_trace(mapped)
+        # An OSProfiler base id (a UUID, or text hashed to a trace id) is tried first as a
+        # whole id, so that a short base id never resolves as the prefix of another trace.
+        mapped = trace_id_for(trace_id)
+        spans = store.get_trace(mapped) if mapped != trace_id.lower() else None
+        if spans is None:
+            spans = store.get_trace(trace_id)
     if spans is None:
         fail(f"no trace {trace_id!r} in {store.safe_url}")
         return
