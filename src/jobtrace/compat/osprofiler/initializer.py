@@ -8,7 +8,7 @@
 >>> initializer.init_from_conf(conf, context=None, project="shop", service="api", host="h1")
 >>> web._HMAC_KEYS
 ['k1', 'k2']
->>> web._ENABLED = None
+>>> web._ENABLED = web._HMAC_KEYS = None
 
 ``init_from_conf(conf, context, project, service, host, **kwargs)`` reads the ``[profiler]``
 options (``conf.profiler.*``; an ``oslo.config`` ``ConfigOpts`` with
