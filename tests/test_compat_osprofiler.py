@@ -507,6 +507,18 @@ def test_a_forged_or_tampered_header_is_not_trusted(memory_sink: MemorySink) -> 
     assert spans(memory_sink) == []
 
 
+def test_odd_keys_or_header_values_never_break_the_request(memory_sink: MemorySink) -> None:
+    web.set_mixed_fleet(True)
+    request = SimpleNamespace(
+        headers={X_TRACE_INFO: "d\u00e9j\u00e0-\u2603", X_TRACE_HMAC: "0" * 40},
+        get_response=lambda app: "served",
+    )
+    assert web.WsgiMiddleware(None, hmac_keys=["", KEY], enabled=True)(request) == "served"
+    request.headers[X_TRACE_HMAC] = "0" * 64
+    assert web.WsgiMiddleware(None, hmac_keys=["", KEY], enabled=True)(request) == "served"
+    assert spans(memory_sink) == []
+
+
 # -- sqlalchemy, requests, notifier, initializer, opts -----------------------------------------
 
 

@@ -110,15 +110,9 @@ def _osprofiler_unpack(data: str, mac: str, keys: Sequence[str]) -> _Caller | No
     except (binascii.Error, ValueError):
         return _refuse("malformed")
     # OSProfiler's rule: base_id required, parent_id optional, nothing else.
-    if (
-        not isinstance(fields, dict)
-        or "base_id" not in fields
-        or set(fields)
-        - {
-            "base_id",
-            "parent_id",
-        }
-    ):
+    if not isinstance(fields, dict) or "base_id" not in fields:
+        return _refuse("malformed")
+    if set(fields) - {"base_id", "parent_id"}:
         return _refuse("malformed")
     base_id, parent_id = fields["base_id"], fields.get("parent_id")
     if not isinstance(base_id, str) or not (parent_id is None or isinstance(parent_id, str)):
@@ -173,6 +167,7 @@ _PROBLEMS = {
     "malformed": "a trace header could not be read",
     "bad_signature": "a trace header's signature matches no key here (tampered or forged?)",
     "expired": "a signed trace header had expired (slow transit or clock skew?)",
+    "internal": "reading a trace header failed unexpectedly",
     "osprofiler_header": (
         "an OSProfiler-signed trace header (HMAC-SHA1, no expiry) arrived; it is accepted "
         f"only in the mixed-fleet mode ({ENV_MIXED_FLEET}=1 or web.set_mixed_fleet(True))"
@@ -193,10 +188,20 @@ def _refuse(reason: str) -> _Caller | None:
     return None
 
 
-def _verify(  # noqa: PLR0911  (one early exit per kind of untrusted header)
+def _verify(
     info: str | bytes | None, mac: str | bytes | None, keys: Sequence[str]
 ) -> _Caller | None:
-    """The caller to join, or None (no header, no key, or one not to be trusted)."""
+    """The caller to join, or None (no header, no key, or one not to be trusted); a
+    header never breaks the request, whatever it holds."""
+    try:
+        return _check(info, mac, keys)
+    except Exception:  # an odd key or header value: served untraced, logged once
+        return _refuse("internal")
+
+
+def _check(  # noqa: PLR0911  (one early exit per kind of untrusted header)
+    info: str | bytes | None, mac: str | bytes | None, keys: Sequence[str]
+) -> _Caller | None:
     if not keys or not info or not mac:
         return None
     data, signature = _text(info), _text(mac).strip().lower()
