@@ -95,27 +95,38 @@ def _after_cursor_execute(hide_result: bool = True) -> Handler:
         if hide_result:
             profiler.stop()
             return
-        rows = getattr(cursor, "_rows", None)
-        if rows is not None:
-            profiler.stop(info={"db": {"result": str(rows)}})
-        else:
-            profiler.stop(info={"db": {"rowcount": getattr(cursor, "rowcount", None)}})
+        try:
+            rows = getattr(cursor, "_rows", None)
+            if rows is not None:
+                result: dict[str, Any] = {"result": str(rows)}
+            else:
+                result = {"rowcount": getattr(cursor, "rowcount", None)}
+        except Exception as exc:  # a result that cannot be shown must not fail the query
+            result = {"result": f"<unrepresentable: {type(exc).__name__}>"}
+        profiler.stop(info={"db": result})
 
     return handler
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not turn one error into another
+        return f"<unprintable {type(exc).__name__}>"
 
 
 def handle_error(exception_context: Any) -> None:
     """End the failed statement's point with the error (an engine ``handle_error`` listener)."""
     original = exception_context.original_exception
     cause = original.__cause__
-    message = str(original)
+    message = _text(original)
     profiler.stop(
         info={
             "etype": _class_name(original),
             "message": message,
             "db": {
                 "original_exception": message,
-                "chained_exception": str(cause) if cause else "",
+                "chained_exception": _text(cause) if cause else "",
             },
         }
     )
