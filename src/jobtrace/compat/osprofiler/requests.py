@@ -34,15 +34,18 @@ log = logging.getLogger("jobtrace.compat.osprofiler")
 _FUNC: Any = None  # HTTPAdapter.send as requests defines it
 
 
-def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-    """``HTTPAdapter.send`` with a point around the call and the trace headers added."""
-    parsed = urlsplit(request.url)
-    port: int | str = parsed.port or ""
-    if not port:
-        port = {"http": 80, "https": 443}.get(parsed.scheme, "")
-    profiler.start(
-        parsed.scheme,
-        info={
+def _point(request: Any) -> tuple[str, dict[str, Any]]:
+    """The point's name and info for ``request``; a URL requests itself will refuse (a bad
+    port, say) still gets a point, and the error is requests' own to raise."""
+    try:
+        parsed = urlsplit(request.url)
+        try:
+            port: int | str = parsed.port or ""
+        except ValueError:
+            port = ""
+        if not port:
+            port = {"http": 80, "https": 443}.get(parsed.scheme, "")
+        return parsed.scheme, {
             "requests": {
                 "method": request.method,
                 "query": parsed.query,
@@ -51,8 +54,15 @@ def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
                 "port": port,
                 "scheme": parsed.scheme,
             }
-        },
-    )
+        }
+    except Exception:
+        return "http", {"requests": {"method": getattr(request, "method", None)}}
+
+
+def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+    """``HTTPAdapter.send`` with a point around the call and the trace headers added."""
+    name, info = _point(request)
+    profiler.start(name, info=info)
     try:
         request.headers.update(web.get_trace_id_headers())
         response = _FUNC(self, request, *args, **kwargs)
