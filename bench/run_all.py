@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = (
     "bench_record.py",
     "bench_tracing.py",
+    "bench_osprofiler_compat.py",
     "bench_instruments.py",
     "bench_scrape.py",
     "bench_persist.py",

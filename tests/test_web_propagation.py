@@ -535,7 +535,7 @@ def test_a_requests_session_joins_the_service(memory_sink: MemorySink, wsgi_url:
 @pytest.fixture
 def osprofiler_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(web, "_ENABLED", None)
-    monkeypatch.setattr(web, "_HMAC_KEYS", ())
+    monkeypatch.setattr(web, "_HMAC_KEYS", None)
     yield
     profiler.clean()
 
@@ -564,9 +564,10 @@ def test_the_osprofiler_middleware_traces_trusted_requests_only(
         assert call(middleware, headers(SIGNER)) == 200
         assert call(middleware, tampered(headers(SIGNER))) == 200
         assert call(middleware) == 200
-    [server] = [s for s in spans(memory_sink) if s["name"] == SERVER]
+    [server] = [s for s in spans(memory_sink) if s["name"] == "wsgi"]  # OSProfiler's name
     assert server["parent_id"] == caller.ids[1]
-    onward = TraceSigner("other").verify(forwarded[0][X_TRACE_INFO], forwarded[0][X_TRACE_HMAC])
+    # As in OSProfiler, the app's own calls sign with the key that verified the request.
+    onward = SIGNER.verify(forwarded[0][X_TRACE_INFO], forwarded[0][X_TRACE_HMAC])
     assert f"{onward.span_id:016x}" == server["span_id"]
     assert forwarded[1:] == [{}, {}]  # untrusted requests run without a profiler
 
@@ -581,4 +582,4 @@ def test_the_osprofiler_middleware_obeys_enabled_enable_and_disable(
         call(off, headers(TraceSigner("rotated")))
         web.disable()
         call(off, headers(SIGNER))
-    assert [s["name"] for s in spans(memory_sink)].count(SERVER) == 1
+    assert [s["name"] for s in spans(memory_sink)].count("wsgi") == 1

@@ -24,6 +24,25 @@ from jobtrace.cli._common import (
 )
 from jobtrace.report.traces import format_ms, iso_utc, trace_json
 
+#: ``--connection-string URI``: OSProfiler's CLI spells the store option so.
+connection_string_option = click.option(
+    "--connection-string",
+    "connection_string",
+    metavar="URI",
+    help="OSProfiler's name for --store (its `trace` commands spell it so); give one of them.",
+)
+
+
+def _store_or_connection_string(store_url: str | None, connection_string: str | None) -> str | None:
+    """The store to read: --connection-string, unless --store was given too (an error)."""
+    if connection_string is None:
+        return store_url
+    source = click.get_current_context().get_parameter_source("store_url")
+    if store_url is not None and source is not click.core.ParameterSource.ENVIRONMENT:
+        raise click.UsageError("give --store or --connection-string, not both")
+    return connection_string
+
+
 #: The terminal view lists at most this many span names in its statistics table.
 STATS_ROWS = 20
 
@@ -79,13 +98,21 @@ def trace() -> None:
 )
 @json_option
 @store_option
+@connection_string_option
 @handle_errors
-def list_traces(job_id: str | None, limit: int, as_json: bool, store_url: str | None) -> None:
+def list_traces(
+    job_id: str | None,
+    limit: int,
+    as_json: bool,
+    store_url: str | None,
+    connection_string: str | None,
+) -> None:
     """List traces, newest first.
 
     Each row shows the trace id, its root span's name, the job, the start time, the total
     duration, and how many spans were recorded and how many failed.
     """
+    store_url = _store_or_connection_string(store_url, connection_string)
     with open_store(store_url) as store:
         rows = store.list_traces(job_id=job_id, limit=limit)
     if as_json:
@@ -159,6 +186,7 @@ def list_traces(job_id: str | None, limit: int, as_json: bool, store_url: str | 
     help="Write to FILE instead of standard output.",
 )
 @store_option
+@connection_string_option
 @handle_errors
 def show_trace(
     trace_id: str,
@@ -168,6 +196,7 @@ def show_trace(
     osprofiler: bool,
     out: Path | None,
     store_url: str | None,
+    connection_string: str | None,
 ) -> None:
     """Show one trace as a tree, JSON, HTML or DOT.
 
@@ -178,6 +207,9 @@ def show_trace(
     waterfall that works offline; --dot writes the call tree for `dot -Tsvg`;
     --osprofiler prints the spans as OSProfiler start/stop notifications. --out writes
     any of them to a file.
+
+    TRACE_ID may also be an OSProfiler base id (a UUID with its dashes, or any text given
+    to profiler.init), found as the OSProfiler layer stored it.
     """
     formats = (("--json", as_json), ("--html", as_html), ("--dot", as_dot))
     chosen = [name for name, on in formats if on]
@@ -185,8 +217,16 @@ def show_trace(
         raise click.UsageError(f"choose one output format, not {' and '.join(chosen)}")
     if osprofiler and (as_html or as_dot):
         raise click.UsageError("--osprofiler prints JSON; it cannot go with --html or --dot")
+    store_url = _store_or_connection_string(store_url, connection_string)
     with open_store(store_url) as store:
-        spans = store.get_trace(trace_id)
+        from jobtrace.compat.osprofiler.profiler import trace_id_for
+
+        # An OSProfiler base id (a UUID, or text hashed to a trace id) is tried first as a
+        # whole id, so that a short base id never resolves as the prefix of another trace.
+        mapped = trace_id_for(trace_id)
+        spans = store.get_trace(mapped) if mapped != trace_id.lower() else None
+        if spans is None:
+            spans = store.get_trace(trace_id)
     if spans is None:
         fail(f"no trace {trace_id!r} in {store.safe_url}")
         return

@@ -79,6 +79,17 @@ _FUNCTION_KEYS = ("function", "args", "kwargs", "result")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# Info keys of jobtrace.compat.osprofiler: ids given to profiler.init that are not jobtrace
+# ids, and the info given to stop(), which belongs on the stop message.
+_OSPROFILER_BASE_ID = "osprofiler.base_id"
+_OSPROFILER_PARENT_ID = "osprofiler.parent_id"
+_OSPROFILER_STOP = "osprofiler.stop"
+
+
+def _given_id(span: Mapping[str, Any], key: str) -> Any:
+    info = span.get("info")
+    return info.get(key) if isinstance(info, Mapping) else None
+
 
 @dataclass(slots=True, eq=False)
 class SpanNode:
@@ -348,6 +359,10 @@ def _osprofiler_infos(span: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     """Split a span's info into OSProfiler's start and stop info dicts."""
     info = span.get("info")
     info = dict(info) if isinstance(info, Mapping) else {}
+    # What the OSProfiler layer keeps beside a point: the caller's ids and stop() info.
+    info.pop(_OSPROFILER_BASE_ID, None)
+    info.pop(_OSPROFILER_PARENT_ID, None)
+    stopped = info.pop(_OSPROFILER_STOP, None)
     function: dict[str, Any] = {}
     named = info.get("function")
     if isinstance(named, Mapping):
@@ -358,7 +373,7 @@ def _osprofiler_infos(span: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
         if key in info:
             function[key] = info[key]
     start_info = {k: v for k, v in info.items() if k not in _FUNCTION_KEYS}
-    stop_info: dict[str, Any] = {}
+    stop_info: dict[str, Any] = dict(stopped) if isinstance(stopped, Mapping) else {}
     if "result" in function:
         stop_info["function"] = {"result": function.pop("result")}
     if function:
@@ -396,10 +411,13 @@ def osprofiler_messages(spans: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     """
     events: list[tuple[int, dict[str, Any]]] = []
     stop_infos: dict[int, dict[str, Any]] = {}
+    # A base id given to the OSProfiler layer as text that is not a jobtrace id names the
+    # whole trace, as the caller knows it.
+    given_base = next((b for b in (_given_id(s, _OSPROFILER_BASE_ID) for s in spans) if b), None)
     for node, starting in _nested_events(build_tree(spans)):
         span = node.span
-        trace_id = span["trace_id"]
-        parent_id = span.get("parent_id")
+        trace_id = given_base or span["trace_id"]
+        parent_id = _given_id(span, _OSPROFILER_PARENT_ID) or span.get("parent_id")
         if starting:
             info, stop_infos[id(node)] = _osprofiler_infos(span)
         else:

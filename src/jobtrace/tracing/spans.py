@@ -339,6 +339,26 @@ class _NewTrace:
 NEW_TRACE = _NewTrace()
 AnySpan = Span | _Unsampled
 
+
+class JoinedTrace:
+    """A request that joined a trusted caller's trace: set by the HTTP middlewares for the
+    request's context, so that layers keeping per-request state can find it (the OSProfiler
+    layer records its points inside such a request, as OSProfiler's middleware would).
+
+    ``parent``: the caller's span; ``signer``: the middleware's keys, for onward calls;
+    ``state``: per-request slots for those layers.
+    """
+
+    __slots__ = ("parent", "signer", "state")
+
+    def __init__(self, parent: RemoteParent, signer: Any) -> None:
+        self.parent = parent
+        self.signer = signer
+        self.state: dict[str, Any] = {}
+
+
+joined_trace_var: ContextVar[JoinedTrace | None] = ContextVar("jobtrace_joined_trace", default=None)
+
 current_span_var: ContextVar[Span | _Unsampled | RemoteParent | _NewTrace | None] = ContextVar(
     "jobtrace_current_span", default=None
 )
@@ -493,3 +513,51 @@ def current_span() -> Span | None:
     """The span running in this context (thread or task), or None."""
     span = current_span_var.get()
     return span if isinstance(span, Span) else None
+
+
+def now_ns() -> tuple[int, int]:
+    """(monotonic ns, epoch ns) of this instant, from one clock read: for a span timed
+    outside :class:`Span` (the OSProfiler layer, whose points carry ids given by callers)."""
+    t0 = _perf_ns()
+    return t0, t0 + _clock.offset
+
+
+def record_span(
+    trace_id: int,
+    span_id: int,
+    parent_id: int | None,
+    name: str,
+    start: tuple[int, int],
+    info: dict[str, Any] | None,
+    error_type: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    """Record a span opened at ``start`` (from :func:`now_ns`) and ending now, with ids the
+    caller chose. The hook for layers that keep their own id scheme; it goes through the
+    same recorder, job attribution and enabled switch as every other span."""
+    if not _settings.enabled:
+        return
+    duration = _perf_ns() - start[0]
+    job = _job_var()
+    try:
+        thread = _thread_local.name
+    except AttributeError:
+        thread = _thread_local.name = _current_thread().name
+    _settings.record(
+        (
+            model.SPAN,
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            start[1],
+            duration,
+            info,
+            error_type,
+            error_message,
+            _settings.parent_job if job is None else job.id,
+            _process.host,
+            _process.pid,
+            thread,
+        )
+    )

@@ -44,10 +44,12 @@ from jobtrace.tracing.spans import (
     NEW_TRACE,
     UNSAMPLED,
     AnySpan,
+    JoinedTrace,
     RemoteParent,
     Span,
     _NewTrace,
     current_span_var,
+    joined_trace_var,
     parse_traceparent,
 )
 
@@ -261,6 +263,8 @@ class WSGIMiddleware:
     def _adopt(self, parent: RemoteParent | None) -> None:
         """Make ``parent`` the current span of this request's context (None: a new trace)."""
         current_span_var.set(_as_current(parent))
+        if parent is not None and parent.sampled:
+            joined_trace_var.set(JoinedTrace(parent, self.trust.signer))
 
     def _start(
         self,
@@ -385,6 +389,11 @@ class ASGIMiddleware:
             attributes["jobtrace.trace_header"] = problem
         # Set, not inherited: under an in-process client the caller's span is current here.
         token = current_span_var.set(_as_current(parent))
+        joined = joined_trace_var.set(
+            JoinedTrace(parent, self.trust.signer)
+            if parent is not None and parent.sampled
+            else None
+        )
         try:
             with Span(_span_name(method, path), attributes) as span:
 
@@ -400,4 +409,5 @@ class ASGIMiddleware:
                     if isinstance(route, str):
                         span.set("http.route", route)
         finally:
+            joined_trace_var.reset(joined)
             current_span_var.reset(token)

@@ -1,5 +1,7 @@
-"""OSProfiler's public modules, backed by jobtrace's tracing.
+"""OSProfiler's public modules, backed by jobtrace: a service switches by changing imports.
 
-``from jobtrace.compat.osprofiler import profiler, web`` (or the shorter
-``from jobtrace import profiler, web``) replaces ``from osprofiler import profiler, web``.
+``profiler`` and ``web`` (also ``jobtrace.profiler`` and ``jobtrace.web``), ``sqlalchemy``,
+``requests``, ``notifier``, ``initializer`` and ``opts`` (which needs oslo.config, the
+``oslo`` extra), each with OSProfiler 4.4's names and rules. What differs on purpose, and
+the mixed-fleet mode for services still on OSProfiler, is in docs/compat/osprofiler.md.
 """
