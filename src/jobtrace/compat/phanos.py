@@ -1376,7 +1376,10 @@ class _ExtProfiler(InstanceLoggerMixin):
 
     def _due(self, node: Any) -> bool:
         base = self.base_profiler
-        return bool(node.parent is base.tree.root or base.get_records_count() >= base.RECORDS_LEN_LIMIT)
+        return bool(
+            node.parent is base.tree.root
+            or base.get_records_count() >= Profiler.RECORDS_LEN_LIMIT
+        )
 
     def _hand_over(self) -> None:
         try:
@@ -1424,10 +1427,28 @@ class _ExtProfiler(InstanceLoggerMixin):
 
     def _after_sync(self, node: Any) -> None:
         if self._due(node):
-            self._hand_over()
+            if self.base_profiler.handle_inline:
+                self.handle_records_clear()
+            else:
+                self._hand_over()
+
+    def handle_records_clear(self) -> None:
+        raise NotImplementedError
 
     async def _after_async(self) -> None:
-        self._hand_over()
+        if self.base_profiler.handle_inline:
+            self.handle_records_clear()
+        else:
+            self._hand_over()
+
+
+def _handle(handler: Any, records: list[Record], name: str) -> Any:
+    """``handler.handle(records, name)``; a failure is logged, never raised."""
+    try:
+        return handler.handle(records, name)
+    except Exception:
+        _log.exception("phanos handler %r failed", getattr(handler, "handler_name", handler))
+        return None
 
 
 class SyncExtProfiler(_ExtProfiler):
@@ -1441,7 +1462,7 @@ class SyncExtProfiler(_ExtProfiler):
             metric.cleanup()
             if records:
                 for handler in list(base.handlers.values()):
-                    handler.handle(records, metric.name)
+                    _handle(handler, records, metric.name)
 
     def force_handle_records_clear(self) -> None:
         self.handle_records_clear()
@@ -1460,10 +1481,12 @@ class AsyncExtProfiler(_ExtProfiler):
             metric.cleanup()
             if records:
                 for handler in list(base.handlers.values()):
-                    if isinstance(handler, AsyncBaseHandler):
-                        await handler.handle(records, metric.name)
-                    else:
-                        handler.handle(records, metric.name)
+                    done = _handle(handler, records, metric.name)
+                    if inspect.isawaitable(done):
+                        try:
+                            await done
+                        except Exception:
+                            self.logger.exception("phanos handler %r failed", handler.handler_name)
 
     async def force_handle_records_clear(self) -> None:  # type: ignore[override]
         await self.handle_records_clear()
@@ -1471,18 +1494,14 @@ class AsyncExtProfiler(_ExtProfiler):
 
     def _after_sync(self, node: Any) -> None:
         base = self.base_profiler
-        if base.get_records_count() >= base.RECORDS_ERR_LIMIT:
+        if base.get_records_count() >= Profiler.RECORDS_ERR_LIMIT:
             self.error("Too many records, clearing records")
             for metric in base.metrics.values():
                 metric.cleanup()
 
     async def _after_async(self) -> None:
-        base = self.base_profiler
-        if base.handle_inline:
-            try:
-                await self.handle_records_clear()
-            except Exception:
-                self.logger.exception("phanos: handing records over failed")
+        if self.base_profiler.handle_inline:
+            await self.handle_records_clear()
         else:
             self._hand_over()
 
