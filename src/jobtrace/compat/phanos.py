@@ -254,15 +254,23 @@ _series_lock = threading.Lock()
 
 
 def _series_for(metric: MetricWrapper) -> _kinds.Metric | None:
-    labels = ["job", "method", *sorted(n for n in metric.label_names if n not in ("job", "method"))]
+    # error_raised is always declared (empty when a profiler does not add it): profilers
+    # that differ only in error_raised_label then share one series family.
+    fixed = ("job", "method", "error_raised")
+    labels = [*fixed, *sorted(n for n in metric.label_names if n not in fixed)]
     with _series_lock:
         series = _series.get(metric.name)
-        if series is not None and (
-            list(series.label_names) == labels and series.metric == metric.metric
+        if (
+            series is not None
+            and list(series.label_names) == labels
+            and series.metric == metric.metric
+            # still the registered one (a registry cleared in tests forgets it)
+            and (series.registry is None or series.registry.get(metric.name) is series)
         ):
             return series
         if series is not None and series.registry is not None:
-            series.registry.unregister(series)  # its label names changed: declared anew
+            if series.registry.get(metric.name) is series:
+                series.registry.unregister(series)  # its label names changed: declared anew
         options: dict[str, Any] = {"documentation": f"Phanos metric {metric.name}"}
         kind = _KINDS[metric.metric]
         if kind is _kinds.Histogram:
@@ -292,6 +300,7 @@ def _export(metric: MetricWrapper, method: str, labels: dict[str, Any], op: str,
         values = {k: str(v) for k, v in labels.items()}
         values.setdefault("job", metric.job or "")
         values.setdefault("method", method)
+        values.setdefault("error_raised", "")
         cell = series.labels(**values)
         if op == "info":
             cell.info({str(k): str(v) for k, v in value.items()})
