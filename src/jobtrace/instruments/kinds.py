@@ -531,12 +531,14 @@ class Enum(Metric):
     ) -> None:
         # jobtrace's and Phanos's form: (name, job, states, units, labels, logger);
         # prometheus_client's: (name, documentation, labelnames, …, states=[...]).
-        rest = (*args, None, None, None, None)[:4]
+        rest = list((*args, None, None, None, None)[:4])
         if states is None:
-            states, units, labels, logger = rest
-            states = states or ()
-        else:  # Metric tells the two forms apart from these
-            units, labels, logger = rest[0] if rest[0] is not None else "", rest[1], rest[2]
+            states = rest.pop(0) or ()
+        # Metric tells the two forms apart from these (units holds label names in
+        # prometheus_client's form); they may come by keyword too.
+        units = options.pop("units", rest[0] if rest[0] is not None else "")
+        labels = options.pop("labels", rest[1])
+        logger = options.pop("logger", rest[2])
         declared = tuple(sorted(states)) if isinstance(states, set | frozenset) else tuple(states)
         if not declared or not all(isinstance(s, str) and s for s in declared):
             raise ConfigurationError(
