@@ -232,6 +232,9 @@ class ContextTree(InstanceLoggerMixin):
             self.delete_node(start)
 
 
+#: The clock of call durations (Phanos measures with ``datetime.now()``; tests replace it).
+_now: Callable[[], datetime] = datetime.now
+
 #: The node of the profiled call running here, whichever profiler made it: the method a
 #: metric operation called without a node is recorded against.
 _active_node: ContextVar[MethodTreeNode | None] = ContextVar("phanos_active_node", default=None)
@@ -620,8 +623,8 @@ class TimeProfiler(Histogram):
     ) -> None:
         """Record the milliseconds since ``start`` (a ``datetime`` as Phanos passes it, or
         a ``time.perf_counter()`` reading)."""
-        if isinstance(start, datetime):
-            elapsed = (datetime.now() - start).total_seconds() * 1000.0
+        if start is not None and not isinstance(start, int | float):  # a datetime
+            elapsed = (_now() - start).total_seconds() * 1000.0
         else:
             began = start if start is not None else (self._starts.pop() if self._starts else None)
             if began is None:
@@ -1254,7 +1257,7 @@ class Profiler(InstanceLoggerMixin):
         self.tree.find_and_delete_node(current_node)
 
     def measure_execution_start(self) -> datetime | None:
-        return datetime.now() if self.time_profile else None
+        return _now() if self.time_profile else None
 
     def before_func_profiling(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
