@@ -7,7 +7,8 @@ Code written for prometheus_client runs after changing only its import::
     h = Histogram("request_latency_seconds", "Description of histogram", namespace="shop")
 
 A declaration is read in prometheus_client's form when it uses one of its keywords
-(``labelnames``, ``namespace``, ``subsystem``, ``unit``, ``multiprocess_mode``), passes the
+(``labelnames``, ``namespace``, ``subsystem``, ``unit``, ``multiprocess_mode``) or registry
+(a ``CollectorRegistry``), passes the
 label names as the third positional argument (a list, where jobtrace's form has the units
 string), or passes a second positional argument that reads as prose (it contains a space)
 where jobtrace's and Phanos's form has the ``job``. In that form the second argument is the
@@ -48,10 +49,13 @@ GAUGE_MODES: Final = {
 }  # fmt: skip
 
 
-def is_prometheus_form(job: Any, units: Any, rest: tuple[Any, ...], options: dict[str, Any]) -> bool:
+def is_prometheus_form(
+    job: Any, units: Any, rest: tuple[Any, ...], options: dict[str, Any], foreign_registry: bool
+) -> bool:
     """Whether a declaration uses prometheus_client's signature (see the module docstring).
-    ``rest`` holds the positional arguments after the units (labels, logger)."""
-    if any(options.get(k) not in (None, "", ()) for k in PROMETHEUS_KEYWORDS):
+    ``rest`` holds the positional arguments after the units (labels, logger);
+    ``foreign_registry`` says a prometheus_client registry was given."""
+    if foreign_registry or any(options.get(k) not in (None, "", ()) for k in PROMETHEUS_KEYWORDS):
         return True
     if units is not None and not isinstance(units, str):
         return True  # label names where jobtrace's form has the units

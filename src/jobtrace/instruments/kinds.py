@@ -148,9 +148,14 @@ class Metric:
     ) -> None:
         if not isinstance(name, str):
             raise ConfigurationError(f"bad instrument name {name!r}: it must be a string")
+        from jobtrace.instruments.registry import InstrumentRegistry
+
         options = {"labelnames": labelnames, "namespace": namespace, "subsystem": subsystem,
                    "unit": unit}  # fmt: skip
-        if _prometheus.is_prometheus_form(job, units, (labels, logger), options):
+        foreign = registry is not _USE_DEFAULT and registry is not None and not isinstance(
+            registry, InstrumentRegistry
+        )
+        if _prometheus.is_prometheus_form(job, units, (labels, logger), options, foreign):
             # prometheus_client's signature: (name, documentation, labelnames, namespace, …)
             documentation = documentation or job
             job = ""
@@ -170,11 +175,8 @@ class Metric:
                 f"bad instrument name {name!r}: use letters, digits, underscores and colons, "
                 "not starting with a digit"
             )
-        if registry is not _USE_DEFAULT and registry is not None:
-            from jobtrace.instruments.registry import InstrumentRegistry
-
-            if not isinstance(registry, InstrumentRegistry):
-                registry = _prometheus.adapt_registry(registry)  # a CollectorRegistry
+        if foreign:
+            registry = _prometheus.adapt_registry(registry)  # a CollectorRegistry
         self.name = name
         self.job = job or ""
         self.units = units or ""
