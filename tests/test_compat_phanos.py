@@ -5,6 +5,7 @@ handlers on a background thread or before the root call returns, several profile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import threading
@@ -19,7 +20,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import jobtrace.compat.phanos as phanos
+from jobtrace.compat import phanos
 from jobtrace.instruments import REGISTRY
 from jobtrace.instruments.exposition import render
 from jobtrace.instruments.merge import merge_series
@@ -176,10 +177,8 @@ def test_an_error_sets_error_raised_on_the_calls_it_left_and_still_raises(
 
     @prof.profile
     def outer() -> None:
-        try:
+        with contextlib.suppress(KeyError):
             inner()
-        except KeyError:
-            pass
 
     @prof.profile
     def inner() -> None:
@@ -484,7 +483,9 @@ def test_stream_and_logger_handlers_write_phanos_lines(caplog: pytest.LogCapture
     }  # fmt: skip
     out = io.StringIO()
     phanos.StreamHandler("s", out).handle([record], "time_profiler")  # type: ignore[list-item]
-    expected = "profiler: time_profiler, method: Shop:checkout, value: 2.5 mS, labels: error_raised=False"
+    expected = (
+        "profiler: time_profiler, method: Shop:checkout, value: 2.5 mS, labels: error_raised=False"
+    )
     assert out.getvalue() == expected + "\n"
     with caplog.at_level(logging.INFO, logger="named"):
         phanos.NamedLoggerHandler("l", "named", logging.INFO).handle([record], "time_profiler")  # type: ignore[list-item]

@@ -45,7 +45,7 @@ def sample(found: Samples, name: str, **labels: str) -> float:
 
 
 def test_readme_three_step_demo_times_calls_with_a_summary_decorator() -> None:
-    REQUEST_TIME = Summary("request_processing_seconds", "Time spent processing request")  # noqa: N806
+    REQUEST_TIME = Summary("request_processing_seconds", "Time spent processing request")
 
     @REQUEST_TIME.time()
     def process_request(t: float) -> None:
@@ -148,7 +148,10 @@ def test_readme_labels_example() -> None:
     assert sample(found, "my_requests_total", method="post", endpoint="/submit") == 1
     assert sample(found, "my_requests_total", method="get", endpoint="/never") == 0
     c.remove("get", "/never")
-    assert ("my_requests_total", frozenset({("method", "get"), ("endpoint", "/never")})) not in scrape()
+    assert (
+        "my_requests_total",
+        frozenset({("method", "get"), ("endpoint", "/never")}),
+    ) not in scrape()
 
 
 def test_readme_exemplar_examples_count_the_values() -> None:

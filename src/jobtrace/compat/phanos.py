@@ -38,6 +38,7 @@ What differs on purpose (see docs/compat/phanos.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib
 import inspect
@@ -160,9 +161,9 @@ def _owner_of(meth: Any) -> str:
         # The class is looked up by the qualified name in the defining module (the class
         # body has run by the time the method is first called).
         prefix = meth.__qualname__.split(".<locals>", 1)[0].rsplit(".", 1)[0]
-        cls = getattr(inspect.getmodule(meth), prefix, None)
-        if isinstance(cls, type):
-            return cls.__name__
+        owner = getattr(inspect.getmodule(meth), prefix, None)
+        if isinstance(owner, type):
+            return owner.__name__
     objclass = getattr(meth, "__objclass__", None)  # slot wrappers and other descriptors
     if objclass is not None:
         return str(objclass.__name__)
@@ -207,10 +208,8 @@ class ContextTree(InstanceLoggerMixin):
             return False
         parent = node.parent
         if parent is not None:
-            try:
+            with contextlib.suppress(ValueError):  # detached already by a clear()
                 parent.children.remove(node)
-            except ValueError:
-                pass
             parent.children.extend(node.children)
         for child in node.children:
             child.parent = parent
@@ -218,7 +217,9 @@ class ContextTree(InstanceLoggerMixin):
         node.parent = None
         return True
 
-    def find_and_delete_node(self, node: MethodTreeNode, root: MethodTreeNode | None = None) -> bool:
+    def find_and_delete_node(
+        self, node: MethodTreeNode, root: MethodTreeNode | None = None
+    ) -> bool:
         if node is (root or self.root) or node.parent is not None:
             return self.delete_node(node)
         return False
@@ -271,9 +272,9 @@ def _series_for(metric: MetricWrapper) -> _kinds.Metric | None:
             and (series.registry is None or series.registry.get(metric.name) is series)
         ):
             return series
-        if series is not None and series.registry is not None:
-            if series.registry.get(metric.name) is series:
-                series.registry.unregister(series)  # its label names changed: declared anew
+        registry = None if series is None else series.registry
+        if series is not None and registry is not None and registry.get(metric.name) is series:
+            registry.unregister(series)  # its label names changed: declared anew
         options: dict[str, Any] = {"documentation": f"Phanos metric {metric.name}"}
         kind = _KINDS[metric.metric]
         if kind is _kinds.Histogram:
@@ -294,7 +295,9 @@ def _series_for(metric: MetricWrapper) -> _kinds.Metric | None:
         return series
 
 
-def _export(metric: MetricWrapper, method: str, labels: dict[str, Any], op: str, value: Any) -> None:
+def _export(
+    metric: MetricWrapper, method: str, labels: dict[str, Any], op: str, value: Any
+) -> None:
     """Apply one recorded operation to the metric's jobtrace series (never raises)."""
     try:
         series = _series_for(metric)
@@ -440,7 +443,9 @@ class MetricWrapper(InstanceLoggerMixin):
                 "labels": labels,
                 "value": value,
             }
-            for method, value, labels in zip(self.method, self.values, self.label_values, strict=True)
+            for method, value, labels in zip(
+                self.method, self.values, self.label_values, strict=True
+            )
         ]
 
     def eq_labels(self, labels: set[str]) -> bool:
@@ -469,7 +474,9 @@ class MetricWrapper(InstanceLoggerMixin):
             return
         labels = dict(label_values or {})
         if not self.eq_labels(set(labels)):
-            self.error(f"metric {self.name!r}: expected labels {self.label_names}, got {set(labels)}")
+            self.error(
+                f"metric {self.name!r}: expected labels {self.label_names}, got {set(labels)}"
+            )
             return
         with self._lock:
             stored = len(self.values)
@@ -575,6 +582,12 @@ class Info(MetricWrapper):
         self.operations, self.default_operation = {"info": self._info}, "info"
 
 
+def _known_state(metric: Any, value: Any) -> Any:
+    if value not in metric.states:
+        raise InvalidValueError(f"in {metric.states}")
+    return value
+
+
 class Enum(MetricWrapper):
     _kind = "enum"
 
@@ -591,14 +604,8 @@ class Enum(MetricWrapper):
         super().__init__(name, job, units or "enum", labels, logger)
         self.operations, self.default_operation = {"state": self._state}, "state"
 
-    state = _recorded("state", lambda m, v: _known_state(m, v))
-    _state = _raw("state", lambda m, v: _known_state(m, v))
-
-
-def _known_state(metric: Enum, value: Any) -> Any:
-    if value not in metric.states:
-        raise InvalidValueError(f"in {metric.states}")
-    return value
+    state = _recorded("state", _known_state)
+    _state = _raw("state", _known_state)
 
 
 class TimeProfiler(Histogram):
@@ -811,8 +818,10 @@ class BlockingPublisher:
         self.channel: Any = None
 
     def __bool__(self) -> bool:
-        return self.connection is not None and self.connection.is_open and bool(
-            self.channel is not None and self.channel.is_open
+        return (
+            self.connection is not None
+            and self.connection.is_open
+            and bool(self.channel is not None and self.channel.is_open)
         )
 
     def connect(self) -> None:
@@ -911,10 +920,28 @@ class ImpProfHandler(SyncBaseHandler):
     """Publishes records to RabbitMQ as Phanos does (see :class:`BlockingPublisher`). The
     broker is checked once when the handler is made: RuntimeError if it cannot be reached."""
 
-    def __init__(self, handler_name: str, *args: Any, logger: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler_name: str,
+        host: str = "127.0.0.1",
+        port: int = 5672,
+        user: str | None = None,
+        password: str | None = None,
+        heartbeat: int = 47,
+        timeout: float = 23,
+        retry_delay: float = 0.137,
+        retry: int = 3,
+        exchange_name: str = "profiling",
+        exchange_type: str = "fanout",
+        logger: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler_name)
         self.logger = _logger_arg(logger)
-        self.publisher = BlockingPublisher(*args, logger=self.logger, **kwargs)
+        self.publisher = BlockingPublisher(
+            host, port, user, password, heartbeat, timeout, retry_delay, retry, exchange_name,
+            exchange_type, self.logger, **kwargs,
+        )  # fmt: skip
         try:
             self.publisher.connect()
         except _network_errors() as err:
@@ -929,12 +956,31 @@ class ImpProfHandler(SyncBaseHandler):
 
 
 class AsyncImpProfHandler(AsyncBaseHandler):
-    """:class:`ImpProfHandler` for asyncio services: ``await AsyncImpProfHandler.create(...)``."""
+    """:class:`ImpProfHandler` for asyncio services: ``await AsyncImpProfHandler.create(...)``
+    (needs ``aio_pika``, imported when connecting)."""
 
-    def __init__(self, handler_name: str, *args: Any, logger: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler_name: str,
+        host: str = "127.0.0.1",
+        port: int = 5672,
+        user: str | None = None,
+        password: str | None = None,
+        heartbeat: int = 47,
+        timeout: float = 23,
+        retry_delay: float = 0.137,
+        retry: int = 3,
+        exchange_name: str = "profiling",
+        exchange_type: str = "fanout",
+        logger: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler_name)
         self.logger = _logger_arg(logger)
-        self.publisher = AsyncioPublisher(*args, logger=self.logger, **kwargs)
+        self.publisher = AsyncioPublisher(
+            host, port, user, password, heartbeat, timeout, retry_delay, retry, exchange_name,
+            exchange_type, self.logger, **kwargs,
+        )  # fmt: skip
         self.formatter = OutputFormatter()
 
     @classmethod
@@ -944,9 +990,11 @@ class AsyncImpProfHandler(AsyncBaseHandler):
         return instance
 
     async def _post_init(self) -> None:
+        # No aio_pika installed: it cannot connect either.
+        errors: tuple[type[BaseException], ...] = (*_network_errors(), ImportError)
         try:
             await self.publisher.connect()
-        except (*_network_errors(), ImportError) as err:
+        except errors as err:
             self.logger.error(f"AsyncImpProfHandler cannot connect to RabbitMQ because of {err}")
             raise RuntimeError("Cannot connect to RabbitMQ") from err
         await self.publisher.close()
@@ -1197,7 +1245,9 @@ class Profiler(InstanceLoggerMixin):
         if item == RESPONSE_SIZE:
             self.resp_size_profile = None
 
-    def delete_metrics(self, rm_time_profile: bool = False, rm_resp_size_profile: bool = False) -> None:
+    def delete_metrics(
+        self, rm_time_profile: bool = False, rm_resp_size_profile: bool = False
+    ) -> None:
         for name in list(self.metrics):
             if (name != TIME_PROFILER or rm_time_profile) and (
                 name != RESPONSE_SIZE or rm_resp_size_profile
@@ -1215,7 +1265,9 @@ class Profiler(InstanceLoggerMixin):
         if isinstance(handler, AsyncBaseHandler) and not isinstance(
             self.profile_ext, AsyncExtProfiler
         ):
-            raise ValueError(f"Handler {handler.handler_name!r} is asynchronous, but profiler is synchronous")
+            raise ValueError(
+                f"Handler {handler.handler_name!r} is asynchronous, but profiler is synchronous"
+            )
         self.handlers[handler.handler_name] = handler
 
     def delete_handler(self, handler_name: str) -> None:
@@ -1226,8 +1278,8 @@ class Profiler(InstanceLoggerMixin):
         self.handlers.clear()
 
     # Phanos 0.0.x's names.
-    addHandler = add_handler  # noqa: N815
-    deleteHandler = delete_handler  # noqa: N815
+    addHandler = add_handler
+    deleteHandler = delete_handler
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Hand every queued record to the handlers now; False if not done in ``timeout``."""
@@ -1317,7 +1369,7 @@ class Profiler(InstanceLoggerMixin):
     def profile(self, func: F) -> F:
         """Profile ``func`` (sync or ``async``; above or below staticmethod/classmethod)."""
         if isinstance(func, staticmethod | classmethod):
-            return type(func)(self.profile(func.__func__))  # type: ignore[return-value]
+            return type(func)(self.profile(func.__func__))
 
         @wraps(func)
         def sync_inner(*args: Any, **kwargs: Any) -> Any:
@@ -1389,8 +1441,7 @@ class _ExtProfiler(InstanceLoggerMixin):
     def _due(self, node: Any) -> bool:
         base = self.base_profiler
         return bool(
-            node.parent is base.tree.root
-            or base.get_records_count() >= Profiler.RECORDS_LEN_LIMIT
+            node.parent is base.tree.root or base.get_records_count() >= Profiler.RECORDS_LEN_LIMIT
         )
 
     def _hand_over(self) -> None:
@@ -1418,7 +1469,9 @@ class _ExtProfiler(InstanceLoggerMixin):
         finally:
             self._leave(node, token)
 
-    async def async_inner(self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    async def async_inner(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
         if not self.base_profiler.needs_profiling():
             return await func(*args, **kwargs)
         node, token, start = self._enter(func, args, kwargs)
@@ -1500,7 +1553,7 @@ class AsyncExtProfiler(_ExtProfiler):
                         except Exception:
                             self.logger.exception("phanos handler %r failed", handler.handler_name)
 
-    async def force_handle_records_clear(self) -> None:  # type: ignore[override]
+    async def force_handle_records_clear(self) -> None:
         await self.handle_records_clear()
         self.base_profiler.tree.clear()
 

@@ -253,7 +253,7 @@ class FunctionGaugeCell(GaugeCell):
         self.name = name
         self.function = function
 
-    @property  # type: ignore[override]
+    @property
     def value(self) -> float:
         try:
             return float(self.function())

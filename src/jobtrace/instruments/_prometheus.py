@@ -78,7 +78,7 @@ def full_name(kind: str, name: str, namespace: str, subsystem: str, unit: str) -
 
 _adapted: dict[int, tuple[Any, InstrumentRegistry]] = {}
 _adapt_lock = threading.Lock()
-_exposed = False
+_exposed = threading.Event()
 
 
 def adapt_registry(registry: Any) -> InstrumentRegistry:
@@ -104,14 +104,13 @@ def adapt_registry(registry: Any) -> InstrumentRegistry:
 def expose_default() -> None:
     """Expose jobtrace's default registry in prometheus_client's ``REGISTRY`` (once, and
     only if prometheus_client is imported already: recording never imports it)."""
-    global _exposed
     prometheus = sys.modules.get("prometheus_client")
-    if _exposed or prometheus is None or not hasattr(prometheus, "REGISTRY"):
+    if _exposed.is_set() or prometheus is None or not hasattr(prometheus, "REGISTRY"):
         return
     with _adapt_lock:
-        if _exposed:
+        if _exposed.is_set():
             return
-        _exposed = True
+        _exposed.set()
         from jobtrace.instruments.exposition import InstrumentCollector
 
         target = prometheus.REGISTRY

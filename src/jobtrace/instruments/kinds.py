@@ -152,8 +152,10 @@ class Metric:
 
         options = {"labelnames": labelnames, "namespace": namespace, "subsystem": subsystem,
                    "unit": unit}  # fmt: skip
-        foreign = registry is not _USE_DEFAULT and registry is not None and not isinstance(
-            registry, InstrumentRegistry
+        foreign = (
+            registry is not _USE_DEFAULT
+            and registry is not None
+            and not isinstance(registry, InstrumentRegistry)
         )
         if _prometheus.is_prometheus_form(job, units, (labels, logger), options, foreign):
             # prometheus_client's signature: (name, documentation, labelnames, namespace, …)
