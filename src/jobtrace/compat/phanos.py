@@ -782,15 +782,35 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     try:
         import pika.exceptions
         from pika.adapters.utils.connection_workflow import AMQPConnectorException
-    except ImportError:  # pragma: no cover - pika is a dependency
+    except ImportError:  # pragma: no cover - the rabbitmq extra is not installed
         return NETWORK_ERRORS
     return (pika.exceptions.AMQPError, AMQPConnectorException, *NETWORK_ERRORS)
 
 
-class BlockingPublisher:
+def _lazy(name: str) -> Any:
+    """``BlockingConnection`` and ``aio_pika``, looked up when used (a test may have
+    replaced them on this module) and imported only then: pika is an optional extra."""
+    found = globals().get(name)
+    if found is not None:
+        return found
+    return __getattr__(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BlockingConnection":
+        from pika import BlockingConnection
+
+        return BlockingConnection
+    if name == "aio_pika":
+        return importlib.import_module("aio_pika")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class BasePublisher(ABC):
     """Publishes records as Phanos does: one JSON message per metric's records, to a
     ``fanout`` exchange (``profiling``), routed by the records' job — so an IMP_prof
-    consumer reads a jobtrace service and a Phanos service alike."""
+    consumer reads a jobtrace service and a Phanos service alike. Nothing connects until
+    :meth:`connect` or the first :meth:`publish`."""
 
     def __init__(
         self,
@@ -803,112 +823,155 @@ class BlockingPublisher:
         retry_delay: float = 0.137,
         retry: int = 3,
         exchange_name: str = "profiling",
-        exchange_type: str = "fanout",
+        exchange_type: Any = "fanout",
         logger: Any = None,
         **kwargs: Any,
     ) -> None:
-        self.logger = logger or _log
-        self.exchange_name, self.exchange_type = exchange_name, str(exchange_type)
-        self.retry, self.retry_delay = max(0, retry), retry_delay
-        self.params: dict[str, Any] = {
-            "host": host, "port": port, "user": user or "guest", "password": password or "guest",
-            "heartbeat": heartbeat, "timeout": timeout, **kwargs,
-        }  # fmt: skip
-        self.connection: Any = None
-        self.channel: Any = None
-
-    def __bool__(self) -> bool:
-        return (
-            self.connection is not None
-            and self.connection.is_open
-            and bool(self.channel is not None and self.channel.is_open)
-        )
-
-    def connect(self) -> None:
         import pika
 
-        p = self.params
-        extra = {k: v for k, v in p.items() if k not in ("host", "port", "user", "password",
-                                                          "heartbeat", "timeout")}  # fmt: skip
-        parameters = pika.ConnectionParameters(
-            host=p["host"], port=p["port"],
-            credentials=pika.PlainCredentials(p["user"], p["password"]),
-            heartbeat=p["heartbeat"], connection_attempts=max(1, self.retry),
-            retry_delay=self.retry_delay, blocked_connection_timeout=p["timeout"], **extra,
+        self.logger = logger or _log
+        self.connection: Any = None
+        self.channel: Any = None
+        self.exchange_name = exchange_name
+        self.exchange_type = str(getattr(exchange_type, "value", exchange_type))
+        self.retry = max(0, retry)
+        credentials = pika.PlainCredentials(username=user or "guest", password=password or "guest")
+        self.connection_parameters = pika.ConnectionParameters(
+            host=host, port=port, credentials=credentials,
+            heartbeat=heartbeat, connection_attempts=max(1, self.retry), retry_delay=retry_delay,
+            blocked_connection_timeout=timeout, **kwargs,
         )  # fmt: skip
-        self.connection = pika.BlockingConnection(parameters)
+
+    def __bool__(self) -> bool:
+        return self.is_connected() and self._is_bound()
+
+    def is_connected(self) -> bool:
+        return not (self.connection is None or self.connection.is_closed)
+
+    def _is_bound(self) -> bool:
+        return not (self.channel is None or self.channel.is_closed)
+
+    @abstractmethod
+    def connect(self) -> Any:
+        """Connect and declare the exchange."""
+
+    @abstractmethod
+    def close(self) -> Any:
+        """Close the channel and the connection."""
+
+    @abstractmethod
+    def publish(self, records: list[Record]) -> Any:
+        """Send one message of ``records``; whether it was sent."""
+
+
+class BlockingPublisher(BasePublisher):
+    """:class:`BasePublisher` over pika's ``BlockingConnection``."""
+
+    def close(self) -> None:
+        if self.is_connected():
+            if self._is_bound():
+                self.channel.close()
+            self.connection.close()
+        self.connection = self.channel = None
+
+    def connect(self) -> None:
+        self.connection = _lazy("BlockingConnection")(self.connection_parameters)
         self.channel = self.connection.channel()
         self.channel.exchange_declare(exchange=self.exchange_name, exchange_type=self.exchange_type)
 
-    def close(self) -> None:
+    def reconnect(self, silent: bool = False) -> None:
+        """Close and connect again; ``silent`` logs a failure instead of raising it."""
+        self.close()
+        if not silent:
+            self.connect()
+            return
         try:
-            if self.connection is not None and self.connection.is_open:
-                self.connection.close()
-        finally:
-            self.connection = self.channel = None
+            self.connect()
+        except _network_errors() as exc:
+            self.logger.warning("phanos publisher: reconnecting failed: %r", exc)
+
+    def check_or_rebound(self) -> None:
+        if not self:
+            self.reconnect()
 
     def publish(self, records: list[Record]) -> bool:
+        """Up to ``1 + retry`` attempts, reconnecting after each failure (on the handler
+        thread by default, so the waits never hold a request)."""
         import orjson
 
         if not records:
             return True
         body = orjson.dumps(records, default=repr)
-        for attempt in range(1 + self.retry):
+        self.check_or_rebound()
+        for _ in range(1 + self.retry):
             try:
-                if not self:
-                    self.close()
-                    self.connect()
                 self.channel.basic_publish(
-                    exchange=self.exchange_name, routing_key=records[0]["job"], body=body
+                    exchange=self.exchange_name, body=body, routing_key=records[0]["job"]
                 )
                 return True
             except _network_errors() as exc:
-                self.logger.warning("phanos publisher: publish failed (%r), retrying", exc)
-                self.close()
-                if attempt < self.retry:
-                    time.sleep(self.retry_delay)  # on the handler thread, never a request's
+                self.logger.warning("phanos publisher: exchange %r refused a message: %r",
+                                    self.exchange_name, exc)  # fmt: skip
+                time.sleep(float(self.connection_parameters.retry_delay))
+                self.reconnect(silent=True)
         return False
 
 
-class AsyncioPublisher(BlockingPublisher):
-    """The same messages through ``aio_pika`` (imported when connecting)."""
+class AsyncioPublisher(BasePublisher):
+    """:class:`BasePublisher` over ``aio_pika`` (imported when connecting)."""
 
-    async def connect(self) -> None:  # type: ignore[override]
-        import aio_pika
+    exchange: Any = None
 
-        p = self.params
-        self.connection = await aio_pika.connect_robust(
-            host=p["host"], port=p["port"], login=p["user"], password=p["password"],
-            heartbeat=p["heartbeat"],
+    async def close(self) -> None:
+        if self.is_connected():
+            if self._is_bound():
+                await self.channel.close()
+            await self.connection.close()
+        self.connection = self.channel = None
+
+    async def connect(self) -> None:
+        p = self.connection_parameters
+        self.connection = await _lazy("aio_pika").connect_robust(
+            host=p.host, port=p.port, login=p.credentials.username,
+            password=p.credentials.password, heartbeat=p.heartbeat,
         )  # fmt: skip
         self.channel = await self.connection.channel()
         self.exchange = await self.channel.declare_exchange(
             name=self.exchange_name, type=self.exchange_type
         )
 
-    async def close(self) -> None:  # type: ignore[override]
-        connection, self.connection, self.channel = self.connection, None, None
-        if connection is not None:
-            await connection.close()
+    async def reconnect(self, silent: bool = False) -> None:
+        await self.close()
+        if not silent:
+            await self.connect()
+            return
+        try:
+            await self.connect()
+        except _network_errors() as exc:
+            self.logger.warning("phanos publisher: reconnecting failed: %r", exc)
 
-    async def publish(self, records: list[Record]) -> bool:  # type: ignore[override]
-        import aio_pika
+    async def check_or_rebound(self) -> None:
+        if not self:
+            await self.reconnect()
+
+    async def publish(self, records: list[Record]) -> bool:
         import orjson
 
         if not records:
             return True
-        body = orjson.dumps(records, default=repr)
+        message = _lazy("aio_pika").Message(
+            body=orjson.dumps(records, default=repr), content_type="application/json"
+        )
+        await self.check_or_rebound()
         for _ in range(1 + self.retry):
             try:
-                if self.connection is None:
-                    await self.connect()
-                message = aio_pika.Message(body=body, content_type="application/json")
-                await self.exchange.publish(message, routing_key=records[0]["job"])
+                await self.exchange.publish(message=message, routing_key=records[0]["job"])
                 return True
-            except Exception as exc:
-                self.logger.warning("phanos publisher: publish failed (%r), retrying", exc)
-                await self.close()
-                await asyncio.sleep(self.retry_delay)
+            except _network_errors() as exc:
+                self.logger.warning("phanos publisher: exchange %r refused a message: %r",
+                                    self.exchange_name, exc)  # fmt: skip
+                await asyncio.sleep(float(self.connection_parameters.retry_delay))
+                await self.reconnect(silent=True)
         return False
 
 
