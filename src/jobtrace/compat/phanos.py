@@ -1,9 +1,14 @@
 """Phanos's API (0.0.x and 0.3.x), backed by jobtrace: switch by changing one import.
 
 >>> import jobtrace.compat.phanos as phanos          # was: import phanos
->>> phanos.profiler.config(job="shop", response_size_profile=True)
->>> @phanos.profile
+>>> profiler = phanos.Profiler()                     # or the process's phanos.profiler
+>>> profiler.config(job="shop", response_size_profile=True)
+>>> @profiler.profile
 ... def checkout(cart): return sum(cart)
+>>> checkout([1, 2])
+3
+>>> profiler.flush()                                 # handlers have had every record
+True
 
 Every public name of Phanos is here, in one module: ``profiler``/``phanos_profiler``,
 ``profile``, ``Profiler`` (``PhanosProfiler``), the metrics (``Histogram``, ``Summary``,
@@ -62,6 +67,61 @@ from jobtrace import _config
 from jobtrace.instruments import kinds as _kinds
 from jobtrace.instruments.calls import SIZE_BUCKETS
 from jobtrace.instruments.handlers import format_record
+
+__all__ = [
+    "EXTERNAL_PREFIX",
+    "NETWORK_ERRORS",
+    "RESPONSE_SIZE",
+    "TIME_PROFILER",
+    "AsyncBaseHandler",
+    "AsyncExtProfiler",
+    "AsyncImpProfHandler",
+    "AsyncioPublisher",
+    "BaseHandler",
+    "BasePublisher",
+    "BlockingPublisher",
+    "Context",
+    "ContextTree",
+    "Counter",
+    "Enum",
+    "Gauge",
+    "Histogram",
+    "ImpProfHandler",
+    "Info",
+    "InstanceLoggerMixin",
+    "InvalidValueError",
+    "LoggerHandler",
+    "MethodTreeNode",
+    "MetricWrapper",
+    "NamedLoggerHandler",
+    "OutputFormatter",
+    "PhanosProfiler",
+    "Profiler",
+    "Record",
+    "ResponseSize",
+    "StoreOperationDecorator",
+    "StreamHandler",
+    "Summary",
+    "SyncBaseHandler",
+    "SyncExtProfiler",
+    "TimeProfiler",
+    "config",
+    "create_async_handlers",
+    "create_handlers",
+    "import_external",
+    "inherits_from",
+    "log",
+    "log_error_profiling",
+    "messaging",
+    "metrics",
+    "parse_arguments",
+    "phanos_profiler",
+    "profile",
+    "profiler",
+    "publisher",
+    "tree",
+    "types",
+]
 
 _log = logging.getLogger("jobtrace.compat.phanos")
 

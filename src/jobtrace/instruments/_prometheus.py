@@ -1,10 +1,13 @@
 """prometheus_client's side of the instruments: its constructor signatures and helpers.
 
-Code written for prometheus_client runs after changing only its import::
+Code written for prometheus_client runs after changing only its import:
 
-    from jobtrace.instruments import Counter, Histogram     # was: from prometheus_client …
-    c = Counter("my_requests_total", "HTTP Failures", ["method", "endpoint"])
-    h = Histogram("request_latency_seconds", "Description of histogram", namespace="shop")
+>>> from jobtrace.instruments import Counter, Histogram    # was: from prometheus_client …
+>>> c = Counter("my_requests_total", "HTTP Failures", ["method", "endpoint"])
+>>> c.labels("get", "/").inc()
+>>> h = Histogram("latency_seconds", "Description of histogram", namespace="shop")
+>>> h.name
+'shop_latency_seconds'
 
 A declaration is read in prometheus_client's form when it uses one of its keywords
 (``labelnames``, ``namespace``, ``subsystem``, ``unit``, ``multiprocess_mode``) or registry
