@@ -1460,7 +1460,7 @@ class Profiler(InstanceLoggerMixin):
         """Take every metric's records (and empty them), as (metric name, records)."""
         out = []
         for metric in list(self.metrics.values()):
-            with metric._lock:
+            with _lock_of(metric):
                 records = metric.to_records()
                 metric.cleanup()
             if records:
@@ -1468,20 +1468,14 @@ class Profiler(InstanceLoggerMixin):
         return out
 
     def hand_over(self) -> None:
-        """After a root call: the records go to the handlers (background or inline)."""
+        """After a root call: queue the records for the handlers — the sync ones on the
+        background thread, the async ones as tasks on the caller's event loop."""
         handlers = tuple(self.handlers.values())
         drained = self.drain()
         if not handlers or not drained:
             return
         sync = tuple(h for h in handlers if not isinstance(h, AsyncBaseHandler))
-        if self.handle_inline:
-            for name, records in drained:
-                for handler in sync:
-                    try:
-                        handler.handle(records, name)
-                    except Exception:
-                        self.logger.exception("phanos handler %r failed", handler.handler_name)
-        elif sync:
+        if sync:
             _handler_thread.submit([(sync, name, records) for name, records in drained])
         asynchronous = [h for h in handlers if isinstance(h, AsyncBaseHandler)]
         if asynchronous:
@@ -1630,6 +1624,13 @@ class _ExtProfiler(InstanceLoggerMixin):
             self._hand_over()
 
 
+def _lock_of(metric: Any) -> Any:
+    """The metric's lock (taking its records and emptying them is one step for the
+    operations of other threads), or none for a metric-like object without one."""
+    lock = getattr(metric, "_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
+
+
 def _handle(handler: Any, records: list[Record], name: str) -> Any:
     """``handler.handle(records, name)``; a failure is logged, never raised."""
     try:
@@ -1646,8 +1647,9 @@ class SyncExtProfiler(_ExtProfiler):
         """Hand every metric's records to every handler now, on this thread."""
         base = self.base_profiler
         for metric in list(base.metrics.values()):
-            records = metric.to_records()
-            metric.cleanup()
+            with _lock_of(metric):
+                records = metric.to_records()
+                metric.cleanup()
             if records:
                 for handler in list(base.handlers.values()):
                     _handle(handler, records, metric.name)
@@ -1665,8 +1667,9 @@ class AsyncExtProfiler(_ExtProfiler):
         """Hand every metric's records to every handler now (async ones awaited)."""
         base = self.base_profiler
         for metric in list(base.metrics.values()):
-            records = metric.to_records()
-            metric.cleanup()
+            with _lock_of(metric):
+                records = metric.to_records()
+                metric.cleanup()
             if records:
                 for handler in list(base.handlers.values()):
                     done = _handle(handler, records, metric.name)
