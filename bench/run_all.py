@@ -23,6 +23,7 @@ SCRIPTS = (
     "bench_record.py",
     "bench_tracing.py",
     "bench_instruments.py",
+    "bench_compat_phanos.py",
     "bench_scrape.py",
     "bench_persist.py",
     "bench_limits.py",

@@ -208,7 +208,21 @@ class Context:
 
     def prepend_method_class(self) -> None:
         """Prefix the owner of a root call: the class that defines it, else its module."""
-        self.value = f"{_owner_of(self.method)}:{self.value}"
+        method = self.method
+        if inspect.isfunction(method):  # the usual root: the decorated function itself
+            owner = _owners.get(method)
+            if owner is None:
+                owner = _owners[method] = _owner_of(method)
+        else:
+            owner = _owner_of(method)
+        self.value = f"{owner}:{self.value}"
+
+
+#: Series cells a metric keeps at hand.
+_CELLS_CACHED: Final = 1024
+
+#: Owners of root functions, found once each (inspect's lookups cost microseconds).
+_owners: dict[Callable[..., Any], str] = {}
 
 
 def _owner_of(meth: Any) -> str:
@@ -360,14 +374,29 @@ def _export(
 ) -> None:
     """Apply one recorded operation to the metric's jobtrace series (never raises)."""
     try:
-        series = _series_for(metric)
-        if series is None:
-            return
+        # The series and its cells are cached on the metric, keyed by what decides them,
+        # and checked to be still registered (a registry cleared in tests forgets them).
+        key = (metric.name, metric.metric, frozenset(metric.label_names))
+        cache = metric._exported
+        series = cache[1] if cache is not None and cache[0] == key else None
+        if series is None or (
+            series.registry is not None and series.registry.get(metric.name) is not series
+        ):
+            series = _series_for(metric)
+            if series is None:
+                return
+            cache = metric._exported = (key, series, {})
+        assert cache is not None
         values = {k: str(v) for k, v in labels.items()}
         values.setdefault("job", metric.job or "")
         values.setdefault("method", method)
         values.setdefault("error_raised", "")
-        cell = series.labels(**values)
+        cell_key = tuple(values[name] for name in series.label_names)
+        cell = cache[2].get(cell_key)
+        if cell is None:
+            cell = series.labels(*cell_key)
+            if len(cache[2]) < _CELLS_CACHED:  # label values from unbounded data stay uncached
+                cache[2][cell_key] = cell
         if op == "info":
             cell.info({str(k): str(v) for k, v in value.items()})
         elif op in ("observe", "inc", "dec", "set", "state"):
@@ -471,6 +500,8 @@ class MetricWrapper(InstanceLoggerMixin):
         self.label_values: list[dict[str, Any]] = []
         self.metric = self._kind
         self._lock = threading.RLock()
+        #: (what decides the series, the jobtrace series, its cells by label values)
+        self._exported: tuple[Any, _kinds.Metric, dict[tuple[str, ...], Any]] | None = None
         # Phanos 0.0.x's operation table: store_operation(operation=...) looks ops up here.
         self.operations: dict[str, Callable[..., Any]] = {}
         self.default_operation = ""
@@ -1133,6 +1164,10 @@ class AsyncImpProfHandler(AsyncBaseHandler):
 Batch = tuple[tuple[Any, ...], str, list[Record]]
 
 
+#: Batches queued before the handler thread is woken early (else it wakes every 0.5 s).
+_WAKE_AT: Final = 1024
+
+
 class _HandlerThread:
     """The queue between root calls and the sync handlers, drained by one daemon thread."""
 
@@ -1156,7 +1191,8 @@ class _HandlerThread:
         if len(self.queue) >= self.capacity:
             self.dropped += len(batches)
             return
-        self.queue.extend(batches)
+        queue = self.queue
+        queue.extend(batches)
         if self.thread is None:
             with self.start_lock:
                 if self.thread is None:
@@ -1164,7 +1200,8 @@ class _HandlerThread:
                         target=self._run, name="jobtrace-phanos-handlers", daemon=True
                     )
                     self.thread.start()
-        self.wake.set()
+        elif len(queue) >= _WAKE_AT > len(queue) - len(batches):
+            self.wake.set()  # once per crossing: Event.set() takes a lock and wakes a thread
 
     def _run(self) -> None:
         while True:
