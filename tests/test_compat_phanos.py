@@ -534,3 +534,28 @@ def test_imp_prof_handler_publishes_phanos_messages_to_its_fanout_exchange(
 def test_imp_prof_handler_refuses_to_start_without_a_broker() -> None:
     with pytest.raises(RuntimeError, match="Cannot connect"):
         phanos.ImpProfHandler("rabbit", host="127.0.0.1", port=1, retry=0)
+
+
+def test_phanos_public_names_of_both_versions_are_here() -> None:
+    profiler_names = (
+        "config", "async_config", "dict_config", "async_dict_config", "add_handler",
+        "delete_handler", "delete_handlers", "addHandler", "deleteHandler", "add_metric",
+        "delete_metric", "delete_metrics", "create_time_profiler",
+        "create_response_size_profiler", "profile", "flush", "before_func", "after_func",
+        "before_root_func", "after_root_func", "handle_records", "error_raised_label",
+        "current_node",
+    )  # fmt: skip
+    configured = phanos.Profiler()
+    configured.config(job="names")
+    assert [n for n in profiler_names if not hasattr(configured, n)] == []
+    module_names = (
+        "profiler", "phanos_profiler", "profile", "TIME_PROFILER", "RESPONSE_SIZE",
+        "StreamHandler", "LoggerHandler", "NamedLoggerHandler", "ImpProfHandler",
+        "AsyncImpProfHandler", "Histogram", "Summary", "Counter", "Info", "Gauge", "Enum",
+        "MetricWrapper", "MethodTreeNode",
+    )  # fmt: skip
+    assert [n for n in module_names if not hasattr(phanos, n)] == []
+    assert [n for n in phanos.__all__ if not hasattr(phanos, n)] == []
+    assert phanos.publisher is phanos and phanos.metrics.Histogram is phanos.Histogram
+    metric = phanos.Counter("named", "job", "units")
+    assert (metric.default_operation, list(metric.operations)) == ("inc", ["inc"])
