@@ -353,7 +353,6 @@ def test_the_0_0_api_config_add_handler_custom_metric_and_current_node(
     prof.config(
         logging.getLogger("old"), job="legacy", should_time_profile=True,
         should_resp_size_profile=False, should_handle_records=True, handle_inline=True,
-        error_raised_label=False,
     )  # fmt: skip
     handler = Collect("old")
     prof.addHandler(handler)
@@ -385,6 +384,7 @@ def test_the_0_0_api_config_add_handler_custom_metric_and_current_node(
     assert contexts == ["test_compat_phanos:<lambda>"]
     by_metric = {r["profiler"]: r for r in handler.records}
     assert by_metric["doubled"]["value"] == ("inc", 6.0)
+    assert by_metric["doubled"]["labels"] == {"error_raised": False}  # 0.3's default label
     assert by_metric["doubled"]["method"] == "test_compat_phanos:<lambda>"
     assert cleaned and doubled.values == []
     prof.deleteHandler("old")

@@ -456,11 +456,14 @@ class StoreOperationDecorator:
             stored = len(instance.values)
             try:
                 self.operation(instance, value, node, labels)
-            except InvalidValueError as exc:
-                instance.error(
-                    f"{self.operation.__qualname__!r}: metric {instance.name!r} accepts only "
-                    f"values {exc}"
-                )
+            except Exception as exc:  # a bad value; or a custom operation's bug: never raised
+                if isinstance(exc, InvalidValueError):
+                    instance.error(
+                        f"{self.operation.__qualname__!r}: metric {instance.name!r} accepts "
+                        f"only values {exc}"
+                    )
+                else:
+                    instance.logger.exception("metric %r: operation failed", instance.name)
                 del instance.values[stored:]
                 instance.method.pop()
                 instance.label_values.pop()
@@ -564,6 +567,8 @@ class MetricWrapper(InstanceLoggerMixin):
             self.error(f"metric {self.name!r}: unknown operation {operation!r}")
             return
         labels = dict(label_values or {})
+        if "error_raised" in self.label_names:  # added by a 0.3-style profiler's config
+            labels.setdefault("error_raised", sys.exc_info()[0] is not None)
         if not self.eq_labels(set(labels)):
             self.error(
                 f"metric {self.name!r}: expected labels {self.label_names}, got {set(labels)}"
@@ -573,8 +578,11 @@ class MetricWrapper(InstanceLoggerMixin):
             stored = len(self.values)
             try:
                 op(value, args, kwargs)
-            except InvalidValueError as exc:
-                self.error(f"metric {self.name!r}: {operation!r} accepts only values {exc}")
+            except Exception as exc:  # a bad value; or a custom operation's bug: never raised
+                if isinstance(exc, InvalidValueError):
+                    self.error(f"metric {self.name!r}: {operation!r} accepts only values {exc}")
+                else:
+                    self.logger.exception("metric %r: operation %r failed", self.name, operation)
                 del self.values[stored:]
                 return
             added = self.values[stored:]
@@ -1189,6 +1197,11 @@ class _HandlerThread:
     def submit(self, batches: list[Batch]) -> None:
         """Queue batches (never blocks, never raises; past the capacity they are counted)."""
         if len(self.queue) >= self.capacity:
+            if not self.dropped:
+                _log.warning(
+                    "phanos: %d records wait for the handlers; further ones are dropped and "
+                    "counted (phanos._handler_thread.dropped)", self.capacity,
+                )  # fmt: skip
             self.dropped += len(batches)
             return
         queue = self.queue
