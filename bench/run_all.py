@@ -24,6 +24,7 @@ SCRIPTS = (
     "bench_tracing.py",
     "bench_osprofiler_compat.py",
     "bench_instruments.py",
+    "bench_compat_phanos.py",
     "bench_scrape.py",
     "bench_persist.py",
     "bench_limits.py",

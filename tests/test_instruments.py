@@ -187,7 +187,7 @@ def test_wrong_label_values_while_recording_are_dropped_counted_and_logged_once(
         (lambda c, g, h, e: g.set(math.nan), "nan"),
         (lambda c, g, h, e: h.observe(None), "type"),
         (lambda c, g, h, e: e.state("exploded"), "state"),
-        (lambda c, g, h, e: c.labels().inc(1, {"method": "GET"}), "labels"),
+        (lambda c, g, h, e: g.labels().inc(1, {"method": "GET"}), "labels"),
     ],
 )
 def test_bad_values_are_dropped_and_counted_never_raised(

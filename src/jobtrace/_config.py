@@ -61,6 +61,10 @@ Environment variables (all optional):
 ``JOBTRACE_NO_EXTENSIONS``
     Set to 1 to trace with the pure-Python implementation instead of the compiled one
     (read once, at import; the compiled one is used when it was built and this is unset).
+``JOBTRACE_PHANOS_INLINE_HANDLERS``
+    Set to 1 to have :mod:`jobtrace.compat.phanos` hand a root call's records to the
+    handlers before the call returns, as Phanos does, instead of on a background thread
+    (read when a Phanos profiler is created; ``config(handle_inline=...)`` wins).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ ENV_TOKEN = "JOBTRACE_TOKEN"
 ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
 ENV_ALLOWED_ORIGINS = "JOBTRACE_ALLOWED_ORIGINS"
 ENV_AUTH_REFRESH = "JOBTRACE_AUTH_REFRESH"
+ENV_PHANOS_INLINE = "JOBTRACE_PHANOS_INLINE_HANDLERS"
 
 
 #: Why the compiled hot paths are not in use (None: they are, or were not asked for yet);

@@ -129,7 +129,12 @@ class CounterCell(Cell):
         self.value: float = 0.0
         self.created = time.time()
 
-    def inc(self, amount: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
+    def inc(
+        self,
+        amount: float = 1.0,
+        label_values: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
+    ) -> None:
         t = type(amount)
         if (t is int or t is float) and amount >= 0 and label_values is None:
             try:
@@ -140,9 +145,8 @@ class CounterCell(Cell):
         self._inc_slow(amount, label_values)
 
     def _inc_slow(self, amount: Any, label_values: Mapping[str, str] | None) -> None:
-        if label_values:
-            _unexpected_labels(self.name, label_values)
-            return
+        # A mapping here is prometheus_client's positional exemplar (c.inc(1, {"trace_id":
+        # ...})): the value counts; exemplars are not kept.
         value = _as_float(self.name, amount)
         if value is None:
             return
@@ -154,6 +158,12 @@ class CounterCell(Cell):
     def reset(self) -> None:
         self.value = 0.0
         self.created = time.time()
+
+    def count_exceptions(self, exception: Any = Exception) -> Any:
+        """prometheus_client's: count the blocks or calls that raise ``exception``."""
+        from jobtrace.instruments._prometheus import exception_counter
+
+        return exception_counter(self.inc, exception)
 
 
 class GaugeCell(Cell):
@@ -220,6 +230,41 @@ class GaugeCell(Cell):
     def reset(self) -> None:
         self.value = 0.0
 
+    def track_inprogress(self) -> Any:
+        """prometheus_client's: raise the gauge while a block or call runs."""
+        from jobtrace.instruments._prometheus import in_progress
+
+        return in_progress(self.inc, self.dec)
+
+    def time(self) -> Any:
+        """prometheus_client's: set the gauge to the seconds a block or call took."""
+        from jobtrace.instruments._prometheus import timer
+
+        return timer(self.set)
+
+
+class FunctionGaugeCell(GaugeCell):
+    """A gauge whose value is a function's result, read when the series is (Gauge's
+    ``set_function``). A function that raises reads as NaN, logged once."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name = name
+        self.function = function
+
+    @property
+    def value(self) -> float:
+        try:
+            return float(self.function())
+        except Exception:
+            drops.drop(self.name, "function", "its set_function() function raised")
+            return math.nan
+
+    @value.setter
+    def value(self, _: float) -> None:
+        """Writes are ignored: the function decides the value."""
+
 
 class HistogramCell(Cell):
     """Counts observations per bucket (``counts[i]`` for ``bounds[i-1] < v <= bounds[i]``,
@@ -235,7 +280,12 @@ class HistogramCell(Cell):
         self.sum: float = 0.0
         self.created = time.time()
 
-    def observe(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
+    def observe(
+        self,
+        value: float,
+        label_values: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
+    ) -> None:
         t = type(value)
         if (t is float or t is int) and value == value and label_values is None:
             i = bisect_left(self.bounds, value)  # the call comes before the critical section
@@ -249,9 +299,8 @@ class HistogramCell(Cell):
         self._observe_slow(value, label_values)
 
     def _observe_slow(self, value: Any, label_values: Mapping[str, str] | None) -> None:
-        if label_values:
-            _unexpected_labels(self.name, label_values)
-            return
+        # A mapping here is prometheus_client's positional exemplar (h.observe(4.7,
+        # {"trace_id": ...})): the value counts; exemplars are not kept.
         checked = _as_float(self.name, value)
         if checked is not None:
             i = bisect_left(self.bounds, checked)
@@ -266,6 +315,12 @@ class HistogramCell(Cell):
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
         self.created = time.time()
+
+    def time(self) -> Any:
+        """prometheus_client's: observe the seconds a block or call took."""
+        from jobtrace.instruments._prometheus import timer
+
+        return timer(self.observe)
 
 
 class SummaryCell(Cell):
@@ -302,6 +357,12 @@ class SummaryCell(Cell):
         self.count = 0
         self.sum = 0.0
         self.created = time.time()
+
+    def time(self) -> Any:
+        """prometheus_client's: observe the seconds a block or call took."""
+        from jobtrace.instruments._prometheus import timer
+
+        return timer(self.observe)
 
 
 class InfoCell(Cell):

@@ -32,11 +32,12 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from jobtrace.errors import ConfigurationError
-from jobtrace.instruments import _cells
+from jobtrace.instruments import _cells, _prometheus
 from jobtrace.instruments._cells import (
     Cell,
     CounterCell,
     EnumCell,
+    FunctionGaugeCell,
     GaugeCell,
     HistogramCell,
     InfoCell,
@@ -133,18 +134,51 @@ class Metric:
         self,
         name: str,
         job: str = "",
-        units: str = "",
+        units: Any = "",
         labels: Iterable[str] | None = None,
         logger: logging.Logger | None = None,
         *,
         documentation: str = "",
-        registry: InstrumentRegistry | None = _USE_DEFAULT,
+        registry: Any = _USE_DEFAULT,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        _labelvalues: Any = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str):
+            raise ConfigurationError(f"bad instrument name {name!r}: it must be a string")
+        from jobtrace.instruments.registry import InstrumentRegistry
+
+        options = {"labelnames": labelnames, "namespace": namespace, "subsystem": subsystem,
+                   "unit": unit}  # fmt: skip
+        foreign = (
+            registry is not _USE_DEFAULT
+            and registry is not None
+            and not isinstance(registry, InstrumentRegistry)
+        )
+        if _prometheus.is_prometheus_form(job, units, (labels, logger), options, foreign):
+            # prometheus_client's signature: (name, documentation, labelnames, namespace, …)
+            documentation = documentation or job
+            job = ""
+            if units is not None and not isinstance(units, str):
+                labels, units = units, ""
+            if labelnames is not None:
+                labels = labelnames
+            units = unit or units
+            name = _prometheus.full_name(self.metric, name, namespace, subsystem, unit)
+            if registry is _USE_DEFAULT:
+                _prometheus.expose_default()
+        elif self.metric == "counter":
+            # prometheus_client's convention: the exposition adds `_total` itself.
+            name = name.removesuffix("_total")
+        if not _NAME.match(name):
             raise ConfigurationError(
                 f"bad instrument name {name!r}: use letters, digits, underscores and colons, "
                 "not starting with a digit"
             )
+        if foreign:
+            registry = _prometheus.adapt_registry(registry)  # a CollectorRegistry
         self.name = name
         self.job = job or ""
         self.units = units or ""
@@ -249,6 +283,20 @@ class Metric:
         cell = self._children.get(key)
         return cell if cell is not None else self._child(key)
 
+    def _unlabeled(self, op: str, *args: Any) -> Any:
+        """prometheus_client's helpers (``time()``, ``count_exceptions()`` …) on the
+        instrument itself need it to have no labels; otherwise the helper records nothing
+        (dropped and counted, as prometheus_client would raise)."""
+        if not self.label_names:
+            return getattr(self._children[()], op)(*args)
+        drops.drop(
+            self.name,
+            "labels",
+            f"{op}() on an instrument with labels {list(self.label_names)}; call it on "
+            f".labels(...)",
+        )
+        return _prometheus.Guard(lambda: None, lambda _, __: None)
+
     def series(self) -> list[tuple[tuple[str, ...], Any]]:
         """Every series so far as (label values, cell), in creation order."""
         return list(self._children.items())
@@ -288,25 +336,23 @@ class Counter(Metric):
     metric = "counter"
     _operations = ("inc",)
 
-    def __init__(
-        self,
-        name: str,
-        job: str = "",
-        units: str = "",
-        labels: Iterable[str] | None = None,
-        logger: logging.Logger | None = None,
-        **options: Any,
-    ) -> None:
-        # prometheus_client's convention: the exposition adds `_total` itself.
-        super().__init__(name.removesuffix("_total"), job, units, labels, logger, **options)
-
     def _new_cell(self) -> Cell:
         return CounterCell(self.name)
 
-    def inc(self, value: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
+    def inc(
+        self,
+        value: float = 1.0,
+        label_values: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
+    ) -> None:
         cell = self._cell_for(label_values)
         if cell is not None:
             cell.inc(value)
+
+    def count_exceptions(self, exception: Any = Exception) -> Any:
+        """prometheus_client's: a context manager and decorator counting the blocks or
+        calls that raise ``exception`` (they still raise)."""
+        return self._unlabeled("count_exceptions", exception)
 
 
 class Gauge(Metric):
@@ -326,8 +372,16 @@ class Gauge(Metric):
         logger: logging.Logger | None = None,
         *,
         mode: str = "sum",
+        multiprocess_mode: str = "",
         **options: Any,
     ) -> None:
+        if multiprocess_mode:
+            if multiprocess_mode not in _prometheus.GAUGE_MODES:
+                raise ConfigurationError(
+                    f"gauge {name!r}: unknown multiprocess_mode {multiprocess_mode!r}; use one "
+                    f"of {', '.join(_prometheus.GAUGE_MODES)} (or jobtrace's mode=)"
+                )
+            mode = _prometheus.GAUGE_MODES[multiprocess_mode]
         if mode not in GAUGE_MODES:
             raise ConfigurationError(
                 f"gauge {name!r}: unknown mode {mode!r}; use one of {', '.join(GAUGE_MODES)}"
@@ -357,6 +411,23 @@ class Gauge(Metric):
         cell = self._cell_for(label_values)
         if cell is not None:
             cell.set_to_current_time()
+
+    def track_inprogress(self) -> Any:
+        """prometheus_client's: raise the gauge while a block or call runs."""
+        return self._unlabeled("track_inprogress")
+
+    def time(self) -> Any:
+        """prometheus_client's: set the gauge to the seconds a block or call took."""
+        return self._unlabeled("time")
+
+    def set_function(self, function: Any) -> None:
+        """prometheus_client's: the gauge's value is ``function()``, called when read."""
+        if self.label_names:
+            self._unlabeled("set_function")
+            return
+        with self._lock:
+            self._children[()] = FunctionGaugeCell(self.name, function)
+        self._bind_fast_path()
 
 
 class Histogram(Metric):
@@ -394,10 +465,19 @@ class Histogram(Metric):
     def _new_cell(self) -> Cell:
         return HistogramCell(self.name, self.buckets)
 
-    def observe(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
+    def observe(
+        self,
+        value: float,
+        label_values: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
+    ) -> None:
         cell = self._cell_for(label_values)
         if cell is not None:
             cell.observe(value)
+
+    def time(self) -> Any:
+        """prometheus_client's: observe the seconds a block or call took."""
+        return self._unlabeled("time")
 
 
 class Summary(Metric):
@@ -414,6 +494,10 @@ class Summary(Metric):
         cell = self._cell_for(label_values)
         if cell is not None:
             cell.observe(value)
+
+    def time(self) -> Any:
+        """prometheus_client's: observe the seconds a block or call took."""
+        return self._unlabeled("time")
 
 
 class Info(Metric):
@@ -445,12 +529,20 @@ class Enum(Metric):
         self,
         name: str,
         job: str = "",
-        states: Iterable[str] = (),
-        units: str = "",
-        labels: Iterable[str] | None = None,
-        logger: logging.Logger | None = None,
+        *args: Any,
+        states: Iterable[str] | None = None,
         **options: Any,
     ) -> None:
+        # jobtrace's and Phanos's form: (name, job, states, units, labels, logger);
+        # prometheus_client's: (name, documentation, labelnames, …, states=[...]).
+        rest = list((*args, None, None, None, None)[:4])
+        if states is None:
+            states = rest.pop(0) or ()
+        # Metric tells the two forms apart from these (units holds label names in
+        # prometheus_client's form); they may come by keyword too.
+        units = options.pop("units", rest[0] if rest[0] is not None else "")
+        labels = options.pop("labels", rest[1])
+        logger = options.pop("logger", rest[2])
         declared = tuple(sorted(states)) if isinstance(states, set | frozenset) else tuple(states)
         if not declared or not all(isinstance(s, str) and s for s in declared):
             raise ConfigurationError(
