@@ -32,7 +32,7 @@ from typing import Any, TypeVar, overload
 from jobtrace import _config, _ids, _resources, model
 from jobtrace.errors import ConfigurationError
 from jobtrace.recorder import Recorder, get_recorder
-from jobtrace.report.result import ReportResult
+from jobtrace.report.result import ReportResult, log_result
 
 __all__ = ["Job", "current_job", "job"]
 
@@ -189,6 +189,7 @@ class Job:
         self._heartbeat_interval = settings.heartbeat_interval
         self._reports_dir = settings.reports_dir
         self._reports_keep = settings.reports_keep
+        self._store_url = settings.url
         self._pid = os.getpid()
         self._host = model.clean_text(os.uname().nodename, _MAX_SHORT)
         if not settings.enabled:
@@ -325,11 +326,28 @@ class Job:
                 report_dir=self.report_dir,
                 records_dropped=self.records_dropped,
             )
+        if self.report_dir is not None:
+            self._complete_report()
         try:
-            log.info(self.result)
+            log_result(log, self.result)
         except Exception:  # a user's broken handler must not break the job's end
             _internal_log.debug("jobtrace: logging the job result failed", exc_info=True)
         return self.result
+
+    def _complete_report(self) -> None:
+        """Add the profile (report.html) to the report directory and, with a server as the
+        store, upload it encrypted; outside the job's lock, as it flushes the recorder."""
+        from jobtrace.report.job_report import complete_report
+
+        rec = self._recorder
+        keys = complete_report(
+            Path(str(self.report_dir)),
+            self.to_dict(),
+            self._store_url,
+            None if rec is None else rec.flush,
+        )
+        if keys.download_key is not None and self.result is not None:
+            self.result = self.result._replace(**keys._asdict())
 
     @property
     def records_dropped(self) -> dict[str, int] | None:
