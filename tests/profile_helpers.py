@@ -61,9 +61,7 @@ def job_record(job_id: str, *, name: str = "nightly-etl", status: str = "succeed
 def profile_records(job_id: str) -> list[Any]:
     """Two stacks records (stack text sent once), a timeline and a peak-memory record."""
     first, second = STACKS[:2], STACKS[2:]
-    points = [
-        (T0 + i * 0.5, 50_000 + i * 20_000, 40.0 if i < 6 else 98.0) for i in range(16)
-    ]
+    points = [(T0 + i * 0.5, 50_000 + i * 20_000, 40.0 if i < 6 else 98.0) for i in range(16)]
     return [
         stacks_record(
             job_id,

@@ -166,7 +166,8 @@ def download_bundle(base_url: str, download_key: str) -> bytes:
     from jobtrace.report.job_report import http_request
 
     try:
-        doc: Any = http_request(f"{base_url.rstrip('/')}{BUNDLES_PATH}/{quote(download_key, safe='')}")
+        url = f"{base_url.rstrip('/')}{BUNDLES_PATH}/{quote(download_key, safe='')}"
+        doc: Any = http_request(url)
     except NotFoundError:
         raise BundleError(
             f"no report bundle with download key {download_key!r} on this server"
@@ -182,4 +183,3 @@ def upload_report(base_url: str, job_id: str | None, directory: Path) -> SealedB
     sealed = seal(pack(directory))
     upload_bundle(base_url, job_id, sealed)
     return sealed
-

@@ -163,7 +163,9 @@ class _Node:
     def encode(self, with_cpu: bool) -> list[Any]:
         # Heaviest child first: the flamegraph draws it leftmost, as people read them.
         kids = sorted(self.children.values(), key=lambda n: -n.value)
-        head: list[Any] = [self.frame, self.value, self.cpu] if with_cpu else [self.frame, self.value]
+        head: list[Any] = [self.frame, self.value]
+        if with_cpu:
+            head.append(self.cpu)
         head.append([k.encode(with_cpu) for k in kids])
         return head
 
