@@ -28,7 +28,7 @@ from jobtrace.report.profile_data import flame_data, top_functions
 __all__ = ["TOP_ROWS", "render_profile_html"]
 
 #: Rows of the top-functions table under the flamegraph, per kind.
-TOP_ROWS = 25
+TOP_ROWS = 20
 
 #: The job fields the page shows (the rest of report.json stays out of the page).
 _JOB_FIELDS = (

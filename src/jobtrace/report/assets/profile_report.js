@@ -212,7 +212,12 @@
       d.style.top = node.depth * ROW + "px";
       if (state.kind === "wall" && node.value > 0) {
         var c = Math.max(0, Math.min(100, pct(node.cpu, node.value)));
-        d.style.background = "linear-gradient(to right, var(--cpu) " + c.toFixed(1) + "%, var(--wait) " + c.toFixed(1) + "%)";
+        // Neighbouring frames differ slightly in shade, so their edges stay visible.
+        var h = hue(node.name);
+        var cpuColor = "hsl(" + (16 + h % 14) + ",82%," + (56 + h % 9) + "%)";
+        var waitColor = "hsl(" + (208 + h % 10) + ",48%," + (70 + h % 9) + "%)";
+        d.style.background = "linear-gradient(to right, " + cpuColor + " " + c.toFixed(1) + "%, " +
+          waitColor + " " + c.toFixed(1) + "%)";
       } else {
         d.style.background = color(state.kind, node);
       }
