@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
 from jobtrace.store import Store
-from tests.cli_helpers import jobtrace_cli
+from tests.cli_helpers import cli_env, jobtrace_cli
 from tests.profile_helpers import LOAD, MAIN, PROCESS, READ, SCORE, job_record, profile_records
 from tests.server_helpers import thread_server
 
@@ -108,3 +110,35 @@ def test_report_rebuild_writes_the_whole_report_directory(profiled: str, tmp_pat
 def test_every_new_command_has_help(args: tuple[str, ...], tmp_path: Path) -> None:
     done = jobtrace_cli(*args, "--help", cwd=tmp_path, check=True)
     assert "Usage: " in done.stdout and len(done.stdout.splitlines()) > 5
+
+
+def test_the_readme_profile_commands_run_verbatim(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Profiles and reports", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    run_line, rest = block.split("\n", 1)
+    shutil.copytree(Path(__file__).parents[1] / "examples", tmp_path / "examples")
+    env = cli_env(tmp_path / ".jobtrace")
+
+    def bash(script: str) -> None:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+
+    bash(run_line)
+    # The job's samples, as the sampler records them (its records join any it made).
+    with Store(f"sqlite:///{tmp_path / '.jobtrace' / 'jobtrace.db'}") as store:
+        store.write(profile_records("wordfreq-1"))
+    bash(rest)
+    assert f"{PROCESS};{MAIN};{LOAD};{READ} 100000" in (
+        (tmp_path / "wordfreq-1.folded").read_text().splitlines()
+    )
+    assert (tmp_path / "wordfreq-1.wall.speedscope.json").exists()
+    assert (tmp_path / "wordfreq-1-report" / "report.html").exists()
