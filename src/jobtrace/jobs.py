@@ -340,12 +340,12 @@ class Job:
         from jobtrace.report.job_report import complete_report
 
         rec = self._recorder
-        keys = complete_report(
-            Path(str(self.report_dir)),
-            self.to_dict(),
-            self._store_url,
-            None if rec is None else rec.flush,
-        )
+
+        def flush() -> bool:
+            # Spooled records count as flushed; a sink that is down is not read back.
+            return rec is None or (rec.flush() and rec.sink_up)
+
+        keys = complete_report(Path(str(self.report_dir)), self.to_dict(), self._store_url, flush)
         if keys.download_key is not None and self.result is not None:
             self.result = self.result._replace(**keys._asdict())
 

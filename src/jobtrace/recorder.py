@@ -245,6 +245,11 @@ class Recorder:
         return self._backlog.spooled
 
     @property
+    def sink_up(self) -> bool:
+        """False while the last write to the sink failed (records are being spooled)."""
+        return self._sink_down_since is None
+
+    @property
     def spilled(self) -> int:
         """Records this process spilled to the spool because its buffer was full."""
         return self._backlog.spilled

@@ -153,19 +153,22 @@ def complete_report(
     its report directory ``out``, and, when ``url`` is a jobtrace server, upload the
     directory as an encrypted bundle. Never raises: a problem is logged and the report
     stays as complete as it could be made."""
-    try:
-        if flush is not None:
-            flush()  # the sampler's last records must be in the store before reading back
-        profile = read_profile(url, str(job["id"]))
-    except Exception as exc:
-        log.warning("jobtrace: cannot read the profile of job %s back: %s", job.get("id"), exc)
-        profile = None
+    # The sampler's last records must be in the store before reading back. A store that
+    # is down or refusing (its sink has said so already, once) gets no further requests:
+    # the report is written without the profile, and nothing is uploaded.
+    reachable = True if flush is None else flush() is not False
+    profile = None
+    if reachable:
+        try:
+            profile = read_profile(url, str(job["id"]))
+        except Exception as exc:
+            log.warning("jobtrace: cannot read the profile of job %s back: %s", job.get("id"), exc)
     try:
         write_profile_report(out, job, profile or JobProfile())
     except Exception as exc:
         log.warning("jobtrace: cannot write report.html of job %s: %s", job.get("id"), exc)
         return ReportKeys()
-    if url.split("://", 1)[0].lower() not in {"http", "https"}:
+    if not reachable or url.split("://", 1)[0].lower() not in {"http", "https"}:
         return ReportKeys()
     try:
         from jobtrace._config import mask_url
