@@ -69,9 +69,14 @@ def load_job(store_url: str | None, job_id: str) -> tuple[dict[str, Any], JobPro
 def _formatter(unit: str) -> Any:
     from jobtrace.report.result import human_bytes, human_duration
 
-    if unit == "bytes":
-        return lambda v: human_bytes(v / 1024)
-    return lambda v: human_duration(v / 1e6) if v >= 1e6 else f"{v / 1000:.1f} ms"
+    def fmt(value: int) -> str:
+        if not value:
+            return "0"
+        if unit == "bytes":
+            return human_bytes(value / 1024)
+        return human_duration(value / 1e6) if value >= 1e6 else f"{value / 1000:.1f} ms"
+
+    return fmt
 
 
 def print_table(profile: Profile, limit: int, out: Any = None) -> None:

@@ -133,7 +133,8 @@ def read_profile(url: str, job_id: str) -> JobProfile | None:
     if scheme.startswith("postgres"):
         from jobtrace.store import Store
 
-        with Store(url) as store:
+        # The job's writer has migrated the store already; no schema check per job end.
+        with Store(url, migrate=False) as store:
             return store.job_profile(job_id)
     return None
 
