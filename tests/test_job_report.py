@@ -33,8 +33,8 @@ def run_profiled_job(name: str = "etl") -> jobtrace.Job:
     return job
 
 
-def test_a_job_writes_report_html_and_its_profile_next_to_report_json(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jt.db'}"
+def test_a_job_writes_report_html_and_its_profile_next_to_report_json(store_url: str) -> None:
+    url = store_url
     _config.configure(url=url, install_signal_handlers=False)
     job = run_profiled_job()
     assert job.report_dir is not None and job.result is not None
