@@ -20,8 +20,8 @@
     if (s < 0.001) return (s * 1e6).toFixed(0) + " µs";
     if (s < 1) return (s * 1e3).toFixed(s < 0.01 ? 2 : 1) + " ms";
     if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + " s";
-    var m = Math.floor(s / 60), h = Math.floor(m / 60);
-    var sec = Math.round(s - m * 60);
+    var whole = Math.round(s), m = Math.floor(whole / 60), h = Math.floor(m / 60);
+    var sec = whole % 60;
     if (h) return h + "h " + String(m - h * 60).padStart(2, "0") + "m";
     return m + "m " + String(sec).padStart(2, "0") + "s";
   }
