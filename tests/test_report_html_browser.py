@@ -18,7 +18,15 @@ import pytest
 from jobtrace import model
 from jobtrace.profiles.folded import load_job_profile
 from jobtrace.report.profile_html import render_profile_html
-from tests.profile_helpers import LOAD, PARSE, SCORE, TRANSFORM, job_record, profile_records
+from tests.profile_helpers import (
+    LOAD,
+    PARSE,
+    PROCESS,
+    SCORE,
+    TRANSFORM,
+    job_record,
+    profile_records,
+)
 
 CHROMIUM = os.environ.get("JOBTRACE_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -83,6 +91,22 @@ def test_the_summary_and_timeline_are_drawn(page: Any) -> None:
     assert "succeeded" in cards and "7.50 s" in cards and "330.0 MiB" in cards
     assert "5.95 s" in cards  # CPU time: user + sys
     assert page.locator("#timeline svg path.series").count() == 2
+
+
+def test_hovering_the_timeline_shows_the_nearest_sample(page: Any) -> None:
+    memory = page.locator("#timeline svg").first
+    box = memory.bounding_box()
+    # The right end of the plot area: the last sample, 50,000 + 15 * 20,000 KiB of RSS.
+    page.mouse.move(box["x"] + box["width"] * 0.99, box["y"] + box["height"] / 2)
+    text = page.locator("#tip").inner_text()
+    assert text.startswith("Memory (RSS)") and f"{PROCESS}\t341.8 MiB" in text
+
+
+def test_escape_zooms_back_out(page: Any) -> None:
+    frame(page, "load_rows").click()
+    assert frame(page, "transform").count() == 0
+    page.keyboard.press("Escape")
+    assert frame(page, "transform").is_visible()
 
 
 def test_hovering_a_frame_shows_its_absolute_and_percent_values(page: Any) -> None:

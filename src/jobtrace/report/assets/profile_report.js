@@ -64,6 +64,29 @@
     String(job.exit_code), exitNote && exitNote.length > 300 ? exitNote.slice(0, 300) + "…" : exitNote,
     job.exit_code ? "st-failed" : null);
 
+  /* ---- tooltip ------------------------------------------------------------------------ */
+  var tip = byId("tip");
+  function hideTip() { tip.style.display = "none"; }
+  function showRows(heading, rows, ev) {
+    tip.textContent = "";
+    tip.appendChild(el("div", "t", heading));
+    var table = el("table");
+    rows.forEach(function (kv) {
+      var tr = el("tr");
+      tr.appendChild(el("td", null, kv[0]));
+      tr.appendChild(el("td", null, kv[1]));
+      table.appendChild(tr);
+    });
+    tip.appendChild(table);
+    tip.style.display = "block";
+    var x = ev.clientX + 14, y = ev.clientY + 14;
+    var r = tip.getBoundingClientRect();
+    if (x + r.width > window.innerWidth - 8) x = Math.max(8, ev.clientX - r.width - 14);
+    if (y + r.height > window.innerHeight - 8) y = Math.max(8, ev.clientY - r.height - 14);
+    tip.style.left = x + "px";
+    tip.style.top = y + "px";
+  }
+
   /* ---- timeline ----------------------------------------------------------------------- */
   var SVG = "http://www.w3.org/2000/svg";
   var PALETTE = ["#0969da", "#e8743b", "#1a7f37", "#8250df", "#bf3989", "#9a6700"];
@@ -110,6 +133,25 @@
         "class": "area", fill: color }));
       svg.appendChild(svgEl("path", { d: d, "class": "series", stroke: color }));
     });
+    // Hover: a cursor line and, per series, the sample nearest in time.
+    var cursor = svgEl("line", { y1: T, y2: H - B, "class": "grid", visibility: "hidden" });
+    svg.appendChild(cursor);
+    svg.addEventListener("mousemove", function (ev) {
+      var r = svg.getBoundingClientRect();
+      var t = t0 + ((ev.clientX - r.left) * W / r.width - L) / (W - L - 4) * span;
+      if (t < t0 || t > t1) { hideTip(); cursor.setAttribute("visibility", "hidden"); return; }
+      cursor.setAttribute("x1", x(t));
+      cursor.setAttribute("x2", x(t));
+      cursor.setAttribute("visibility", "visible");
+      var rows = [["at", fmtSeconds(t - t0)]];
+      series.forEach(function (s) {
+        var best = null;
+        s.points.forEach(function (p) { if (best === null || Math.abs(p[0] - t) < Math.abs(best[0] - t)) best = p; });
+        if (best) rows.push([s.label, fmtY(best[1])]);
+      });
+      showRows(title, rows, ev);
+    });
+    svg.addEventListener("mouseleave", function () { hideTip(); cursor.setAttribute("visibility", "hidden"); });
     box.appendChild(svg);
     if (series.length > 1) {
       var legend = el("div", "legend");
@@ -171,7 +213,7 @@
     if (prof[k]) trees[k] = decode(prof[k], k === "wall");
   });
   var state = { kind: "wall", focus: null, term: "" };
-  var flame = byId("flame"), tip = byId("tip"), info = byId("flame-info"), matchInfo = byId("match-info");
+  var flame = byId("flame"), info = byId("flame-info"), matchInfo = byId("match-info");
   var ROW = 18;
   function hue(name) {
     var h = 0;
@@ -285,15 +327,8 @@
   }
   function showTip(node, ev) {
     var tree = trees[state.kind], fmt = KINDS[state.kind].fmt;
-    tip.textContent = "";
-    tip.appendChild(el("div", "t", node.name));
-    var table = el("table");
-    function row(k, v) {
-      var tr = el("tr");
-      tr.appendChild(el("td", null, k));
-      tr.appendChild(el("td", null, v));
-      table.appendChild(tr);
-    }
+    var rows = [];
+    function row(k, v) { rows.push([k, v]); }
     row(KINDS[state.kind].label, fmt(node.value) + " (" + fmtPct(pct(node.value, tree.root.value)) + " of total)");
     var focus = state.focus || tree.root;
     if (focus !== tree.root) row("of zoomed", fmtPct(pct(node.value, focus.value)));
@@ -304,14 +339,7 @@
     var self = node.value;
     node.children.forEach(function (c) { self -= c.value; });
     row("Self", fmt(self));
-    tip.appendChild(table);
-    tip.style.display = "block";
-    var x = ev.clientX + 14, y = ev.clientY + 14;
-    var r = tip.getBoundingClientRect();
-    if (x + r.width > window.innerWidth - 8) x = Math.max(8, ev.clientX - r.width - 14);
-    if (y + r.height > window.innerHeight - 8) y = Math.max(8, ev.clientY - r.height - 14);
-    tip.style.left = x + "px";
-    tip.style.top = y + "px";
+    showRows(node.name, rows, ev);
   }
   flame.addEventListener("mousemove", function (ev) {
     var node = nodeOf(ev.target);
@@ -340,6 +368,9 @@
   byId("search").addEventListener("input", function (ev) {
     state.term = ev.target.value.trim().toLowerCase();
     render();
+  });
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key === "Escape" && state.focus) { state.focus = null; render(); }
   });
   var resizeTimer = null;
   window.addEventListener("resize", function () {
