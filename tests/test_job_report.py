@@ -4,9 +4,11 @@ ReportResult reaching a handler added as the README shows."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 import jobtrace
 from jobtrace import _config, recorder
 from jobtrace.report.profile_data import profile_to_json
+from jobtrace.report.result import ReportResult, log_result
 from jobtrace.store import Store
 from jobtrace.store.schema import report_bundles
 from tests.cli_helpers import cli_env, jobtrace_cli
@@ -185,3 +188,44 @@ def test_a_program_without_a_handler_for_jobtrace_is_not_sent_the_result(tmp_pat
         tmp_path,
     )
     assert "jobtrace: job" in verbose.stderr and "loud" in verbose.stderr
+
+
+class Collect(logging.Handler):
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.results: list[object] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.results.append(record.msg)
+
+
+def sample_result() -> ReportResult:
+    return ReportResult(
+        "j1", "2026-01-01T00:00:00+00:00", "etl", None, "succeeded", 1.0, 10, None, None, None, None
+    )
+
+
+def test_log_result_respects_the_handlers_level_and_the_loggers_filters() -> None:
+    logger = logging.getLogger(f"jobtrace-test-{uuid.uuid4().hex}")
+    everything, warnings_only = Collect(), Collect(logging.WARNING)
+    logger.addHandler(everything)
+    logger.addHandler(warnings_only)
+    result = sample_result()
+    log_result(logger, result)
+    assert everything.results == [result] and warnings_only.results == []
+    logger.addFilter(lambda record: False)
+    log_result(logger, result)
+    assert everything.results == [result]
+
+
+def test_log_result_goes_the_usual_way_when_info_is_enabled() -> None:
+    parent = logging.getLogger(f"jobtrace-test-{uuid.uuid4().hex}")
+    child = parent.getChild("jobs")
+    above = Collect()
+    parent.addHandler(above)
+    parent.setLevel(logging.INFO)
+    log_result(child, sample_result())  # no handler of its own: propagates to the parent's
+    assert len(above.results) == 1
+    parent.setLevel(logging.WARNING)
+    log_result(child, sample_result())  # not enabled, and the child has no handler
+    assert len(above.results) == 1
