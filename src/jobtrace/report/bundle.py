@@ -143,7 +143,9 @@ def unpack(plain: bytes, out: Path) -> list[Path]:
     return written
 
 
-def upload_bundle(base_url: str, job_id: str | None, sealed: SealedBundle) -> None:
+def upload_bundle(
+    base_url: str, job_id: str | None, sealed: SealedBundle, timeout: float = 30.0
+) -> None:
     """Store ``sealed`` (ciphertext and download key only) on the server at ``base_url``."""
     from jobtrace.report.job_report import http_request
 
@@ -155,6 +157,7 @@ def upload_bundle(base_url: str, job_id: str | None, sealed: SealedBundle) -> No
             "jobId": job_id,
             "data": base64.b64encode(sealed.data).decode("ascii"),
         },
+        timeout=timeout,
     )
 
 
@@ -178,8 +181,10 @@ def download_bundle(base_url: str, download_key: str) -> bytes:
         raise BundleError("the server's answer holds no report bundle") from exc
 
 
-def upload_report(base_url: str, job_id: str | None, directory: Path) -> SealedBundle:
+def upload_report(
+    base_url: str, job_id: str | None, directory: Path, timeout: float = 30.0
+) -> SealedBundle:
     """Pack, seal and upload the report directory ``directory``; the keys to get it back."""
     sealed = seal(pack(directory))
-    upload_bundle(base_url, job_id, sealed)
+    upload_bundle(base_url, job_id, sealed, timeout)
     return sealed

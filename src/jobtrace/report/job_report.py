@@ -35,8 +35,10 @@ log = logging.getLogger("jobtrace.report")
 
 HTML_FILE = "report.html"
 PROFILE_FILE = "profile.json"
-#: Seconds to wait for a server's answer when reading a profile or moving a bundle.
+#: Seconds the CLI waits for a server's answer (a job's end waits ``http_timeout``, the
+#: http sink's setting, at least :data:`MIN_JOB_END_TIMEOUT`: a job must not hang on it).
 HTTP_TIMEOUT = 30.0
+MIN_JOB_END_TIMEOUT = 5.0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -112,24 +114,25 @@ def http_request(
         raise StoreError(f"cannot reach {_config.mask_url(url)}: {exc}") from exc
 
 
-def profile_from_server(base_url: str, job_id: str) -> JobProfile:
+def profile_from_server(base_url: str, job_id: str, timeout: float = HTTP_TIMEOUT) -> JobProfile:
     """The profile of ``job_id`` from the jobtrace server at ``base_url``."""
     from urllib.parse import quote
 
     from jobtrace.report.profile_data import profile_from_json
 
-    doc = http_request(f"{base_url.rstrip('/')}/api/v1/jobs/{quote(job_id, safe='')}/profile")
+    url = f"{base_url.rstrip('/')}/api/v1/jobs/{quote(job_id, safe='')}/profile"
+    doc = http_request(url, timeout=timeout)
     return profile_from_json(doc)
 
 
-def read_profile(url: str, job_id: str) -> JobProfile | None:
+def read_profile(url: str, job_id: str, timeout: float = HTTP_TIMEOUT) -> JobProfile | None:
     """The profile of ``job_id`` from the store or server at ``url``; ``None`` when that
     kind of URL cannot be read back (``amqp://``, ``file://``, ``memory://``)."""
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
         return load_job_profile(_sqlite_rows(url, job_id))
     if scheme in {"http", "https"}:
-        return profile_from_server(url, job_id)
+        return profile_from_server(url, job_id, timeout)
     if scheme.startswith("postgres"):
         from jobtrace.store import Store
 
@@ -158,10 +161,13 @@ def complete_report(
     # is down or refusing (its sink has said so already, once) gets no further requests:
     # the report is written without the profile, and nothing is uploaded.
     reachable = True if flush is None else flush() is not False
+    from jobtrace import _config
+
+    timeout = max(_config.current().http_timeout, MIN_JOB_END_TIMEOUT)
     profile = None
     if reachable:
         try:
-            profile = read_profile(url, str(job["id"]))
+            profile = read_profile(url, str(job["id"]), timeout)
         except Exception as exc:
             log.warning("jobtrace: cannot read the profile of job %s back: %s", job.get("id"), exc)
     try:
@@ -175,7 +181,7 @@ def complete_report(
         from jobtrace._config import mask_url
         from jobtrace.report.bundle import upload_report
 
-        sealed = upload_report(url, str(job["id"]), out)
+        sealed = upload_report(url, str(job["id"]), out, timeout)
     except Exception as exc:
         log.warning("jobtrace: cannot upload the report of job %s: %s", job.get("id"), exc)
         return ReportKeys()
