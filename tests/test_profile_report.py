@@ -114,19 +114,32 @@ def test_folded_text_is_one_stack_a_line_root_first_with_an_integer_weight() -> 
     assert all(re.fullmatch(r"[^;]+(;[^;]+)* \d+", line) for line in lines)
 
 
+def nodes(flat: list[int], stride: int) -> list[list[int]]:
+    return [flat[i : i + stride] for i in range(0, len(flat), stride)]
+
+
 def test_flame_trees_carry_the_cpu_share_of_each_wall_frame() -> None:
     data = flame_data(sample_profile())
     names = data["frames"]
-    root = data["wall"]
-    assert root[1] == sample_profile().wall.total
-    (process,) = root[3]
-    (main,) = process[3]
-    load = next(n for n in main[3] if names[n[0]] == LOAD)
-    assert load[1] == 2_500_000 and load[2] == 1_050_000
-    # heaviest child first
-    assert names[main[3][0][0]] == TRANSFORM
-    memory_main = data["memory"][2][0][2][0]
-    assert names[memory_main[0]] == MAIN and len(memory_main) == 3
+    wall = nodes(data["wall"], 4)
+    assert wall[0] == [names.index("all"), sample_profile().wall.total, 5_950_000, -1]
+    by_name = {names[n[0]]: (i, n) for i, n in enumerate(wall)}
+    _, load = by_name[LOAD]
+    assert load[1:3] == [2_500_000, 1_050_000]
+    main_index, _ = by_name[MAIN]
+    children = [names[n[0]] for n in wall if n[3] == main_index]
+    assert children == [TRANSFORM, LOAD]  # heaviest first
+    memory = nodes(data["memory"], 3)
+    assert names[memory[2][0]] == MAIN and memory[2][2] == 1
+
+
+def test_flame_trees_of_very_deep_stacks_stay_flat() -> None:
+    jp = JobProfile()
+    deep = tuple(f"recurse (r.py:{i % 3})" for i in range(5000))
+    jp.wall.add(("process 1", *deep), 10)
+    page = render_profile_html({"id": "deep"}, jp)  # neither recursion nor nesting limits
+    assert len(nodes(flame_data(jp)["wall"], 4)) == 5002
+    assert "recurse (r.py:2)" in page
 
 
 def test_report_html_is_one_offline_file_with_a_content_security_policy() -> None:

@@ -160,14 +160,29 @@ class _Node:
         self.cpu = 0
         self.children: dict[int, _Node] = {}
 
-    def encode(self, with_cpu: bool) -> list[Any]:
-        # Heaviest child first: the flamegraph draws it leftmost, as people read them.
-        kids = sorted(self.children.values(), key=lambda n: -n.value)
-        head: list[Any] = [self.frame, self.value]
-        if with_cpu:
-            head.append(self.cpu)
-        head.append([k.encode(with_cpu) for k in kids])
-        return head
+    def encode(self, with_cpu: bool) -> list[int]:
+        """The tree as one flat list, nodes in preorder, each ``frame, value, [cpu,]
+        parent`` (the parent's position in node order, -1 for the root).
+
+        Flat, not nested: a deep recursion in the profiled code would otherwise nest the
+        JSON as deep as the stack, past what JSON encoders accept (and Python's recursion
+        limit); this walk is iterative and the list is as compact as the data.
+        """
+        out: list[int] = []
+        count = 0
+        todo: list[tuple[_Node, int]] = [(self, -1)]
+        while todo:
+            node, parent = todo.pop()
+            out.extend(
+                (node.frame, node.value, node.cpu, parent)
+                if with_cpu
+                else (node.frame, node.value, parent)
+            )
+            # Heaviest child first (drawn leftmost); pushed in reverse, so popped in order.
+            kids = sorted(node.children.values(), key=lambda n: -n.value)
+            todo.extend((kid, count) for kid in reversed(kids))
+            count += 1
+        return out
 
 
 class _Frames:
@@ -206,9 +221,9 @@ def _tree(
 
 
 def flame_data(jp: JobProfile) -> dict[str, Any]:
-    """The trees the HTML report draws: ``frames`` (interned frame text), and per kind a
-    root node ``[frame, value, children]`` (``wall`` nodes carry ``[frame, value, cpu,
-    children]``, the CPU share of each frame's wall time)."""
+    """The trees the HTML report draws: ``frames`` (interned frame text), and per kind the
+    flat node list of :meth:`_Node.encode`: ``frame, value, parent`` per node, and for
+    ``wall`` ``frame, value, cpu, parent`` (the CPU share of each frame's wall time)."""
     frames = _Frames()
     return {
         "wall": _tree(frames, jp.wall.stacks, jp.cpu.stacks).encode(True),

@@ -194,23 +194,24 @@
     memory: { label: "Peak memory", fmt: fmtBytes,
       about: "The memory live at the job's peak, by the stack that allocated it." }
   };
-  function decode(raw, withCpu) {
-    var all = [];
-    function walk(r, parent, depth) {
-      var n = { name: frames[r[0]], value: r[1], cpu: withCpu ? r[2] : null, parent: parent,
-        depth: depth, children: [], id: all.length };
+  function decode(flat, withCpu) {
+    // Nodes come in preorder, each frame, value, [cpu,] parent index; children follow
+    // their parent heaviest first.
+    var stride = withCpu ? 4 : 3, all = [];
+    for (var i = 0; i + stride <= flat.length; i += stride) {
+      var p = flat[i + stride - 1], parent = p >= 0 ? all[p] : null;
+      var n = { name: frames[flat[i]], value: flat[i + 1], cpu: withCpu ? flat[i + 2] : null,
+        parent: parent, depth: parent ? parent.depth + 1 : 0, children: [], id: all.length };
+      if (parent) parent.children.push(n);
       all.push(n);
-      var kids = r[withCpu ? 3 : 2];
-      for (var i = 0; i < kids.length; i++) n.children.push(walk(kids[i], n, depth + 1));
-      return n;
     }
-    var root = walk(raw, null, 0);
-    root.name = "all";
-    return { root: root, nodes: all };
+    if (!all.length) return null;
+    all[0].name = "all";
+    return { root: all[0], nodes: all };
   }
   var trees = {};
   ["wall", "cpu", "memory"].forEach(function (k) {
-    if (prof[k]) trees[k] = decode(prof[k], k === "wall");
+    if (prof[k]) trees[k] = decode(prof[k], k === "wall") || undefined;
   });
   var state = { kind: "wall", focus: null, term: "" };
   var flame = byId("flame"), info = byId("flame-info"), matchInfo = byId("match-info");
