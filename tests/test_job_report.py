@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 import jobtrace
@@ -229,3 +230,24 @@ def test_log_result_goes_the_usual_way_when_info_is_enabled() -> None:
     parent.setLevel(logging.WARNING)
     log_result(child, sample_result())  # not enabled, and the child has no handler
     assert len(above.results) == 1
+
+
+def test_a_stuck_writer_delays_a_jobs_end_briefly_and_changes_nothing_it_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtrace import jobs
+
+    monkeypatch.setattr(jobs, "_REPORT_DELIVERY_TIMEOUT", 0.2)
+    url = f"sqlite:///{tmp_path / 'jt.db'}"
+    _config.configure(url=url, install_signal_handlers=False)
+    rec = recorder.get_recorder()
+    spilled = rec.spilled
+    with rec._locked(None):  # the writer is stuck for the whole job
+        job = run_profiled_job()
+    assert rec.spilled == spilled  # waiting for it spilled nothing
+    assert job.report_dir is not None
+    page = (Path(job.report_dir) / "report.html").read_text()
+    assert LOAD not in page  # written without the profile, which had not reached the store
+    assert rec.flush(timeout=None)
+    with Store(url) as store:
+        assert not store.job_profile(job.id).empty  # `jobtrace report rebuild` would show it

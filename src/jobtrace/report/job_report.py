@@ -153,15 +153,19 @@ class ReportKeys(NamedTuple):
 def complete_report(
     out: Path, job: Mapping[str, Any], url: str, flush: Callable[[], object] | None
 ) -> ReportKeys:
-    """At a job's end: flush its records, write ``report.html`` and ``profile.json`` into
-    its report directory ``out``, and, when ``url`` is a jobtrace server, upload the
-    directory as an encrypted bundle. Never raises: a problem is logged and the report
-    stays as complete as it could be made."""
-    # The sampler's last records must be in the store before reading back. A store that
-    # is down or refusing (its sink has said so already, once) gets no further requests:
-    # the report is written without the profile, and nothing is uploaded.
-    reachable = True if flush is None else flush() is not False
+    """At a job's end: deliver its records (``flush``), write ``report.html`` and
+    ``profile.json`` into its report directory ``out``, and, when ``url`` is a jobtrace
+    server, upload the directory as an encrypted bundle. Never raises: a problem is logged
+    and the report stays as complete as it could be made.
+
+    ``flush`` returns False when the records did not all reach the store (a store that is
+    down, refusing or too slow; its sink has said so already, once): the store then gets
+    no further requests, the report is written without the profile (``jobtrace report
+    rebuild`` completes it later), and nothing is uploaded.
+    """
     from jobtrace import _config
+
+    reachable = True if flush is None else flush() is not False
 
     timeout = max(_config.current().http_timeout, MIN_JOB_END_TIMEOUT)
     profile = None
