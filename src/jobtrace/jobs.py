@@ -269,7 +269,9 @@ class Job:
         exit_code: int | None = None,
         error: BaseException | tuple[str, str] | None = None,
     ) -> ReportResult | None:
-        """End the job: record its final state, write its report and log a ReportResult.
+        """End the job: record its final state, write its report (report.json, then
+        report.html once its records reached the store; with a server, uploaded
+        encrypted) and log a ReportResult to the ``jobtrace`` logger.
 
         ``status`` defaults to ``failed`` when ``error`` is given, else ``succeeded``.
         Calling it again does nothing and returns the first result.
