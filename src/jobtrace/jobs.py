@@ -32,7 +32,7 @@ from typing import Any, TypeVar, overload
 from jobtrace import _config, _ids, _resources, model
 from jobtrace.errors import ConfigurationError
 from jobtrace.recorder import Recorder, get_recorder
-from jobtrace.report.result import ReportResult
+from jobtrace.report.result import ReportResult, log_result
 
 __all__ = ["Job", "current_job", "job"]
 
@@ -50,6 +50,9 @@ _active_lock = threading.RLock()
 _hooked_recorders: set[int] = set()
 _env_job_id_used = False
 _MAX_ERROR_MESSAGE = 10_000
+#: Most seconds a job's end waits for its records to reach the store before reading its
+#: profile back for report.html.
+_REPORT_DELIVERY_TIMEOUT = 5.0
 # Column widths of the store (see jobtrace.store.schema): longer values are cut, not refused.
 _MAX_NAME = 512
 _MAX_SHORT = 256
@@ -189,6 +192,7 @@ class Job:
         self._heartbeat_interval = settings.heartbeat_interval
         self._reports_dir = settings.reports_dir
         self._reports_keep = settings.reports_keep
+        self._store_url = settings.url
         self._pid = os.getpid()
         self._host = model.clean_text(os.uname().nodename, _MAX_SHORT)
         if not settings.enabled:
@@ -265,7 +269,9 @@ class Job:
         exit_code: int | None = None,
         error: BaseException | tuple[str, str] | None = None,
     ) -> ReportResult | None:
-        """End the job: record its final state, write its report and log a ReportResult.
+        """End the job: record its final state, write its report (report.json, then
+        report.html once its records reached the store; with a server, uploaded
+        encrypted) and log a ReportResult to the ``jobtrace`` logger.
 
         ``status`` defaults to ``failed`` when ``error`` is given, else ``succeeded``.
         Calling it again does nothing and returns the first result.
@@ -325,11 +331,29 @@ class Job:
                 report_dir=self.report_dir,
                 records_dropped=self.records_dropped,
             )
+        if self.report_dir is not None:
+            self._complete_report()
         try:
-            log.info(self.result)
+            log_result(log, self.result)
         except Exception:  # a user's broken handler must not break the job's end
             _internal_log.debug("jobtrace: logging the job result failed", exc_info=True)
         return self.result
+
+    def _complete_report(self) -> None:
+        """Add the profile (report.html) to the report directory and, with a server as the
+        store, upload it encrypted; outside the job's lock, as it flushes the recorder."""
+        from jobtrace.report.job_report import complete_report
+
+        rec = self._recorder
+
+        def flush() -> bool:
+            # Bounded, and never spills: a stuck or down sink costs the job's end at most
+            # a few seconds, and its report is then written without the profile.
+            return rec is None or rec.deliver(_REPORT_DELIVERY_TIMEOUT)
+
+        keys = complete_report(Path(str(self.report_dir)), self.to_dict(), self._store_url, flush)
+        if keys.download_key is not None and self.result is not None:
+            self.result = self.result._replace(**keys._asdict())
 
     @property
     def records_dropped(self) -> dict[str, int] | None:

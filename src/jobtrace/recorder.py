@@ -344,6 +344,24 @@ class Recorder:
             log.exception("jobtrace: recorder flush failed")
             return False
 
+    def deliver(self, timeout: float) -> bool:
+        """Write what was recorded so far if the writer gets to it within ``timeout``;
+        True when all of it reached the sink.
+
+        Unlike :meth:`flush`, running out of time spills nothing (the writer thread simply
+        carries on) and a sink that is down is not retried early, so a caller that only
+        wants to read its records back (a job's report) never changes what the recorder
+        keeps or drops, and waits at most ``timeout`` behind a stuck sink. Never raises.
+        """
+        if os.getpid() != self._pid:
+            return False
+        try:
+            done = self._drain(self._backlog.target(), time.monotonic() + timeout)
+            return done and self._sink_down_since is None
+        except Exception:  # a bug in a sink or the spool must not reach the caller
+            log.exception("jobtrace: recorder delivery failed")
+            return False
+
     def _drain(self, target: int, deadline: float | None) -> bool:
         """Deliver, oldest first, everything taken or to be taken before ``target``; False
         if ``deadline`` passed first. The write lock is taken per batch, so a flush on

@@ -11,6 +11,8 @@ from jobtrace.cli.doctor import doctor
 from jobtrace.cli.experiments import experiments
 from jobtrace.cli.jobs import jobs
 from jobtrace.cli.metrics import metrics
+from jobtrace.cli.profile import profile
+from jobtrace.cli.report import report
 from jobtrace.cli.run import run
 from jobtrace.cli.serve import serve
 from jobtrace.cli.spool import spool
@@ -32,6 +34,8 @@ def cli() -> None:
         jobtrace jobs list
         jobtrace jobs show <job id>
         jobtrace metrics show <job id> [metric name]
+        jobtrace profile <job id> [--kind wall|cpu|memory] [--format table|folded|…]
+        jobtrace report rebuild <job id>    # the report directory again, from the store
         jobtrace trace list --job <job id>
         jobtrace batch stats <batch id>
         jobtrace serve                      # the REST API, docs at /docs
@@ -48,6 +52,8 @@ cli.add_command(jobs)
 cli.add_command(metrics)
 cli.add_command(experiments)
 cli.add_command(trace)
+cli.add_command(profile)
+cli.add_command(report)
 cli.add_command(batch)
 cli.add_command(db)
 cli.add_command(serve)

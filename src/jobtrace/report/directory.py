@@ -1,4 +1,5 @@
-"""The report directory of a job: ``<reports dir>/<job id>/report.json``.
+"""The report directory of a job: ``<reports dir>/<job id>/report.json`` (and, from
+:mod:`jobtrace.report.job_report`, ``report.html`` and ``profile.json``).
 
 ``report.json`` holds Sciagraph's fields (``start_time_secs_since_epoch``, ``duration_ms``,
 ``id``, ``peak_memory_kb`` in KiB) and every other field of the job.
@@ -15,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["REPORT_FILE", "prune_reports", "write_report"]
+__all__ = ["REPORT_FILE", "prune_reports", "write_report", "write_report_json"]
 
 REPORT_FILE = "report.json"
 
@@ -31,6 +33,14 @@ def write_report(directory: Path, job: dict[str, Any], *, keep: int = 0) -> Path
     With ``keep`` > 0, then remove the oldest report directories beyond ``keep``.
     """
     out = directory / str(job["id"])
+    write_report_json(out, job)
+    if keep > 0:
+        prune_reports(directory, keep, spare=out)
+    return out
+
+
+def write_report_json(out: Path, job: Mapping[str, Any]) -> None:
+    """Write ``out/report.json`` for ``job`` atomically (``out`` is created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
     document = {
         "id": job["id"],
@@ -45,9 +55,6 @@ def write_report(directory: Path, job: dict[str, Any], *, keep: int = 0) -> Path
         orjson.dumps(document, default=repr, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
     tmp.replace(out / REPORT_FILE)
-    if keep > 0:
-        prune_reports(directory, keep, spare=out)
-    return out
 
 
 def prune_reports(directory: Path, keep: int, *, spare: Path | None = None) -> int:

@@ -7,6 +7,7 @@ pick it out with ``isinstance(record.msg, ReportResult)`` and forward its fields
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 
@@ -60,6 +61,12 @@ class ReportResult(NamedTuple):
     report_dir: str | None
     #: Records of the job dropped because the spool was full, by kind (``None``: none).
     records_dropped: dict[str, int] | None = None
+    #: With a jobtrace server as the store: the key its encrypted report bundle is kept
+    #: under, and the key that decrypts it (known only here). ``None`` with a local store.
+    download_key: str | None = None
+    decryption_key: str | None = None
+    #: The server the bundle was uploaded to (password masked), for the download command.
+    server_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -67,11 +74,16 @@ class ReportResult(NamedTuple):
     def __str__(self) -> str:
         label = f"{self.job_id} ({self.name})" if self.name else self.job_id
         error = f" with {self.error_type}: {self.error_message}" if self.error_type else ""
-        where = (
-            f"the report is in {self.report_dir}"
-            if self.report_dir
-            else "no report directory was written"
-        )
+        if self.download_key and self.decryption_key:
+            server = f" --store {self.server_url}" if self.server_url else ""
+            where = (
+                f"the report is in {self.report_dir}; to download it elsewhere: jobtrace "
+                f"report download {self.download_key} {self.decryption_key}{server} --out DIR"
+            )
+        elif self.report_dir:
+            where = f"the report is in {self.report_dir}"
+        else:
+            where = "no report directory was written"
         lost = ""
         if self.records_dropped:
             counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.records_dropped.items()))
@@ -81,3 +93,24 @@ class ReportResult(NamedTuple):
             f"{human_duration(self.duration_ms / 1000)}, peak memory "
             f"{human_bytes(self.peak_memory_kb)}{lost}; {where}"
         )
+
+
+def log_result(logger: logging.Logger, result: ReportResult) -> None:
+    """Log ``result`` at INFO on ``logger`` so that a handler added to it receives it.
+
+    Python leaves a logger without a level at WARNING, so a plain ``logger.info`` would
+    reach nobody unless the program also lowered the level. The record still goes the
+    usual way when INFO is enabled (to ``logger``'s handlers and up to the root's). When it
+    is not, it is handed to the handlers attached to ``logger`` itself only: adding one
+    there is the explicit request for results (the documented ``Forward`` example), while
+    a program that merely configured root logging at WARNING sees nothing new.
+    """
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, result, (), None)
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(record)
+        return
+    if logger.disabled or logger.manager.disable >= logging.INFO or not logger.filter(record):
+        return
+    for handler in logger.handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)

@@ -20,6 +20,7 @@ from jobtrace.store.writer import BatchWriter, PartialWrite, PostgresWriter, SQL
 
 if TYPE_CHECKING:
     from jobtrace.batch.summary import BatchSummary
+    from jobtrace.profiles.folded import JobProfile
 
 __all__ = ["Store", "describe_error"]
 
@@ -240,4 +241,28 @@ class Store(StoreQueries):
     def count_items(self, batch_id: str, *, status: str | None = None) -> int:
         """How many items batch ``batch_id`` (a full id) has, with ``status`` if given."""
         result: int = self._read(item_queries.count_items, batch_id, status=status)
+        return result
+
+    def job_profile(self, job_id: str) -> JobProfile:
+        """The folded profiles (wall, CPU, memory, timeline) of job ``job_id`` (exact id);
+        raises :class:`~jobtrace.errors.JobNotFoundError` if no such job. A job recorded
+        without profiling gives an empty profile (``.empty``)."""
+        from jobtrace.store import profiles as profile_queries
+
+        result: JobProfile = self._read(profile_queries.job_profile, job_id)
+        return result
+
+    def put_bundle(self, key: str, job_id: str | None, data: bytes, created_at: float) -> bool:
+        """Keep an encrypted report bundle under ``key``; False if the key is taken."""
+        from jobtrace.store import profiles as profile_queries
+
+        stored: bool = self._transact(profile_queries.put_bundle, key, job_id, data, created_at)
+        return stored
+
+    def get_bundle(self, key: str) -> dict[str, Any]:
+        """The encrypted bundle stored under ``key``; raises
+        :class:`~jobtrace.errors.NotFoundError` if none."""
+        from jobtrace.store import profiles as profile_queries
+
+        result: dict[str, Any] = self._read(profile_queries.get_bundle, key)
         return result

@@ -165,6 +165,20 @@ profiles = sa.Table(
     sa.Index("ix_profiles_job_id", "job_id"),
 )
 
+#: Encrypted report bundles uploaded by clients at a job's end (see
+#: :mod:`jobtrace.report.bundle`). The server holds ciphertext only: the decryption key
+#: never leaves the client, so whoever reads the store cannot read the reports.
+report_bundles = sa.Table(
+    "report_bundles",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("job_id", ID),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_report_bundles_job_id", "job_id"),
+)
+
 #: The table each record kind is stored in; its columns say what a field may hold.
 RECORD_TABLES: dict[str, sa.Table] = {
     model.EXPERIMENT: experiments,

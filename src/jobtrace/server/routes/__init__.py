@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from jobtrace.server.routes import batches, experiments, health, jobs, traces
+from jobtrace.server.routes import batches, experiments, health, jobs, profiles, traces
 from jobtrace.server.routes import metrics as metric_routes
 
 __all__ = ["ROUTERS"]
@@ -20,4 +20,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     metric_routes.router,
     traces.router,
     batches.router,
+    profiles.router,
 )
