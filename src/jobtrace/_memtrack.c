@@ -501,6 +501,9 @@ static PyObject *mt_start(PyObject *self, PyObject *args)
     }
     interval = every;
     countdown = next_countdown();
+    /* A new session's peak starts from what is live now. */
+    peak_total = live_total;
+    snapshot();
     if (!installed) {
         domains = use_domains;
         if (domains) {

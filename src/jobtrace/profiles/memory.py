@@ -38,7 +38,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Protocol
@@ -167,9 +167,10 @@ class _SampledTracker:
         self._ext.reset_peak()
 
     def close(self) -> tuple[int, dict[str, int]]:
-        result = self.peak()
-        self._ext.stop()
-        return result
+        try:
+            return self.peak()
+        finally:
+            self._ext.stop()
 
 
 class _PeakOnlyTracker:
@@ -205,7 +206,7 @@ class _MemrayTracker:
         self._tracker = memray.Tracker(
             self._path, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS
         )
-        self._tracker.__enter__()
+        _in_thread(self._tracker.__enter__)
 
     def peak(self) -> tuple[int, dict[str, int]]:
         return 0, {}  # memray's figures are readable only once its capture is closed
@@ -217,7 +218,7 @@ class _MemrayTracker:
         import shutil
 
         try:
-            self._tracker.__exit__(None, None, None)
+            _in_thread(lambda: self._tracker.__exit__(None, None, None))
             reader = self._memray.FileReader(self._path)
             try:
                 out: dict[str, int] = {}
@@ -233,6 +234,29 @@ class _MemrayTracker:
             return peak, out
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _in_thread(action: Callable[[], object]) -> None:
+    """Run ``action`` in a short-lived thread and re-raise what it raised.
+
+    memray is started and stopped from another thread on purpose: started in this one, it
+    tracks the stack from the starting frame down, and once the job's ``start()`` returns,
+    above that frame, it attributes every allocation to no frame at all; started elsewhere
+    it captures this thread's whole stack and follows it correctly.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="jobtrace-memray", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 class _NumpyWatcher:
