@@ -310,8 +310,10 @@ def test_the_cli_profiles_memory_of_a_script_importing_numpy(tmp_path: Path) -> 
     db = tmp_path / "cli.db"
     for mode in ("approximate", "off"):
         done = subprocess.run(
-            [sys.executable, "-m", "jobtrace", "run", "-q", "--store", f"sqlite:///{db}"]
-            + ["--job-id", f"cli-{mode}", "--memory", mode, str(script)],
+            [
+                *(sys.executable, "-m", "jobtrace", "run", "-q", "--store", f"sqlite:///{db}"),
+                *("--job-id", f"cli-{mode}", "--memory", mode, str(script)),
+            ],
             cwd=tmp_path,
             capture_output=True,
             text=True,

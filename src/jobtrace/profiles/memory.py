@@ -12,7 +12,7 @@ memory. Three modes (``jobtrace run --memory MODE``, ``jobtrace.job(memory=MODE)
     and a snapshot of them at the peak. Cheap enough to leave on; its figures for small
     allocations are estimates. Without the compiled extension (no compiler at install
     time, or ``JOBTRACE_NO_EXTENSIONS=1``) the profile holds the peak only, as one
-    ``[not attributed]`` frame: the alternative, tracemalloc, slows a program ~13×.
+    ``[not attributed]`` frame: the alternative, tracemalloc, slows a program about 13 times.
 ``exact``
     memray (``pip install jobtrace[memray]``) records every allocation; its high-water mark
     records are read back into jobtrace's format when the job ends. About as slow as memray.
@@ -95,7 +95,7 @@ def process_label(role: str | None = None) -> str:
 def _path_prefixes() -> list[str]:
     """The current directory and ``sys.path``, longest first, each ending in a separator."""
     try:
-        entries = [os.getcwd(), *sys.path]
+        entries = [str(Path.cwd()), *sys.path]
     except OSError:  # the current directory was removed
         entries = list(sys.path)
     found = {e.rstrip(os.sep) + os.sep for e in entries if e and e.startswith(os.sep)}
@@ -124,11 +124,14 @@ def fold(frames: Sequence[tuple[str, str, int]], prefixes: Sequence[str] | None 
     if start == len(frames):
         return NO_FRAME
     prefixes = _path_prefixes() if prefixes is None else prefixes
-    return ";".join(
-        folded.format_frame(function, _short_path(filename, prefixes), line)
-        for filename, function, line in frames[start:]
-        if not filename.startswith(_HIDDEN)
-    ) or NO_FRAME
+    return (
+        ";".join(
+            folded.format_frame(function, _short_path(filename, prefixes), line)
+            for filename, function, line in frames[start:]
+            if not filename.startswith(_HIDDEN)
+        )
+        or NO_FRAME
+    )
 
 
 # -- trackers -----------------------------------------------------------------------------------
@@ -425,9 +428,7 @@ def begin(job_id: str, mode: str) -> MemorySession | None:
                 for session in _sessions:
                     session._keep(tracker.peak())
                 tracker.reset_peak()
-            session = MemorySession(
-                job_id, tracker.mode, not isinstance(tracker, _PeakOnlyTracker)
-            )
+            session = MemorySession(job_id, tracker.mode, not isinstance(tracker, _PeakOnlyTracker))
             _sessions = (*_sessions, session)
             return session
     except Exception:
