@@ -554,7 +554,8 @@ static PyObject *mt_stop(PyObject *self, PyObject *unused)
         np_handler = NULL;
     }
     /* Every sampled block may now be freed unseen: forget them all. */
-    memset(allocs, 0, (allocs_mask + 1) * sizeof(alloc_t));
+    if (allocs != NULL)
+        memset(allocs, 0, (allocs_mask + 1) * sizeof(alloc_t));
     allocs_len = 0;
     for (size_t i = 0; i < stacks_len; i++)
         stacks[i].live = stacks[i].at_peak = 0;
@@ -602,10 +603,22 @@ static PyObject *mt_reset_peak(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *build_peak(void);
+
 /* (peak bytes, [(frames root first as ((file, function, line), …), bytes), …]) */
 static PyObject *mt_peak(PyObject *self, PyObject *unused)
 {
-    /* Copy first: building the result allocates, which may sample and grow the tables. */
+    /* Building the result allocates: sampling is paused meanwhile, so the tables stay as
+     * they are while they are read. */
+    int was_active = active;
+    active = 0;
+    PyObject *result = build_peak();
+    active = was_active;
+    return result;
+}
+
+static PyObject *build_peak(void)
+{
     size_t n = stacks_len;
     int64_t *at = malloc((n ? n : 1) * sizeof(int64_t));
     if (at == NULL)

@@ -347,10 +347,11 @@ class MemorySession:
 
     def profile(self, rss_peak_kb: int) -> tuple[int, dict[str, int]]:
         """(peak KiB, folded stack -> bytes) with the untracked remainder as a frame."""
-        tracker = _tracker
-        if tracker is not None:
-            self._keep(tracker.peak())
-        return _complete(self._best, rss_peak_kb, self._attributing)
+        with _lock:  # heartbeats come from the recorder's thread
+            tracker = _tracker
+            if tracker is not None:
+                self._keep(tracker.peak())
+            return _complete(self._best, rss_peak_kb, self._attributing)
 
     def record(self, rss_peak_kb: int, when: float) -> tuple[int, model.Record]:
         peak_kb, stacks = self.profile(rss_peak_kb)
