@@ -4,9 +4,10 @@
  * to stay on by default.
  *
  * How:
- * - It wraps CPython's MEM and OBJ allocator domains (PyMem_SetAllocator) and, once numpy
- *   is imported, numpy's default array-data handler, so Python objects, bytes/bytearray
- *   buffers and array data all pass through it.
+ * - It wraps CPython's RAW allocator domain and pymalloc's arena allocator (or, without
+ *   pymalloc, the MEM and OBJ domains) and, once numpy is imported, numpy's default
+ *   array-data handler, so Python objects, bytes/bytearray buffers and array data all
+ *   pass through it, while the small-object churn of Python code does not.
  * - Allocations are sampled by bytes: a countdown drawn from an exponential distribution
  *   (mean `interval` bytes) is decreased by each allocation's size, and the allocation that
  *   takes it below zero is sampled. Every allocation larger than a few intervals is
@@ -22,10 +23,10 @@
  *   interval), every stack's live bytes are copied to its "at peak" bytes: the profile of
  *   the peak, within 1 % of it, at a cost bounded by the number of stacks per 1 % growth.
  *
- * Thread safety: CPython calls the MEM and OBJ domains with the GIL held, so the GIL
- * guards all state. numpy's handler is called with the GIL in practice; a call without it
- * is passed through untouched (a free without the GIL leaves a stale entry behind, which a
- * later allocation at the same address replaces).
+ * Thread safety: the GIL guards all state. CPython calls the arena allocator and the MEM
+ * and OBJ domains with the GIL held; RAW and numpy's handler may be called without it, and
+ * such calls are passed through untouched (a free without the GIL leaves a stale entry
+ * behind, which a later allocation at the same address replaces).
  *
  * Nothing here calls back into Python or allocates through PyMem while inside a hook, so
  * the hooks never re-enter themselves nor trigger the garbage collector. Internal tables

@@ -272,7 +272,8 @@ class Job:
     @property
     def peak_memory_kb(self) -> int:
         """Peak RSS so far in KiB: the largest of this process's high-water mark since the
-        job started, the largest waited-for child's, and the sampled size of the live
+        job started (or its memory profile's peak, when that is larger: allocated memory
+        not yet touched), the largest waited-for child's, and the sampled size of the live
         process tree."""
         return max(self._peak_kb, self._children_peak_kb, self._tree_peak_kb)
 

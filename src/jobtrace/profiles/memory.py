@@ -294,8 +294,10 @@ class _NumpyWatcher:
 
 
 class _NumpyFinder:
-    """A meta path finder that finds nothing: it wraps numpy's loader to hook numpy's
-    allocator right after ``import numpy`` has run."""
+    """A one-shot meta path finder for ``numpy``: it finds numpy as the standard path
+    finder would and wraps its loader to hook numpy's allocator right after ``import
+    numpy`` has run, then leaves ``sys.meta_path``. (Other names, and a numpy the path
+    finder cannot find, are left to the other finders.)"""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "numpy":
