@@ -332,6 +332,18 @@ static void sampled(void *ptr, size_t size)
  * with the same sampling for every block. ctx: the wrapped allocator. */
 
 static PyMemAllocatorEx orig_raw;
+
+/* Whether this thread holds the GIL: the thread state running Python now is this thread's
+ * own. (PyGILState_Check answers 1 without looking once subinterpreters exist.) */
+static inline int holds_gil(void)
+{
+#if PY_VERSION_HEX >= 0x030d0000
+    PyThreadState *now = PyThreadState_GetUnchecked();
+#else
+    PyThreadState *now = _PyThreadState_UncheckedGet();
+#endif
+    return now != NULL && now == PyGILState_GetThisThreadState();
+}
 static PyObjectArenaAllocator orig_arena;
 static int domains; /* 1: MEM and OBJ hooked; 0: RAW and arenas */
 
@@ -372,7 +384,7 @@ static void py_free(void *ctx, void *ptr)
 static void *raw_malloc(void *ctx, size_t size)
 {
     void *p = orig_raw.malloc(orig_raw.ctx, size);
-    if (PyGILState_Check())
+    if (holds_gil())
         AFTER_ALLOC(p, size);
     return p;
 }
@@ -380,7 +392,7 @@ static void *raw_malloc(void *ctx, size_t size)
 static void *raw_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     void *p = orig_raw.calloc(orig_raw.ctx, nelem, elsize);
-    if (PyGILState_Check())
+    if (holds_gil())
         AFTER_ALLOC(p, nelem * elsize);
     return p;
 }
@@ -388,7 +400,7 @@ static void *raw_calloc(void *ctx, size_t nelem, size_t elsize)
 static void *raw_realloc(void *ctx, void *ptr, size_t size)
 {
     void *p = orig_raw.realloc(orig_raw.ctx, ptr, size);
-    if (p != NULL && PyGILState_Check()) {
+    if (p != NULL && holds_gil()) {
         BEFORE_FREE(ptr);
         AFTER_ALLOC(p, size);
     }
@@ -398,7 +410,7 @@ static void *raw_realloc(void *ctx, void *ptr, size_t size)
 static void raw_free(void *ctx, void *ptr)
 {
     if (allocs_len && ptr != NULL) {
-        if (PyGILState_Check())
+        if (holds_gil())
             untrack((uintptr_t)ptr);
         else
             stale_frees++; /* unsynchronised counter: a diagnostic only */
@@ -443,7 +455,7 @@ static np_allocator_t np_orig;
 static void *np_malloc(void *ctx, size_t size)
 {
     void *p = np_orig.malloc(ctx, size);
-    if (PyGILState_Check())
+    if (holds_gil())
         AFTER_ALLOC(p, size);
     return p;
 }
@@ -451,7 +463,7 @@ static void *np_malloc(void *ctx, size_t size)
 static void *np_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     void *p = np_orig.calloc(ctx, nelem, elsize);
-    if (PyGILState_Check())
+    if (holds_gil())
         AFTER_ALLOC(p, nelem * elsize);
     return p;
 }
@@ -459,7 +471,7 @@ static void *np_calloc(void *ctx, size_t nelem, size_t elsize)
 static void *np_realloc(void *ctx, void *ptr, size_t size)
 {
     void *p = np_orig.realloc(ctx, ptr, size);
-    if (p != NULL && PyGILState_Check()) {
+    if (p != NULL && holds_gil()) {
         BEFORE_FREE(ptr);
         AFTER_ALLOC(p, size);
     }
@@ -468,7 +480,7 @@ static void *np_realloc(void *ctx, void *ptr, size_t size)
 
 static void np_free(void *ctx, void *ptr, size_t size)
 {
-    if (PyGILState_Check())
+    if (holds_gil())
         BEFORE_FREE(ptr);
     else if (allocs_len)
         stale_frees++; /* unsynchronised counter: a diagnostic only */
@@ -515,11 +527,15 @@ static PyObject *mt_start(PyObject *self, PyObject *args)
             PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &hook_mem);
             PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &hook_obj);
         } else {
+            /* The hooks keep the wrapped allocators' ctx (they ignore it): a thread that
+             * reads the allocator while it is being replaced, without the GIL as RAW
+             * allows, then gets a ctx valid for either function. */
             PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &orig_raw);
-            hook_mem = (PyMemAllocatorEx){NULL, raw_malloc, raw_calloc, raw_realloc, raw_free};
+            hook_mem = (PyMemAllocatorEx){orig_raw.ctx, raw_malloc, raw_calloc, raw_realloc,
+                                          raw_free};
             PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &hook_mem);
             PyObject_GetArenaAllocator(&orig_arena);
-            hook_arena = (PyObjectArenaAllocator){NULL, arena_alloc, arena_free};
+            hook_arena = (PyObjectArenaAllocator){orig_arena.ctx, arena_alloc, arena_free};
             PyObject_SetArenaAllocator(&hook_arena);
         }
         installed = 1;

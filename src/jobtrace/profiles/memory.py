@@ -446,17 +446,25 @@ class _ChildHook:
     """Gives fork-started ``multiprocessing`` children their own peak-memory record."""
 
     def after_fork(self) -> None:
-        global _sessions
+        global _sessions, _tracker
         parents = _sessions
-        if not parents or _tracker is None:
+        tracker = _tracker
+        if not parents or tracker is None:
             return
         import multiprocessing.util as mp_util
 
         # The child's peak starts at the fork; its records go to the parent's job.
-        _tracker.reset_peak()
-        _resources.reset_peak()
         parent = parents[-1]
-        child = MemorySession(parent.job_id, parent.mode, parent._attributing)
+        attributing = parent._attributing
+        if isinstance(tracker, _MemrayTracker):
+            # memray does not follow the fork, and its capture file is the parent's: leave
+            # it alone; the child records its peak, unattributed.
+            _tracker = None
+            attributing = False
+        else:
+            tracker.reset_peak()
+        _resources.reset_peak()
+        child = MemorySession(parent.job_id, parent.mode, attributing)
         _sessions = (child,)
         # Runs before the recorder's exit flush (exitpriority 0) in the child's bootstrap.
         mp_util.Finalize(self, _finish_child, args=(child,), exitpriority=10)
