@@ -374,3 +374,16 @@ def test_tracking_stops_cleanly_when_tracemalloc_wrapped_it(memory_sink: MemoryS
         data = hold_bytes()
         del data
     assert attributed(profile_of(memory_sink, again.id), "hold_bytes") >= BUFFER * 0.98
+
+
+def test_a_profile_keeps_the_large_stacks_and_sums_up_the_small_ones() -> None:
+    stacks = {f"f{i} (m.py:{i})": 10 for i in range(5000)} | {"big (m.py:1)": 10_000_000}
+    peak_kb, out = memory._complete((10_050_000, stacks), 0, True)
+    assert out["big (m.py:1)"] == 10_000_000
+    assert out[memory.SMALLER] == 50_000  # each small stack is under 1/10,000 of the peak
+    assert sum(out.values()) == peak_kb * 1024
+    many = {f"f{i} (m.py:{i})": 1000 + i for i in range(3000)}
+    _, out = memory._complete((0, many), 0, True)
+    kept = {k: v for k, v in out.items() if not k.startswith("[")}
+    assert len(kept) == memory.MAX_STACKS and min(kept.values()) == 1000 + 3000 - 2000
+    assert out[memory.SMALLER] == sum(range(1000, 2000))

@@ -65,6 +65,9 @@ SAMPLE_BYTES: Final = 256 * 1024
 UNTRACKED: Final = "[untracked: interpreter, native libraries, fragmentation]"
 NOT_ATTRIBUTED: Final = "[not attributed: allocation tracking unavailable]"
 NO_FRAME: Final = "[no Python frame]"
+SMALLER: Final = "[smaller stacks]"
+#: Most stacks one memory record keeps (see :func:`_compact`).
+MAX_STACKS: Final = 2000
 #: Peak growth (fraction) that makes a heartbeat emit a fresh memory record.
 _REEMIT_GROWTH = 0.1
 
@@ -390,12 +393,28 @@ def _complete(
     total, stacks = peak
     attributed = sum(stacks.values())
     peak_kb = -(-max(rss_peak_kb * 1024, total, attributed) // 1024)
-    out = dict(stacks)
+    out = _compact(stacks, peak_kb * 1024)
     rest = peak_kb * 1024 - attributed
     if rest > 0:
         label = UNTRACKED if attributing else NOT_ATTRIBUTED
         out[label] = out.get(label, 0) + rest
     return peak_kb, out
+
+
+def _compact(stacks: dict[str, int], peak: int) -> dict[str, int]:
+    """The stacks that matter, the rest as one ``[smaller stacks]`` frame.
+
+    A big program's import-time allocations alone give hundreds of deep stacks; keeping
+    only the :data:`MAX_STACKS` largest and those above 1/10,000 of the peak bounds the
+    record (and the flamegraph) without hiding anything a reader could see.
+    """
+    floor = peak // 10_000
+    ranked = sorted(stacks.items(), key=lambda kv: -kv[1])
+    out = {text: size for text, size in ranked[:MAX_STACKS] if size >= floor}
+    rest = sum(stacks.values()) - sum(out.values())
+    if rest > 0:
+        out[SMALLER] = out.get(SMALLER, 0) + rest
+    return out
 
 
 def _load_tracker(mode: str) -> _Tracker:
