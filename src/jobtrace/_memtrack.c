@@ -34,8 +34,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -580,6 +582,28 @@ static PyObject *mt_stop(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Whether [addr, addr + size) lies in one writable mapping of this process (Linux's
+ * /proc/self/maps): numpy's handler is patched only where the write cannot fault. */
+static int writable(const void *addr, size_t size)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL)
+        return 0;
+    uintptr_t start, end, a = (uintptr_t)addr;
+    char perms[8];
+    int ok = 0;
+    char line[512];
+    while (fgets(line, sizeof line, maps) != NULL) {
+        if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s", &start, &end, perms) == 3 &&
+            start <= a && a + size <= end) {
+            ok = perms[1] == 'w';
+            break;
+        }
+    }
+    fclose(maps);
+    return ok;
+}
+
 static PyObject *mt_hook_numpy(PyObject *self, PyObject *api_capsule)
 {
     /* numpy's C API table (`_ARRAY_API`): [211] the C feature version, [306] a pointer to
@@ -600,7 +624,8 @@ static PyObject *mt_hook_numpy(PyObject *self, PyObject *api_capsule)
         Py_RETURN_FALSE;
     np_handler_t *h = PyCapsule_GetPointer(capsule, "mem_handler");
     if (h == NULL || h->version != 1 || strncmp(h->name, "default_allocator", 127) != 0 ||
-        h->allocator.malloc == NULL || h->allocator.free == NULL) {
+        h->allocator.malloc == NULL || h->allocator.free == NULL ||
+        !writable(&h->allocator, sizeof h->allocator)) {
         PyErr_Clear();
         Py_RETURN_FALSE;
     }
