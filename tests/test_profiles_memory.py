@@ -387,3 +387,30 @@ def test_a_profile_keeps_the_large_stacks_and_sums_up_the_small_ones() -> None:
     kept = {k: v for k, v in out.items() if not k.startswith("[")}
     assert len(kept) == memory.MAX_STACKS and min(kept.values()) == 1000 + 3000 - 2000
     assert out[memory.SMALLER] == sum(range(1000, 2000))
+
+
+def test_threads_allocating_with_and_without_the_gil_are_safe(memory_sink: MemorySink) -> None:
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    np = pytest.importorskip("numpy")
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    def churn(i: int) -> int:
+        total = 0
+        for _ in range(20):
+            # zlib allocates through PyMem_RawMalloc with the GIL released; numpy's
+            # arithmetic makes temporaries; bytes go through pymalloc and RAW.
+            total += len(zlib.compress(payload, 1))
+            total += int((np.arange(100_000) * 2).sum() % 7)
+            total += len(payload + bytes(i))
+        return total
+
+    with jobtrace.job("churn") as job:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(churn, range(32)))
+        keep = [np.ones(BUFFER // 8)]
+        del keep
+    assert len(results) == 32 and job.status == "succeeded"
+    this_test = "test_threads_allocating_with_and_without_the_gil_are_safe"
+    assert attributed(profile_of(memory_sink, job.id), this_test) >= BUFFER
