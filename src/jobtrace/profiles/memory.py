@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobtrace import _config, _resources, model
 from jobtrace.errors import ConfigurationError
@@ -140,12 +140,14 @@ def fold(frames: Sequence[tuple[str, str, int]], prefixes: Sequence[str] | None 
 # -- trackers -----------------------------------------------------------------------------------
 
 
-class _Tracker(Protocol):
-    mode: str
+if TYPE_CHECKING:  # a Protocol class costs a little to build; only the checker needs it
 
-    def peak(self) -> tuple[int, dict[str, int]]: ...  # (peak bytes, folded stack -> bytes)
-    def reset_peak(self) -> None: ...
-    def close(self) -> tuple[int, dict[str, int]]: ...  # the final peak; stops tracking
+    class _Tracker(Protocol):
+        mode: str
+
+        def peak(self) -> tuple[int, dict[str, int]]: ...  # (peak bytes, stack -> bytes)
+        def reset_peak(self) -> None: ...
+        def close(self) -> tuple[int, dict[str, int]]: ...  # the final peak; stops tracking
 
 
 class _SampledTracker:
