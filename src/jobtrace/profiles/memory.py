@@ -7,15 +7,16 @@ memory. Three modes (``jobtrace run --memory MODE``, ``jobtrace.job(memory=MODE)
 
 ``approximate`` (default)
     :mod:`jobtrace._memtrack` samples allocations by bytes (every ~256 KiB on average, so
-    every large buffer and a fair sample of small objects) in CPython's allocator, in
-    pymalloc's arenas and in numpy's array-data handler, and keeps each stack's live bytes
-    and a snapshot of them at the peak. Cheap enough to leave on (hooking every small
-    object instead measured 5-9 % on call- and allocation-heavy code). Small objects
-    (up to 512 bytes) are counted by the 1 MiB arenas pymalloc takes for them: a new arena
+    every large buffer is seen) in CPython's raw allocator and numpy's array-data handler,
+    and keeps each stack's live bytes and a snapshot of them at the peak. Small objects (up
+    to 512 bytes) are counted by the 1 MiB arenas pymalloc takes for them: a new arena
     goes, whole, to the stack that needed it. Totals are right; the split is approximate
-    when one function's objects fill the room another function's freed objects left. Without the compiled extension (no compiler at install
-    time, or ``JOBTRACE_NO_EXTENSIONS=1``) the profile holds the peak only, as one
-    ``[not attributed]`` frame: the alternative, tracemalloc, slows a program about 13 times.
+    when one function's objects fill the room another function's freed objects left.
+    Hooking every small object instead measured 5-9 % on call- and allocation-heavy code;
+    this way costs nothing measurable, cheap enough to leave on. Without the compiled
+    extension (no compiler at install time, or ``JOBTRACE_NO_EXTENSIONS=1``) the profile
+    holds the peak only, as one ``[not attributed]`` frame: the alternative, tracemalloc,
+    slows a program about 13 times.
 ``exact``
     memray (``pip install jobtrace[memray]``) records every allocation; its high-water mark
     records are read back into jobtrace's format when the job ends. About as slow as memray.
