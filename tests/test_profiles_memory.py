@@ -23,6 +23,16 @@ from jobtrace.sinks.memory import MemorySink
 
 MB = 1024 * 1024
 BUFFER = 300 * MB
+IN_CI = os.environ.get("CI") == "true"
+TRACKER_BUILT = _config.load_extension("_memtrack") is not None
+
+# Attribution needs the compiled tracker: optional where there is no compiler, never
+# missing under CI.
+PURE_PYTHON_REQUESTED = bool(os.environ.get(_config.ENV_NO_EXTENSIONS))
+needs_tracker = pytest.mark.skipif(
+    not TRACKER_BUILT and (not IN_CI or PURE_PYTHON_REQUESTED),
+    reason="jobtrace._memtrack was not built (no compiler) or JOBTRACE_NO_EXTENSIONS is set",
+)
 
 
 def profile_of(sink: MemorySink, job_id: str) -> folded.JobProfile:
@@ -142,6 +152,7 @@ def run_ground_truth(tmp_path: Path, mode: str, kind: str) -> tuple[folded.JobPr
 KINDS = ["bytes", "bytearray", "numpy"]
 
 
+@needs_tracker
 @pytest.mark.parametrize("kind", [*KINDS, "small_objects"])
 def test_the_approximate_profile_attributes_a_300_mb_peak_to_its_function(
     tmp_path: Path, kind: str
@@ -161,6 +172,7 @@ def test_the_approximate_profile_attributes_a_300_mb_peak_to_its_function(
     assert profile.memory.folded().splitlines()[0].startswith(f"{process};")
 
 
+@needs_tracker
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_exact_mode_agrees_with_the_approximate_one(tmp_path: Path, kind: str) -> None:
     pytest.importorskip("memray")
@@ -174,6 +186,7 @@ def test_the_exact_mode_agrees_with_the_approximate_one(tmp_path: Path, kind: st
     )
 
 
+@needs_tracker
 def test_the_job_result_carries_the_profiles_peak(memory_sink: MemorySink) -> None:
     job = run_job(hold_bytes, "approximate")
     profile = profile_of(memory_sink, job.id)
@@ -216,6 +229,7 @@ def test_without_the_extension_the_peak_is_recorded_unattributed(
     assert size == job.peak_memory_kb * 1024
 
 
+@needs_tracker
 def test_exact_without_memray_falls_back_with_a_warning(
     memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -227,6 +241,7 @@ def test_exact_without_memray_falls_back_with_a_warning(
     assert any("jobtrace[memray]" in r.getMessage() for r in caplog.records)
 
 
+@needs_tracker
 def test_a_failing_tracker_never_reaches_the_program(
     memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,6 +260,7 @@ def test_a_failing_tracker_never_reaches_the_program(
     assert job.status == "succeeded"
 
 
+@needs_tracker
 def test_allocations_in_worker_threads_are_attributed(memory_sink: MemorySink) -> None:
     np = pytest.importorskip("numpy")
     held: list[Any] = []
@@ -261,6 +277,7 @@ def test_allocations_in_worker_threads_are_attributed(memory_sink: MemorySink) -
     assert attributed(profile, "fill_in_thread") >= BUFFER * 0.98
 
 
+@needs_tracker
 def test_a_nested_job_keeps_the_outer_jobs_peak(memory_sink: MemorySink) -> None:
     with jobtrace.job("outer") as outer:
         data = hold_bytes()
@@ -271,6 +288,7 @@ def test_a_nested_job_keeps_the_outer_jobs_peak(memory_sink: MemorySink) -> None
     assert attributed(profile_of(memory_sink, inner.id), "hold_bytes") == 0
 
 
+@needs_tracker
 def test_a_heartbeat_records_the_profile_so_far_when_the_peak_grew(
     memory_sink: MemorySink,
 ) -> None:
@@ -291,6 +309,7 @@ def _child_allocates() -> None:
     del data
 
 
+@needs_tracker
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork start method")
 def test_a_forked_child_records_its_own_peak(tmp_path: Path) -> None:
     db = tmp_path / "fork.db"
@@ -317,6 +336,7 @@ def test_a_forked_child_records_its_own_peak(tmp_path: Path) -> None:
     assert in_child >= 100 * MB * 0.98
 
 
+@needs_tracker
 def test_the_cli_profiles_memory_of_a_script_importing_numpy(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
     script = tmp_path / "script.py"
@@ -359,6 +379,7 @@ def test_the_cli_profiles_memory_of_a_script_importing_numpy(tmp_path: Path) -> 
     assert folded.load_job_profile(rows["cli-off"]).memory.total == 0
 
 
+@needs_tracker
 def test_tracking_stops_cleanly_when_tracemalloc_wrapped_it(memory_sink: MemorySink) -> None:
     import tracemalloc
 
@@ -389,6 +410,7 @@ def test_a_profile_keeps_the_large_stacks_and_sums_up_the_small_ones() -> None:
     assert out[memory.SMALLER] == sum(range(1000, 2000))
 
 
+@needs_tracker
 def test_threads_allocating_with_and_without_the_gil_are_safe(memory_sink: MemorySink) -> None:
     import zlib
     from concurrent.futures import ThreadPoolExecutor
@@ -414,3 +436,9 @@ def test_threads_allocating_with_and_without_the_gil_are_safe(memory_sink: Memor
     assert len(results) == 32 and job.status == "succeeded"
     this_test = "test_threads_allocating_with_and_without_the_gil_are_safe"
     assert attributed(profile_of(memory_sink, job.id), this_test) >= BUFFER
+
+
+def test_ci_builds_the_memory_tracker() -> None:
+    if not IN_CI or PURE_PYTHON_REQUESTED:
+        pytest.skip("only CI promises a compiler (the extension is optional elsewhere)")
+    assert TRACKER_BUILT, "jobtrace._memtrack did not build: memory profiles are unattributed"
