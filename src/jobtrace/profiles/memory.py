@@ -48,7 +48,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobtrace import _config, _resources, model
-from jobtrace.errors import ConfigurationError
 from jobtrace.profiles import folded
 
 __all__ = [
@@ -56,7 +55,7 @@ __all__ = [
     "MODES",
     "MemorySession",
     "begin",
-    "check_mode",
+    "fold",
     "process_label",
 ]
 
@@ -82,13 +81,6 @@ _RUNNERS = ("<frozen runpy>", "runpy.py", os.sep + "click" + os.sep)
 # Frames dropped anywhere in a stack, as Python's tracebacks drop them: the import system's
 # (an import shows as the importing line calling the imported module) and this module's.
 _HIDDEN = ("<frozen importlib._bootstrap", __file__)
-
-
-def check_mode(mode: str) -> str:
-    """``mode`` if it is one of :data:`MODES`, else a :class:`ConfigurationError`."""
-    if mode not in MODES:
-        raise ConfigurationError(f"memory mode {mode!r} is not one of {', '.join(MODES)}")
-    return mode
 
 
 def process_label(role: str | None = None) -> str:
