@@ -34,6 +34,7 @@ SCRIPTS = (
     "bench_batch.py",
     "bench_soak.py",
     "bench_run_overhead.py",
+    "bench_memory_profile.py",
     "bench_import.py",
 )
 RESULT_PREFIX = "RESULT "

@@ -37,10 +37,8 @@ def test_a_working_set_up_is_reported_as_such(tmp_path: Path) -> None:
 
 def test_speedups_turned_off_or_missing_say_why(tmp_path: Path) -> None:
     _, report = doctor(tmp_path, JOBTRACE_NO_EXTENSIONS="1")
-    assert report["speedups"] == {
-        "in_use": False,
-        "detail": "turned off by JOBTRACE_NO_EXTENSIONS",
-    }
+    off = {"in_use": False, "detail": "turned off by JOBTRACE_NO_EXTENSIONS"}
+    assert report["speedups"] == report["memory_tracker"] == off
 
 
 def test_an_unreachable_store_fails_with_the_reason_and_looking_changes_nothing(

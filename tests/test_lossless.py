@@ -144,7 +144,8 @@ def test_a_full_disk_drops_count_per_kind_show_on_the_job_and_what_fit_is_replay
         assert "Traceback" not in child.stderr, child.stderr[-3000:]
         report = json.loads(child.stdout)
         dropped = report["dropped"]
-        assert set(dropped) == {"metric", "span"}, report
+        # The job's profile records, sent as it ends, may find the disk full too.
+        assert {"metric", "span"} <= set(dropped) <= {"metric", "span", "profile"}, report
         assert report["result"] is not None  # the job's result already knew at its end
 
         # The store comes back; a later process on the same URL replays what fit.

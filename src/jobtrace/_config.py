@@ -65,6 +65,10 @@ Environment variables (all optional):
     Set to 1 to have :mod:`jobtrace.compat.phanos` hand a root call's records to the
     handlers before the call returns, as Phanos does, instead of on a background thread
     (read when a Phanos profiler is created; ``config(handle_inline=...)`` wins).
+``JOBTRACE_MEMORY``
+    The jobs' peak-memory profile: ``approximate`` (default, sampled, cheap), ``exact``
+    (every allocation, through memray: ``pip install 'jobtrace[memray]'``) or ``off``
+    (see :mod:`jobtrace.profiles.memory`).
 """
 
 from __future__ import annotations
@@ -100,30 +104,39 @@ ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
 ENV_ALLOWED_ORIGINS = "JOBTRACE_ALLOWED_ORIGINS"
 ENV_AUTH_REFRESH = "JOBTRACE_AUTH_REFRESH"
 ENV_PHANOS_INLINE = "JOBTRACE_PHANOS_INLINE_HANDLERS"
+ENV_MEMORY = "JOBTRACE_MEMORY"
 
-
-#: Why the compiled hot paths are not in use (None: they are, or were not asked for yet);
+#: Why each compiled module (``_speedups``, ``_memtrack``) is not in use, once asked for;
 #: ``jobtrace doctor`` shows it.
-speedups_problem: str | None = None
+extension_problems: dict[str, str] = {}
 
 
 def load_speedups() -> ModuleType | None:
     """The compiled hot paths (``jobtrace._speedups``), or None when they were not built or
     ``JOBTRACE_NO_EXTENSIONS`` is set: then the pure-Python implementations run."""
-    global speedups_problem
+    return load_extension("_speedups")
+
+
+def load_extension(name: str) -> ModuleType | None:
+    """The compiled module ``jobtrace.<name>``, or None when it was not built or
+    ``JOBTRACE_NO_EXTENSIONS`` is set (the callers then fall back to Python)."""
     if os.environ.get(ENV_NO_EXTENSIONS, "").strip() not in ("", "0"):
-        speedups_problem = f"turned off by {ENV_NO_EXTENSIONS}"
+        extension_problems[name] = f"turned off by {ENV_NO_EXTENSIONS}"
         return None
+    import importlib
+
     try:
-        from jobtrace import _speedups
+        module = importlib.import_module(f"jobtrace.{name}")
     except ImportError as exc:  # no compiler at install time: the Python code does the same
-        speedups_problem = f"not built or not loadable ({exc})"
+        extension_problems[name] = f"not built or not loadable ({exc})"
         return None
-    speedups_problem = None
-    return _speedups
+    extension_problems.pop(name, None)
+    return module
 
 
 DEFAULT_DIR = ".jobtrace"
+#: Peak-memory profile modes (jobtrace.profiles.memory).
+MEMORY_MODES = ("approximate", "exact", "off")
 #: Seconds one batch may take to reach a server (:data:`jobtrace.sinks.http.WRITE_TIMEOUT`).
 DEFAULT_HTTP_TIMEOUT = 5.0
 #: The spool cap when none is set: 1 GiB.
@@ -151,6 +164,7 @@ class Settings(NamedTuple):
     reports_keep: int = 1000
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
+    memory: str = "approximate"
 
     @property
     def reports_dir(self) -> Path:
@@ -227,6 +241,7 @@ def resolve(
     reports_keep: int | None = None,
     spool_max_bytes: int | None = None,
     flush_timeout: float | None = None,
+    memory: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -242,6 +257,14 @@ def resolve(
     )
     if install_signal_handlers is not None:
         settings = settings._replace(install_signal_handlers=install_signal_handlers)
+    raw_memory = memory or env.get(ENV_MEMORY, "").strip().lower()
+    if raw_memory:
+        if raw_memory not in MEMORY_MODES:
+            label = "memory" if memory else ENV_MEMORY
+            raise ConfigurationError(
+                f"{label}={raw_memory!r} is not one of {', '.join(MEMORY_MODES)}"
+            )
+        settings = settings._replace(memory=raw_memory)
     for field_name, arg, env_name, kind, low, high in (
         ("flush_interval", flush_interval, ENV_FLUSH_INTERVAL, float, 0.0, 60.0),
         ("buffer_size", buffer_size, ENV_BUFFER_SIZE, int, 0, 100_000_000),

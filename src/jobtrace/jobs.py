@@ -27,12 +27,15 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from jobtrace import _config, _ids, _resources, model
 from jobtrace.errors import ConfigurationError
 from jobtrace.recorder import Recorder, get_recorder
 from jobtrace.report.result import ReportResult, log_result
+
+if TYPE_CHECKING:
+    from jobtrace.profiles.memory import MemorySession
 
 __all__ = ["Job", "current_job", "job"]
 
@@ -110,6 +113,7 @@ class Job:
         params: Mapping[str, Any] | None = None,
         argv: list[str] | None = None,
         report: bool | None = None,
+        memory: str | None = None,
     ) -> None:
         if job_id is not None and (not isinstance(job_id, str) or not _ids.is_valid_id(job_id)):
             raise ConfigurationError(
@@ -118,6 +122,12 @@ class Job:
             )
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"job name must be a string, got {type(name).__name__}")
+        if memory is not None and memory not in _config.MEMORY_MODES:
+            raise ConfigurationError(
+                f"memory={memory!r} is not one of {', '.join(_config.MEMORY_MODES)}"
+            )
+        self._memory_mode = memory
+        self._memory: MemorySession | None = None
         self._given_id = job_id
         self.id: str = job_id or ""
         self.name = None if name is None else model.clean_text(name, _MAX_NAME)
@@ -160,6 +170,7 @@ class Job:
             tags=self.tags,
             params=self.params,
             report=self._report,
+            memory=self._memory_mode,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -224,6 +235,7 @@ class Job:
 
         rec = self._recorder = get_recorder()
         _hook(rec)
+        self._begin_memory(self._memory_mode or settings.memory)
         self._emit()
         rec.ensure_started()
         return self
@@ -234,10 +246,38 @@ class Job:
         if children > self._children_start_kb:
             self._children_peak_kb = children
 
+    def _begin_memory(self, mode: str) -> None:
+        if mode != "off":
+            from jobtrace.profiles import memory
+
+            self._memory = memory.begin(self.id, mode)
+
+    def _record_memory(self, *, final: bool) -> None:
+        """Record the peak-memory profile (at the end, or at a heartbeat if the peak grew);
+        the job's peak becomes the profile's, so the two always agree."""
+        session = self._memory
+        if session is None or self._recorder is None:
+            return
+        try:
+            now = time.time()
+            if final:
+                self._memory = None
+                peak_kb, rec = session.finish(self._peak_kb, now)
+            else:
+                update = session.heartbeat(self._peak_kb, now)
+                if update is None:
+                    return
+                peak_kb, rec = update
+            self._peak_kb = max(self._peak_kb, peak_kb)
+            self._recorder.record(rec)
+        except Exception:  # the profile is a bonus; the job's own record must go on
+            _internal_log.warning("jobtrace: the memory profile of job %s failed", self.id)
+
     @property
     def peak_memory_kb(self) -> int:
         """Peak RSS so far in KiB: the largest of this process's high-water mark since the
-        job started, the largest waited-for child's, and the sampled size of the live
+        job started (or its memory profile's peak, when that is larger: allocated memory
+        not yet touched), the largest waited-for child's, and the sampled size of the live
         process tree."""
         return max(self._peak_kb, self._children_peak_kb, self._tree_peak_kb)
 
@@ -260,6 +300,7 @@ class Job:
                 self._tree_peak_kb = max(self._tree_peak_kb, tree)
             self._sample()
             self._last_heartbeat = time.time() if now is None else now
+            self._record_memory(final=False)
             self._emit()
 
     def finish(
@@ -296,6 +337,7 @@ class Job:
             self.end_time = (self.start_time or time.time()) + duration
             self._last_heartbeat = self.end_time
             self._sample()
+            self._record_memory(final=True)
             self.status = status
             self.exit_code = exit_code
             if error is not None:
@@ -495,6 +537,7 @@ def job(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
+    memory: str | None = None,
 ) -> Job: ...
 def job(
     name: Any = None,
@@ -504,6 +547,7 @@ def job(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
+    memory: str | None = None,
 ) -> Any:
     """A job: ``with jobtrace.job("etl"):`` or ``@jobtrace.job("etl")`` (or bare ``@jobtrace.job``).
 
@@ -513,10 +557,20 @@ def job(
     directory (``$JOBTRACE_DIR/reports/<id>/report.json``) when it ends; by default a
     ``with`` job does and the calls of a decorated function do not. Only the newest
     ``$JOBTRACE_REPORTS_KEEP`` report directories are kept (1,000 by default).
+    ``memory``: the peak-memory profile, ``"approximate"`` (default), ``"exact"`` (memray)
+    or ``"off"`` (default ``$JOBTRACE_MEMORY``; see :mod:`jobtrace.profiles.memory`).
     """
     if callable(name):
         return Job()(name)
-    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params, report=report)
+    return Job(
+        name,
+        experiment=experiment,
+        job_id=job_id,
+        tags=tags,
+        params=params,
+        report=report,
+        memory=memory,
+    )
 
 
 def _iso(epoch: float | None) -> str:

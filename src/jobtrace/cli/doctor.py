@@ -12,6 +12,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -31,6 +32,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": ("fastapi", "uvicorn"),
     "web": ("requests", "httpx"),
     "prometheus": ("prometheus_client",),
+    "memray": ("memray",),
+    "oslo": ("oslo_config",),
 }
 
 
@@ -83,7 +86,7 @@ def diagnose(store_url: str | None) -> dict[str, Any]:
     from jobtrace.cli.spool import _summary
     from jobtrace.spool import spools
 
-    speedups = _config.load_speedups()
+    compiled = {name: _config.load_extension(name) for name in ("_speedups", "_memtrack")}
     settings = _config.resolve(url=store_url)
     reachable, store_detail = _check_store(settings.url)
     queues = [_summary(queue) for queue in spools(settings.spool_dir)]
@@ -92,14 +95,8 @@ def diagnose(store_url: str | None) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(terse=True),
         "executable": sys.executable,
-        "speedups": {
-            "in_use": speedups is not None,
-            "detail": (
-                f"compiled ({Path(speedups.__file__ or '').name})"
-                if speedups is not None
-                else _config.speedups_problem
-            ),
-        },
+        "speedups": _compiled(compiled["_speedups"], "_speedups"),
+        "memory_tracker": _compiled(compiled["_memtrack"], "_memtrack"),
         "store": {
             "url": _config.mask_url(settings.url),
             "reachable": reachable,
@@ -116,13 +113,21 @@ def diagnose(store_url: str | None) -> dict[str, Any]:
     }
 
 
+def _compiled(module: ModuleType | None, name: str) -> dict[str, Any]:
+    from jobtrace import _config
+
+    if module is None:
+        return {"in_use": False, "detail": _config.extension_problems.get(name, "not loaded")}
+    return {"in_use": True, "detail": f"compiled ({Path(module.__file__ or '').name})"}
+
+
 @click.command()
 @record_store_option
 @json_option
 @handle_errors
 def doctor(store_url: str | None, as_json: bool) -> None:
-    """Show the version, whether the compiled speedups are in use, the store in effect and
-    whether it answers, the spool, and the optional extras installed.
+    """Show the version, whether the compiled speedups and memory tracker are in use, the
+    store in effect and whether it answers, the spool, and the optional extras installed.
 
     Exits 1 when the store does not answer, so scripts can check a set-up with it.
 
@@ -156,6 +161,8 @@ def _print(report: dict[str, Any]) -> None:
     table.add_row("python", f"{report['python']} ({report['executable']})")
     table.add_row("platform", report["platform"])
     table.add_row("speedups", mark(speedups["in_use"], str(speedups["detail"])))
+    tracker = report["memory_tracker"]
+    table.add_row("memory tracker", mark(tracker["in_use"], str(tracker["detail"])))
     table.add_row("store", Text(store["url"]))
     table.add_row("", mark(store["reachable"], store["detail"]))
     table.add_row("directory", Text(report["directory"]))

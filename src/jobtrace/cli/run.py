@@ -164,6 +164,12 @@ class _RunCommand(click.Command):
     metavar="KEY=VALUE",
     help="A parameter; JSON values are parsed (repeatable).",
 )
+@click.option(
+    "--memory",
+    type=click.Choice(["approximate", "exact", "off"]),
+    envvar="JOBTRACE_MEMORY",
+    help="Peak-memory profile: approximate (sampled, the default), exact (memray) or off.",
+)
 @click.option("--no-report", is_flag=True, help="Do not write a report directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
 @record_store_option
@@ -176,6 +182,7 @@ def run(
     experiment: str | None,
     tags: tuple[str, ...],
     params: tuple[str, ...],
+    memory: str | None,
     no_report: bool,
     quiet: bool,
     store_url: str | None,
@@ -217,6 +224,7 @@ def run(
             params=_pairs(params, "param", parse_json=True),
             argv=[module or script or "", *args] if module is None else ["-m", module, *args],
             report=not no_report,
+            memory=memory,
         )
         job.start()
         # Processes the script starts (subprocesses, spawned workers) record their spans
