@@ -1078,9 +1078,12 @@ def _logger_arg(logger: Any) -> Any:
     return logging.getLogger(logger) if isinstance(logger, str) else (logger or _log)
 
 
-class ImpProfHandler(SyncBaseHandler):
-    """Publishes records to RabbitMQ as Phanos does (see :class:`BlockingPublisher`). The
-    broker is checked once when the handler is made: RuntimeError if it cannot be reached."""
+class _RabbitMQHandler(BaseHandler):
+    """What :class:`ImpProfHandler` and :class:`AsyncImpProfHandler` share: Phanos's
+    RabbitMQ settings, handed to a publisher of the handler's kind. Only when the broker
+    is first checked differs (on construction, or in ``await create(...)``)."""
+
+    publisher: Any
 
     def __init__(
         self,
@@ -1100,50 +1103,49 @@ class ImpProfHandler(SyncBaseHandler):
     ) -> None:
         super().__init__(handler_name)
         self.logger = _logger_arg(logger)
-        self.publisher = BlockingPublisher(
+        self.publisher = self._new_publisher(
             host, port, user, password, heartbeat, timeout, retry_delay, retry, exchange_name,
             exchange_type, self.logger, **kwargs,
         )  # fmt: skip
+        self._check_broker()
+        self.formatter = OutputFormatter()
+
+    def _new_publisher(self, *args: Any, **kwargs: Any) -> BasePublisher:
+        raise NotImplementedError
+
+    def _check_broker(self) -> None:
+        """Connect once and close (RuntimeError if the broker cannot be reached)."""
+
+    def _unreachable(self, handler_type: str, err: BaseException) -> RuntimeError:
+        self.logger.error(f"{handler_type} cannot connect to RabbitMQ because of {err}")
+        return RuntimeError("Cannot connect to RabbitMQ")
+
+
+class ImpProfHandler(_RabbitMQHandler, SyncBaseHandler):
+    """Publishes records to RabbitMQ as Phanos does (see :class:`BlockingPublisher`). The
+    broker is checked once when the handler is made: RuntimeError if it cannot be reached."""
+
+    def _new_publisher(self, *args: Any, **kwargs: Any) -> BasePublisher:
+        return BlockingPublisher(*args, **kwargs)
+
+    def _check_broker(self) -> None:
         try:
             self.publisher.connect()
         except _network_errors() as err:
-            self.logger.error(f"ImpProfHandler cannot connect to RabbitMQ because of {err}")
-            raise RuntimeError("Cannot connect to RabbitMQ") from err
+            raise self._unreachable("ImpProfHandler", err) from err
         self.publisher.close()
-        self.formatter = OutputFormatter()
 
     def handle(self, records: list[Record], profiler_name: str = "profiler") -> None:
         self.publisher.publish(records)
         log_error_profiling(profiler_name, self.formatter, self.logger, records)
 
 
-class AsyncImpProfHandler(AsyncBaseHandler):
+class AsyncImpProfHandler(_RabbitMQHandler, AsyncBaseHandler):
     """:class:`ImpProfHandler` for asyncio services: ``await AsyncImpProfHandler.create(...)``
     (needs ``aio_pika``, imported when connecting)."""
 
-    def __init__(
-        self,
-        handler_name: str,
-        host: str = "127.0.0.1",
-        port: int = 5672,
-        user: str | None = None,
-        password: str | None = None,
-        heartbeat: int = 47,
-        timeout: float = 23,
-        retry_delay: float = 0.137,
-        retry: int = 3,
-        exchange_name: str = "profiling",
-        exchange_type: str = "fanout",
-        logger: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(handler_name)
-        self.logger = _logger_arg(logger)
-        self.publisher = AsyncioPublisher(
-            host, port, user, password, heartbeat, timeout, retry_delay, retry, exchange_name,
-            exchange_type, self.logger, **kwargs,
-        )  # fmt: skip
-        self.formatter = OutputFormatter()
+    def _new_publisher(self, *args: Any, **kwargs: Any) -> BasePublisher:
+        return AsyncioPublisher(*args, **kwargs)
 
     @classmethod
     async def create(cls, handler_name: str, *args: Any, **kwargs: Any) -> AsyncImpProfHandler:
@@ -1157,8 +1159,7 @@ class AsyncImpProfHandler(AsyncBaseHandler):
         try:
             await self.publisher.connect()
         except errors as err:
-            self.logger.error(f"AsyncImpProfHandler cannot connect to RabbitMQ because of {err}")
-            raise RuntimeError("Cannot connect to RabbitMQ") from err
+            raise self._unreachable("AsyncImpProfHandler", err) from err
         await self.publisher.close()
 
     async def handle(self, records: list[Record], profiler_name: str = "profiler") -> None:
