@@ -7,9 +7,7 @@ import contextlib
 import inspect
 import logging
 import os
-import threading
 import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime
@@ -30,6 +28,7 @@ from jobtrace.compat.phanos._dictconfig import create_async_handlers, create_han
 from jobtrace.compat.phanos._handlers import AsyncBaseHandler, _logger_arg
 from jobtrace.compat.phanos._metrics import MetricWrapper, ResponseSize, TimeProfiler
 from jobtrace.compat.phanos._tree import ContextTree, MethodTreeNode, _active_node
+from jobtrace.instruments.handlers import QueueThread
 
 # -- handing records over --------------------------------------------------------------------
 
@@ -41,27 +40,21 @@ Batch = tuple[tuple[Any, ...], str, list[Record]]
 _WAKE_AT: Final = 1024
 
 
-class _HandlerThread:
+class _HandlerThread(QueueThread[Batch]):
     """The queue between root calls and the sync handlers, drained by one daemon thread."""
 
     capacity: Final = 100_000
+    thread_name = "jobtrace-phanos-handlers"
 
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self.queue: deque[Batch] = deque()
-        self.wake = threading.Event()
-        self.lock = threading.Lock()  # one round at a time: the thread or a flush()
-        self.start_lock = threading.Lock()  # never the round's lock: a caller must not wait
-        self.thread: threading.Thread | None = None
+    def _init_process_state(self) -> None:
+        super()._init_process_state()
         self.dropped = 0
         self._warned: set[int] = set()
 
     def submit(self, batches: list[Batch]) -> None:
         """Queue batches (never blocks, never raises; past the capacity they are counted)."""
-        if len(self.queue) >= self.capacity:
+        queue = self._queue
+        if len(queue) >= self.capacity:
             if not self.dropped:
                 _log.warning(
                     "phanos: %d records wait for the handlers; further ones are dropped and "
@@ -69,28 +62,15 @@ class _HandlerThread:
                 )  # fmt: skip
             self.dropped += len(batches)
             return
-        queue = self.queue
         queue.extend(batches)
-        if self.thread is None:
-            with self.start_lock:
-                if self.thread is None:
-                    self.thread = threading.Thread(
-                        target=self._run, name="jobtrace-phanos-handlers", daemon=True
-                    )
-                    self.thread.start()
+        if self._thread is None:
+            self._start()
         elif len(queue) >= _WAKE_AT > len(queue) - len(batches):
-            self.wake.set()  # once per crossing: Event.set() takes a lock and wakes a thread
+            self._wake.set()  # once per crossing: Event.set() takes a lock and wakes a thread
 
-    def _run(self) -> None:
-        while True:
-            self.wake.wait(0.5)
-            self.wake.clear()
-            with self.lock:
-                self._round()
-
-    def _round(self) -> None:
-        for _ in range(len(self.queue)):
-            handlers, name, records = self.queue.popleft()
+    def _round(self, *, flush: bool) -> bool:
+        for _ in range(len(self._queue)):
+            handlers, name, records = self._queue.popleft()
             for handler in handlers:
                 try:
                     handler.handle(records, name)
@@ -98,15 +78,7 @@ class _HandlerThread:
                     if id(handler) not in self._warned:
                         self._warned.add(id(handler))
                         _log.exception("phanos handler %r failed", handler.handler_name)
-
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
-            return False
-        try:
-            self._round()
-            return True
-        finally:
-            self.lock.release()
+        return True
 
 
 _handler_thread = _HandlerThread()
