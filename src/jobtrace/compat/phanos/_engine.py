@@ -94,6 +94,14 @@ def _call_hook(hook: Any, name: str, *args: Any) -> None:
         _log.exception("phanos: profiler.%s raised; the profiled call goes on", name)
 
 
+# Why this engine and jobtrace's own @profile (jobtrace.instruments.calls) share only the
+# handler queue (QueueThread above): Phanos's profiler is observable — its MethodTreeNode tree,
+# curr_node ContextVar, datetime start stamps and per-metric record lists are what Phanos's
+# hooks, handlers and tests see, and the owner of a root call is found when it runs. The
+# @profile engine keeps one ContextVar frame of raw tuples and decides the owner when
+# decorating. A common call path would make one carry the other's model on every call.
+
+
 class Profiler(InstanceLoggerMixin):
     """Phanos's profiler: metrics, handlers, the four hooks and ``@profile``.
 
