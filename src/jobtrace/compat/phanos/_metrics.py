@@ -190,6 +190,9 @@ class MetricWrapper(InstanceLoggerMixin):
 
     metric: str = ""
     _kind: ClassVar[str] = ""
+    #: Operations of Phanos 0.0.x's table, each done by the method named ``_<operation>``;
+    #: the first is the default.
+    _raw_operations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -211,8 +214,10 @@ class MetricWrapper(InstanceLoggerMixin):
         #: (what decides the series, the jobtrace series, its cells by label values)
         self._exported: tuple[Any, _kinds.Metric, dict[tuple[str, ...], Any]] | None = None
         # Phanos 0.0.x's operation table: store_operation(operation=...) looks ops up here.
-        self.operations: dict[str, Callable[..., Any]] = {}
-        self.default_operation = ""
+        self.operations: dict[str, Callable[..., Any]] = {
+            op: getattr(self, f"_{op}") for op in self._raw_operations
+        }
+        self.default_operation = self._raw_operations[0] if self._raw_operations else ""
         super().__init__(logged_name="phanos", logger=logger or _log)
 
     # Phanos 0.0.x spelled the lists with a leading underscore.
@@ -334,10 +339,7 @@ class Histogram(MetricWrapper):
     _kind = "histogram"
     observe = _recorded("observe", _number)
     _observe = _raw("observe", _number)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.operations, self.default_operation = {"observe": self._observe}, "observe"
+    _raw_operations = ("observe",)
 
 
 class Summary(Histogram):
@@ -348,10 +350,7 @@ class Counter(MetricWrapper):
     _kind = "counter"
     inc = _recorded("inc", _positive)
     _inc = _raw("inc", _positive)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.operations, self.default_operation = {"inc": self._inc}, "inc"
+    _raw_operations = ("inc",)
 
 
 class Gauge(MetricWrapper):
@@ -362,17 +361,14 @@ class Gauge(MetricWrapper):
     _inc = _raw("inc", _positive)
     _dec = _raw("dec", _positive)
     _set = _raw("set", _number)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.operations = {"inc": self._inc, "dec": self._dec, "set": self._set}
-        self.default_operation = "inc"
+    _raw_operations = ("inc", "dec", "set")
 
 
 class Info(MetricWrapper):
     _kind = "info"
     info_ = _recorded("info", _dict)
     _info = _raw("info", _dict)
+    _raw_operations = ("info",)
 
     def __init__(
         self,
@@ -383,7 +379,6 @@ class Info(MetricWrapper):
         logger: LoggerLike | None = None,
     ) -> None:
         super().__init__(name, job, units or "info", labels, logger)
-        self.operations, self.default_operation = {"info": self._info}, "info"
 
 
 def _known_state(metric: Any, value: Any) -> Any:
@@ -394,6 +389,7 @@ def _known_state(metric: Any, value: Any) -> Any:
 
 class Enum(MetricWrapper):
     _kind = "enum"
+    _raw_operations = ("state",)
 
     def __init__(
         self,
@@ -406,7 +402,6 @@ class Enum(MetricWrapper):
     ) -> None:
         self.states = set(states)
         super().__init__(name, job, units or "enum", labels, logger)
-        self.operations, self.default_operation = {"state": self._state}, "state"
 
     state = _recorded("state", _known_state)
     _state = _raw("state", _known_state)
@@ -414,6 +409,8 @@ class Enum(MetricWrapper):
 
 class TimeProfiler(Histogram):
     """Durations of profiled calls, in milliseconds (Phanos's unit ``mS``)."""
+
+    _raw_operations = ("stop",)
 
     def __init__(
         self,
@@ -423,7 +420,6 @@ class TimeProfiler(Histogram):
         logger: LoggerLike | None = None,
     ) -> None:
         super().__init__(name, job, "mS", labels, logger)
-        self.operations, self.default_operation = {"stop": self._stop}, "stop"
         self._starts: list[float] = []
 
     def stop(
@@ -461,6 +457,8 @@ class TimeProfiler(Histogram):
 class ResponseSize(Histogram):
     """Size of a root call's result in bytes (``sys.getsizeof``, as Phanos measures it)."""
 
+    _raw_operations = ("rec",)
+
     def __init__(
         self,
         name: str,
@@ -469,7 +467,6 @@ class ResponseSize(Histogram):
         logger: LoggerLike | None = None,
     ) -> None:
         super().__init__(name, job, "B", labels, logger)
-        self.operations, self.default_operation = {"rec": self._rec}, "rec"
 
     def rec(
         self,
