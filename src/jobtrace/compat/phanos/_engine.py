@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from datetime import datetime
 from functools import wraps
@@ -353,14 +353,7 @@ class Profiler(InstanceLoggerMixin):
 
     def drain(self) -> list[tuple[str, list[Record]]]:
         """Take every metric's records (and empty them), as (metric name, records)."""
-        out = []
-        for metric in list(self.metrics.values()):
-            with _lock_of(metric):
-                records = metric.to_records()
-                metric.cleanup()
-            if records:
-                out.append((metric.name, records))
-        return out
+        return list(_take_records(self.metrics))
 
     def hand_over(self) -> None:
         """After a root call: queue the records for the handlers — the sync ones on the
@@ -526,6 +519,17 @@ def _lock_of(metric: Any) -> Any:
     return lock if lock is not None else contextlib.nullcontext()
 
 
+def _take_records(metrics: dict[str, Any]) -> Iterator[tuple[str, list[Record]]]:
+    """Each metric's records, taken and emptied one metric at a time as the caller goes
+    on, as (metric name, records); metrics without records are skipped."""
+    for metric in list(metrics.values()):
+        with _lock_of(metric):
+            records = metric.to_records()
+            metric.cleanup()
+        if records:
+            yield metric.name, records
+
+
 def _handle(handler: Any, records: list[Record], name: str) -> Any:
     """``handler.handle(records, name)``; a failure is logged, never raised."""
     try:
@@ -541,13 +545,9 @@ class SyncExtProfiler(_ExtProfiler):
     def handle_records_clear(self) -> None:
         """Hand every metric's records to every handler now, on this thread."""
         base = self.base_profiler
-        for metric in list(base.metrics.values()):
-            with _lock_of(metric):
-                records = metric.to_records()
-                metric.cleanup()
-            if records:
-                for handler in list(base.handlers.values()):
-                    _handle(handler, records, metric.name)
+        for name, records in _take_records(base.metrics):
+            for handler in list(base.handlers.values()):
+                _handle(handler, records, name)
 
     def force_handle_records_clear(self) -> None:
         self.handle_records_clear()
@@ -561,18 +561,14 @@ class AsyncExtProfiler(_ExtProfiler):
     async def handle_records_clear(self) -> None:  # type: ignore[override]
         """Hand every metric's records to every handler now (async ones awaited)."""
         base = self.base_profiler
-        for metric in list(base.metrics.values()):
-            with _lock_of(metric):
-                records = metric.to_records()
-                metric.cleanup()
-            if records:
-                for handler in list(base.handlers.values()):
-                    done = _handle(handler, records, metric.name)
-                    if inspect.isawaitable(done):
-                        try:
-                            await done
-                        except Exception:
-                            self.logger.exception("phanos handler %r failed", handler.handler_name)
+        for name, records in _take_records(base.metrics):
+            for handler in list(base.handlers.values()):
+                done = _handle(handler, records, name)
+                if inspect.isawaitable(done):
+                    try:
+                        await done
+                    except Exception:
+                        self.logger.exception("phanos handler %r failed", handler.handler_name)
 
     async def force_handle_records_clear(self) -> None:
         await self.handle_records_clear()
