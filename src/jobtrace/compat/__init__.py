@@ -3,7 +3,7 @@
 - :mod:`jobtrace.compat.osprofiler` — OSProfiler's ``profiler``, ``web``, ``sqlalchemy``,
   ``requests``, ``notifier``, ``initializer`` and ``opts`` modules (``profiler`` and
   ``web`` also importable as ``jobtrace.profiler`` and ``jobtrace.web``).
-- :mod:`jobtrace.compat.phanos` — Phanos's API (0.3.x and 0.0.x) in one module.
+- :mod:`jobtrace.compat.phanos` — Phanos's API (0.3.x and 0.0.x) in one namespace.
 
 prometheus_client's constructor signatures need no layer: :mod:`jobtrace.instruments`
 takes them directly (see :mod:`jobtrace.instruments._prometheus`).

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TextIO
+from typing import Any, ClassVar, Final, Generic, TextIO, TypeVar
 
 import orjson
 
@@ -49,6 +49,7 @@ DEFAULT_CAPACITY: Final = 100_000
 #: ("s", context, bytes, None) or ("m", metric, operation, label_values, value).
 RawRecord = tuple[Any, ...]
 ProfileRecord = dict[str, Any]
+T = TypeVar("T")
 
 
 def to_records(raw: Sequence[RawRecord], job: str) -> list[ProfileRecord]:
@@ -164,8 +165,63 @@ def dumps_records(records: list[ProfileRecord]) -> bytes:
     return orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY, default=repr)
 
 
-class HandlerDispatcher:
+class QueueThread(Generic[T]):
+    """A queue drained in rounds by one daemon thread, started on first use: every
+    :data:`DISPATCH_INTERVAL` seconds, sooner when woken, or at once on the caller's thread
+    by :meth:`flush`. One round runs at a time; a fork starts the child with an empty queue
+    and no thread. :class:`HandlerDispatcher` (``@profile``) and the Phanos layer's handler
+    thread share this; each says what it queues, when it is full and what a round does."""
+
+    #: The daemon thread's name (seen in thread dumps and profilers).
+    thread_name: ClassVar[str] = "jobtrace-queue"
+
+    def __init__(self) -> None:
+        self._init_process_state()
+        os.register_at_fork(after_in_child=self._init_process_state)
+
+    def _init_process_state(self) -> None:
+        self._queue: deque[T] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one round at a time: the thread or a flush()
+        # Starting the thread has its own lock: a caller must never wait for a round (a
+        # flush() on another thread) to finish.
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(DISPATCH_INTERVAL)
+            self._wake.clear()
+            with self._lock:
+                self._round(flush=False)
+
+    def _round(self, *, flush: bool) -> bool:
+        """Take what is queued now and deliver it; whether all went well (a flush asks
+        batching receivers to send at once)."""
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Run a round now on this thread (False when another round did not end within
+        ``timeout`` seconds, or when the round reports a failure)."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            return self._round(flush=True)
+        finally:
+            self._lock.release()
+
+
+class HandlerDispatcher(QueueThread[tuple[RawRecord, ...]]):
     """The queue between profiled root calls and the handlers, and its thread."""
+
+    thread_name = "jobtrace-profile-handlers"
 
     def __init__(
         self,
@@ -182,17 +238,10 @@ class HandlerDispatcher:
         self.capacity = capacity
         self.dropped = 0
         self.failed = 0
-        self._init_process_state()
-        os.register_at_fork(after_in_child=self._init_process_state)
+        super().__init__()
 
     def _init_process_state(self) -> None:
-        self._queue: deque[tuple[RawRecord, ...]] = deque()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()  # one round at a time: the thread or a flush()
-        # Starting the thread has its own lock: a caller must never wait for a round (a
-        # flush() on another thread) to finish.
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        super()._init_process_state()
         self._overflowing = False
         self._known: tuple[BaseHandler, ...] = ()
         self._warned: set[int] = set()
@@ -222,22 +271,6 @@ class HandlerDispatcher:
                 "until the handlers catch up",
                 self.capacity,
             )
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=self._run, name="jobtrace-profile-handlers", daemon=True
-            )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(DISPATCH_INTERVAL)
-            self._wake.clear()
-            with self._lock:
-                self._round(flush=False)
 
     def _round(self, *, flush: bool) -> bool:
         queue = self._queue
@@ -277,15 +310,6 @@ class HandlerDispatcher:
                 "jobtrace: profiler handler %r failed; its failures are counted from now on",
                 handler.handler_name,
             )
-
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        """Run a round now on this thread, telling batching handlers to send at once."""
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            return False
-        try:
-            return self._round(flush=True)
-        finally:
-            self._lock.release()
 
     def close_handler(self, handler: BaseHandler) -> None:
         """Hand ``handler`` what is queued for it, then close it and forget it."""

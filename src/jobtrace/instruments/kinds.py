@@ -113,6 +113,22 @@ def _label_names(
     return names
 
 
+class _Dropped:
+    """What :meth:`Metric._cell_for` returns for label values that do not match: the drop
+    is already counted there, so every recording operation on it does nothing. One object
+    that answers them all keeps each operation a single call, with no None check."""
+
+    __slots__ = ()
+
+    def _nothing(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    inc = dec = set = set_to_current_time = observe = info = state = _nothing
+
+
+_DROPPED: Final = _Dropped()
+
+
 class Metric:
     """Base of the instruments: a name, Phanos's ``job`` and ``units``, label names, and
     one cell per combination of label values."""
@@ -259,7 +275,8 @@ class Metric:
         return self._new_cell()
 
     def _cell_for(self, label_values: Mapping[str, Any] | None) -> Any:
-        """The cell for Phanos-style ``label_values``, or None (dropped and counted)."""
+        """The cell for Phanos-style ``label_values``, or :data:`_DROPPED` when they do not
+        match the declared labels (counted here, so the operation on it does nothing)."""
         names = self.label_names
         if not label_values:
             if not names:
@@ -279,7 +296,7 @@ class Metric:
                 f"label values {dict(label_values or {})!r} do not match the declared "
                 f"labels {list(names)}",
             )
-            return None
+            return _DROPPED
         cell = self._children.get(key)
         return cell if cell is not None else self._child(key)
 
@@ -345,9 +362,7 @@ class Counter(Metric):
         label_values: Mapping[str, str] | None = None,
         exemplar: Mapping[str, str] | None = None,
     ) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.inc(value)
+        self._cell_for(label_values).inc(value)
 
     def count_exceptions(self, exception: Any = Exception) -> Any:
         """prometheus_client's: a context manager and decorator counting the blocks or
@@ -393,24 +408,16 @@ class Gauge(Metric):
         return GaugeCell(self.name)
 
     def inc(self, value: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.inc(value)
+        self._cell_for(label_values).inc(value)
 
     def dec(self, value: float = 1.0, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.dec(value)
+        self._cell_for(label_values).dec(value)
 
     def set(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.set(value)
+        self._cell_for(label_values).set(value)
 
     def set_to_current_time(self, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.set_to_current_time()
+        self._cell_for(label_values).set_to_current_time()
 
     def track_inprogress(self) -> Any:
         """prometheus_client's: raise the gauge while a block or call runs."""
@@ -471,9 +478,7 @@ class Histogram(Metric):
         label_values: Mapping[str, str] | None = None,
         exemplar: Mapping[str, str] | None = None,
     ) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.observe(value)
+        self._cell_for(label_values).observe(value)
 
     def time(self) -> Any:
         """prometheus_client's: observe the seconds a block or call took."""
@@ -491,9 +496,7 @@ class Summary(Metric):
         return SummaryCell(self.name)
 
     def observe(self, value: float, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.observe(value)
+        self._cell_for(label_values).observe(value)
 
     def time(self) -> Any:
         """prometheus_client's: observe the seconds a block or call took."""
@@ -511,9 +514,7 @@ class Info(Metric):
         return InfoCell(self.name)
 
     def info(self, value: Mapping[str, Any], label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.info(value)
+        self._cell_for(label_values).info(value)
 
     info_ = info
 
@@ -558,6 +559,4 @@ class Enum(Metric):
         return EnumCell(self.name, self.states)
 
     def state(self, value: str, label_values: Mapping[str, str] | None = None) -> None:
-        cell = self._cell_for(label_values)
-        if cell is not None:
-            cell.state(value)
+        self._cell_for(label_values).state(value)

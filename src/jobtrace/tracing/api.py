@@ -266,6 +266,16 @@ def _wrap(
 # -- @trace_cls and TracedMeta -------------------------------------------------------------------
 
 
+def rewrap(member: Any, decorate: Callable[[Any], Any]) -> Any:
+    """``decorate`` applied to a class member as found in a class's ``__dict__``, keeping
+    its kind: a staticmethod or classmethod stays one, around the decorated function."""
+    if isinstance(member, staticmethod):
+        return staticmethod(decorate(member.__func__))
+    if isinstance(member, classmethod):
+        return classmethod(decorate(member.__func__))
+    return decorate(member)
+
+
 def _trace_members(
     cls: type,
     name: str,
@@ -278,23 +288,25 @@ def _trace_members(
 ) -> None:
     import inspect
 
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return _wrap(fn, name, info, hide_args, hide_result)
+
     for attr, value in list(vars(cls).items()):
         if attr.startswith("__") and attr.endswith("__"):
             continue  # dunders: construction, repr and friends are not the interesting work
         if attr.startswith("_") and not trace_private:
             continue
         if isinstance(value, staticmethod):
-            if trace_static_methods:
-                fn = _wrap(value.__func__, name, info, hide_args, hide_result)
-                setattr(cls, attr, staticmethod(fn))
+            wanted = trace_static_methods
         elif isinstance(value, classmethod):
-            if trace_class_methods:
-                fn = _wrap(value.__func__, name, info, hide_args, hide_result)
-                setattr(cls, attr, classmethod(fn))
-        elif inspect.isfunction(value) and not getattr(value, "__jobtrace_traced__", False):
-            fn = _wrap(value, name, info, hide_args, hide_result)
-            fn.__jobtrace_traced__ = True  # type: ignore[attr-defined]
-            setattr(cls, attr, fn)
+            wanted = trace_class_methods
+        else:
+            wanted = inspect.isfunction(value) and not getattr(value, "__jobtrace_traced__", False)
+        if wanted:
+            traced = rewrap(value, decorate)
+            if inspect.isfunction(traced):  # a plain method: marked, so it is traced once
+                traced.__jobtrace_traced__ = True  # type: ignore[attr-defined]
+            setattr(cls, attr, traced)
 
 
 def trace_cls(

@@ -268,28 +268,57 @@ class _PySpan:
             state[1] += 1
             return
         state[0] += 1
-        try:
-            thread = _thread_local.name
-        except AttributeError:
-            thread = _thread_local.name = _current_thread().name
-        _settings.record(
-            (
-                model.SPAN,
-                self.trace_id,
-                self.span_id,
-                self.parent_id,
-                self.name,
-                self.start_ns,
-                duration,
-                self.info,
-                None if error is None else model.error_type_name(error),
-                None if error is None else _message(error),
-                self.job_id,
-                _process.host,
-                _process.pid,
-                thread,
-            )
+        _record_row(
+            self.trace_id,
+            self.span_id,
+            self.parent_id,
+            self.name,
+            self.start_ns,
+            duration,
+            self.info,
+            None if error is None else model.error_type_name(error),
+            None if error is None else _message(error),
+            self.job_id,
         )
+
+
+def _record_row(
+    trace_id: int,
+    span_id: int,
+    parent_id: int | None,
+    name: str,
+    start_ns: int,
+    duration: int,
+    info: dict[str, Any] | None,
+    error_type: str | None,
+    error_message: str | None,
+    job_id: str | None,
+) -> None:
+    """Hand one ended span to the recorder, with this process's host, pid and thread (the
+    thread's name cached per thread): the row :class:`_PySpan` and :func:`record_span`
+    both write."""
+    try:
+        thread = _thread_local.name
+    except AttributeError:
+        thread = _thread_local.name = _current_thread().name
+    _settings.record(
+        (
+            model.SPAN,
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            start_ns,
+            duration,
+            info,
+            error_type,
+            error_message,
+            job_id,
+            _process.host,
+            _process.pid,
+            thread,
+        )
+    )
 
 
 if TYPE_CHECKING or _c is None:
@@ -539,25 +568,15 @@ def record_span(
         return
     duration = _perf_ns() - start[0]
     job = _job_var()
-    try:
-        thread = _thread_local.name
-    except AttributeError:
-        thread = _thread_local.name = _current_thread().name
-    _settings.record(
-        (
-            model.SPAN,
-            trace_id,
-            span_id,
-            parent_id,
-            name,
-            start[1],
-            duration,
-            info,
-            error_type,
-            error_message,
-            _settings.parent_job if job is None else job.id,
-            _process.host,
-            _process.pid,
-            thread,
-        )
+    _record_row(
+        trace_id,
+        span_id,
+        parent_id,
+        name,
+        start[1],
+        duration,
+        info,
+        error_type,
+        error_message,
+        _settings.parent_job if job is None else job.id,
     )

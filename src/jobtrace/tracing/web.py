@@ -296,21 +296,29 @@ class WSGIMiddleware:
         return _TracedBody(body, context, span)
 
 
-class _TracedBody:
-    """A WSGI response body whose span ends when the server closes it (after sending)."""
+class ClosingBody:
+    """A WSGI response body that ends what the request opened (a span here, an OSProfiler
+    point in ``jobtrace.compat.osprofiler.web``) once: when iterating it fails or the
+    server closes it after sending. Iteration and ``close`` run in the request's context,
+    so the code that yields the body sees the same span as the app did."""
 
-    __slots__ = ("_body", "_context", "_iterator", "_span")
+    __slots__ = ("_body", "_context", "_iterator", "_opened")
 
-    def __init__(self, body: Iterable[bytes], context: contextvars.Context, span: Span):
+    def __init__(self, body: Iterable[bytes], context: contextvars.Context, opened: Any):
         self._body = body
         self._context = context
-        self._span: Span | None = span
+        self._opened: Any = opened
         self._iterator: Iterator[bytes] | None = None
 
+    @staticmethod
+    def _finish(opened: Any, exc: BaseException | None) -> None:
+        """End ``opened``; runs in the request's context, at most once."""
+        raise NotImplementedError
+
     def _end(self, exc: BaseException | None) -> None:
-        span, self._span = self._span, None
-        if span is not None:  # once: an error while iterating, then close()
-            self._context.run(span.__exit__, None if exc is None else type(exc), exc, None)
+        opened, self._opened = self._opened, None
+        if opened is not None:  # once: an error while iterating, then close()
+            self._context.run(self._finish, opened, exc)
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -333,6 +341,16 @@ class _TracedBody:
                 self._context.run(close)
         finally:
             self._end(None)
+
+
+class _TracedBody(ClosingBody):
+    """A response body whose span ends when the server closes it (after sending)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _finish(opened: Any, exc: BaseException | None) -> None:
+        opened.__exit__(None if exc is None else type(exc), exc, None)
 
 
 Scope = MutableMapping[str, Any]

@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from jobtrace.compat.osprofiler import notifier
+from jobtrace.tracing.api import rewrap
 from jobtrace.tracing.spans import (
     JoinedTrace,
     RemoteParent,
@@ -695,12 +696,7 @@ def trace_cls(
             _ensure_not_traced(targets)
         decorate = trace(name, info=info, hide_args=hide_args, hide_result=hide_result)
         for attr_name, raw in targets:
-            if isinstance(raw, staticmethod):
-                setattr(cls, attr_name, staticmethod(decorate(raw.__func__)))
-            elif isinstance(raw, classmethod):
-                setattr(cls, attr_name, classmethod(decorate(raw.__func__)))
-            else:
-                setattr(cls, attr_name, decorate(raw))
+            setattr(cls, attr_name, rewrap(raw, decorate))
         return cls
 
     return decorator

@@ -36,13 +36,14 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from jobtrace.compat.osprofiler import profiler
 from jobtrace.tracing.signing import X_TRACE_HMAC, X_TRACE_INFO, TraceHeaderError, TraceSigner
 from jobtrace.tracing.spans import current_span_var
+from jobtrace.tracing.web import ClosingBody
 
 __all__ = [
     "ENV_MIXED_FLEET",
@@ -385,47 +386,14 @@ def _fresh_request() -> None:
     current_span_var.set(None)
 
 
-class _TracedBody:
+class _TracedBody(ClosingBody):
     """A response body whose point ends (and profiler is cleaned) when the server closes it."""
 
-    __slots__ = ("_body", "_context", "_iterator", "_point")
+    __slots__ = ()
 
-    def __init__(self, body: Iterable[bytes], context: contextvars.Context, point: Any) -> None:
-        self._body = body
-        self._context = context
-        self._point: Any = point
-        self._iterator: Iterator[bytes] | None = None
-
-    def _end(self, exc: BaseException | None) -> None:
-        point, self._point = self._point, None
-        if point is not None:
-
-            def finish() -> None:
-                try:
-                    point.__exit__(None if exc is None else type(exc), exc, None)
-                finally:
-                    profiler.clean()
-
-            self._context.run(finish)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = iter(self._body)
+    @staticmethod
+    def _finish(opened: Any, exc: BaseException | None) -> None:
         try:
-            return self._context.run(next, self._iterator)
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._end(exc)
-            raise
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                self._context.run(close)
+            opened.__exit__(None if exc is None else type(exc), exc, None)
         finally:
-            self._end(None)
+            profiler.clean()
