@@ -66,21 +66,23 @@ def _open_sqlite(url: str) -> BatchWriter:
     from jobtrace.store.writer import SQLiteWriter
 
     path = sqlite.path_of(url)
-    current = None
-    if path.exists():
-        try:
+    try:
+        if path.exists():
+            # One connection checks the revision and, when it is current (every run but a
+            # store's first), goes on to write. Closing it to open another would cost a
+            # second open, and the close (the last connection's) would delete the WAL
+            # file just for the next connection to create it again.
             conn = sqlite.connect(path)
             try:
-                current = sqlite.revision(conn)
-            finally:
+                if sqlite.revision(conn) == HEAD:
+                    return SQLiteWriter(path, conn)
+            except BaseException:
                 conn.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {url}: {exc}") from exc
-    if current != HEAD:
+                raise
+            conn.close()
         from jobtrace.store.core import Store
 
         Store(url).close()  # creates or migrates the store, once
-    try:
         return SQLiteWriter(path)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open store {url}: {exc}") from exc
