@@ -26,9 +26,19 @@ from pathlib import Path
 EXIT_OVER_BUDGET = 1
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options every benchmark takes; scripts read ``quick`` and ``strict``."""
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The options every benchmark takes; scripts read ``quick`` and ``strict``.
+
+    ``extra`` adds a script's own options to the parser.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument(
         "--quick", action="store_true", help="a short run (~5 s) with fewer, smaller rounds"
     )
