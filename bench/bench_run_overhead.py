@@ -14,7 +14,8 @@ click and the SQLite writer), starting the job, and at the end writing the job's
 and report. It is measured on an empty script, as the median over rounds of each round's
 difference (``jobtrace run empty.py`` minus ``python empty.py``), so a slow spell of the
 shared machine that spans a round cancels out; then one ``-X importtime`` run shows which
-imports it is made of.
+imports it is made of. Two more figures are for information: the same into a store that
+does not exist yet (a job's first run in a new directory), and without bytecode files.
 
 The CPU-bound script is a pure-Python loop, sized at start-up to take about 4 s here (0.3 s
 with ``--quick``; skipped with ``--fixed-only``). Its difference includes the fixed cost,
@@ -125,6 +126,26 @@ class Runner:
         return wall
 
 
+#: Stands for a new store's URL in a NewStoreRunner's command.
+NEW_STORE = "<new store>"
+
+
+class NewStoreRunner(Runner):
+    """Runs ``jobtrace run`` into a store file that does not exist yet, a new one per call:
+    the first run in a new directory, a fresh CI container."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        super().__init__(argv, cwd, env)
+        self.template = list(argv)
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        url = f"sqlite:///{self.cwd / 'new-stores' / f'{self.calls}.db'}"
+        self.argv = [url if arg == NEW_STORE else arg for arg in self.template]
+        return super().__call__()
+
+
 def paired(jobtrace: list[float], peer: list[float]) -> tuple[float, float]:
     """Median over rounds of (jobtrace - peer) and of jobtrace / peer, same round."""
     pairs = list(zip(jobtrace, peer, strict=True))
@@ -171,11 +192,11 @@ def main() -> int:
         env = clean_env(JOBTRACE_DIR=str(directory / "jt"))
         store = f"sqlite:///{directory / 'b.db'}"
 
-        def jobtrace_argv(script: Path, *script_args: str) -> list[str]:
-            return ["-m", "jobtrace", "run", "-q", "--store", store, str(script), *script_args]
+        def jobtrace_argv(script: Path, *script_args: str, url: str = store) -> list[str]:
+            return ["-m", "jobtrace", "run", "-q", "--store", url, str(script), *script_args]
 
-        def jobtrace_cmd(script: Path, *script_args: str) -> list[str]:
-            return [sys.executable, *jobtrace_argv(script, *script_args)]
+        def jobtrace_cmd(script: Path, *script_args: str, url: str = store) -> list[str]:
+            return [sys.executable, *jobtrace_argv(script, *script_args, url=url)]
 
         # The info-only pair compiles jobtrace from source at every start, as an editable
         # install does under PYTHONDONTWRITEBYTECODE=1 (no installed deployment does).
@@ -186,6 +207,9 @@ def main() -> int:
         empty = {
             "python-empty": Runner([sys.executable, str(empty_script)], directory, env),
             "jobtrace-empty": Runner(jobtrace_cmd(empty_script), directory, env),
+            "jobtrace-empty-new": NewStoreRunner(
+                jobtrace_cmd(empty_script, url=NEW_STORE), directory, env
+            ),
             "python-empty-nopyc": Runner([sys.executable, str(empty_script)], directory, env_nopyc),
             "jobtrace-empty-nopyc": Runner(jobtrace_cmd(empty_script), directory, env_nopyc),
         }
@@ -210,32 +234,34 @@ def main() -> int:
         print(f"-- fixed cost: empty script ({fixed_rounds} rounds) --")
         rows = []
         fixed: dict[str, tuple[float, float]] = {}
-        for suffix, label, info in (("", "", ""), ("-nopyc", ", no .pyc", " (info)")):
-            py_runs = fixed_results["python-empty" + suffix]
-            jt_runs = fixed_results["jobtrace-empty" + suffix]
-            diff, ratio = fixed[suffix] = paired(jt_runs, py_runs)
-            for runs, name, cells in (
-                (py_runs, "python-empty", [f"python empty.py{label} (peer)", "-", "1.00"]),
-                (jt_runs, "jobtrace-empty", [f"jobtrace run empty.py{label}{info}", "", ""]),
-            ):
-                if name == "jobtrace-empty":
-                    cells[1:] = [f"{diff * 1000:+.1f}", f"{ratio:.2f}"]
-                rows.append(
-                    [
-                        cells[0],
-                        f"{median(runs) * 1000:.1f}",
-                        spread([v * 1000 for v in runs]),
-                        f"{median(empty[name + suffix].cpu) * 1000:.1f}",
-                        *cells[1:],
-                    ]
-                )
+        for name, peer, label in (
+            ("python-empty", None, "python empty.py (peer)"),
+            ("jobtrace-empty", "python-empty", "jobtrace run empty.py"),
+            ("jobtrace-empty-new", "python-empty", "jobtrace run empty.py, new store (info)"),
+            ("python-empty-nopyc", None, "python empty.py, no .pyc (peer)"),
+            ("jobtrace-empty-nopyc", "python-empty-nopyc", "jobtrace run empty.py, no .pyc (info)"),
+        ):
+            runs = fixed_results[name]
+            cells = ["-", "1.00"]
+            if peer is not None:
+                diff, ratio = fixed[name] = paired(runs, fixed_results[peer])
+                cells = [f"{diff * 1000:+.1f}", f"{ratio:.2f}"]
+            rows.append(
+                [
+                    label,
+                    f"{median(runs) * 1000:.1f}",
+                    spread([v * 1000 for v in runs]),
+                    f"{median(empty[name].cpu) * 1000:.1f}",
+                    *cells,
+                ]
+            )
         print(
             format_table(
                 ["command", "wall ms", "rounds min..max", "cpu ms", "paired diff ms", "ratio"],
                 rows,
             )
         )
-        fixed_ms, fixed_ratio = fixed[""][0] * 1000, fixed[""][1]
+        fixed_ms, fixed_ratio = fixed["jobtrace-empty"][0] * 1000, fixed["jobtrace-empty"][1]
         print()
         importtime_report(
             directory, env, jobtrace_argv(empty_script), label="jobtrace run -q empty.py"
@@ -245,8 +271,9 @@ def main() -> int:
             "jobtrace run fixed cost",
             fixed_ms <= FIXED_BUDGET_MS,
             f"{fixed_ms:+.1f} ms over `python empty.py` (median of {fixed_rounds} paired rounds; "
-            f"{fixed_ratio:.2f}x; budget <= {FIXED_BUDGET_MS:.0f} ms); without .pyc files "
-            f"{fixed['-nopyc'][0] * 1000:+.1f} ms",
+            f"{fixed_ratio:.2f}x; budget <= {FIXED_BUDGET_MS:.0f} ms); into a new store "
+            f"{fixed['jobtrace-empty-new'][0] * 1000:+.1f} ms, without .pyc files "
+            f"{fixed['jobtrace-empty-nopyc'][0] * 1000:+.1f} ms",
         )
     if not args.fixed_only:
         cpu_bound_report(cpu, cpu_results, fixed_ms / 1000, verdicts)
