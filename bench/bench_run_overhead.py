@@ -14,8 +14,10 @@ click and the SQLite writer), starting the job, and at the end writing the job's
 and report. It is measured on an empty script, as the median over rounds of each round's
 difference (``jobtrace run empty.py`` minus ``python empty.py``), so a slow spell of the
 shared machine that spans a round cancels out; then one ``-X importtime`` run shows which
-imports it is made of. Two more figures are for information: the same into a store that
-does not exist yet (a job's first run in a new directory), and without bytecode files.
+imports it is made of. Three more figures are for information: the same into a store that
+does not exist yet (a job's first run in a new directory), with 1,000 reports kept
+already (the default JOBTRACE_REPORTS_KEEP, where a directory in use for a while stays),
+and without bytecode files.
 
 The CPU-bound script is a pure-Python loop, sized at start-up to take about 4 s here (0.3 s
 with ``--quick``; skipped with ``--fixed-only``). Its difference includes the fixed cost,
@@ -126,6 +128,21 @@ class Runner:
         return wall
 
 
+#: Report directories already there for the "reports kept" row: the default
+#: JOBTRACE_REPORTS_KEEP, which a directory used for a while reaches and then stays at.
+KEPT_REPORTS = 1000
+
+
+def full_reports_env(directory: Path) -> dict[str, str]:
+    """An environment whose JOBTRACE_DIR holds KEPT_REPORTS report directories already."""
+    home = directory / "jt-full"
+    for i in range(KEPT_REPORTS):
+        report = home / "reports" / f"old-{i:05d}"
+        report.mkdir(parents=True)
+        (report / "report.json").write_text("{}")
+    return clean_env(JOBTRACE_DIR=str(home))
+
+
 #: Stands for a new store's URL in a NewStoreRunner's command.
 NEW_STORE = "<new store>"
 
@@ -210,6 +227,9 @@ def main() -> int:
             "jobtrace-empty-new": NewStoreRunner(
                 jobtrace_cmd(empty_script, url=NEW_STORE), directory, env
             ),
+            "jobtrace-empty-full": Runner(
+                jobtrace_cmd(empty_script), directory, full_reports_env(directory)
+            ),
             "python-empty-nopyc": Runner([sys.executable, str(empty_script)], directory, env_nopyc),
             "jobtrace-empty-nopyc": Runner(jobtrace_cmd(empty_script), directory, env_nopyc),
         }
@@ -238,6 +258,11 @@ def main() -> int:
             ("python-empty", None, "python empty.py (peer)"),
             ("jobtrace-empty", "python-empty", "jobtrace run empty.py"),
             ("jobtrace-empty-new", "python-empty", "jobtrace run empty.py, new store (info)"),
+            (
+                "jobtrace-empty-full",
+                "python-empty",
+                f"jobtrace run empty.py, {KEPT_REPORTS:,} reports kept (info)",
+            ),
             ("python-empty-nopyc", None, "python empty.py, no .pyc (peer)"),
             ("jobtrace-empty-nopyc", "python-empty-nopyc", "jobtrace run empty.py, no .pyc (info)"),
         ):
