@@ -169,6 +169,17 @@ BYTECODE_NOTE = (
 )
 
 
+def load_note() -> str:
+    """The machine's load at the start, for reading the absolute figures that follow: on
+    a busy shared machine start-up times stretch, and differences with them."""
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    busy = load > cpus
+    return f"load average {load:.1f} on {cpus} cpu(s) at the start" + (
+        "; the machine is busy: absolute times and differences run high" if busy else ""
+    )
+
+
 def clean_env(*, bytecode_cache: bool = True, **extra: str) -> dict[str, str]:
     """The environment for a measured subprocess: no ``JOBTRACE_*`` variables, no import
     profiling, and (by default) bytecode caching on, plus ``extra``.

@@ -28,6 +28,7 @@ from _common import (
     clean_env,
     format_table,
     interleave,
+    load_note,
     median,
     parse_args,
     spread,

@@ -42,6 +42,7 @@ from _common import (
     clean_env,
     format_table,
     interleave,
+    load_note,
     median,
     parse_args,
     spread,
@@ -196,6 +197,7 @@ def main() -> int:
             else f"CPU-bound: {rounds} rounds of each command, alternating; script loop of "
             f"{n:,} iterations (~{target:g} s here)",
             BYTECODE_NOTE.format(prefix=PYCACHE_PREFIX),
+            load_note(),
         ],
     )
     verdicts = Verdicts("bench_run_overhead")
