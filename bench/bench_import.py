@@ -163,6 +163,7 @@ def main() -> int:
             BYTECODE_NOTE.format(prefix=PYCACHE_PREFIX),
             "the 'no .pyc' pair (info only) runs with PYTHONDONTWRITEBYTECODE=1 and no cache "
             "prefix: an editable install then compiles jobtrace from source at every start",
+            load_note(),
         ],
     )
     verdicts = Verdicts("bench_import")
