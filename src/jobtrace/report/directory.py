@@ -7,8 +7,8 @@ The reports directory is bounded like a rotated log: when writing a report takes
 ``keep`` report directories (``JOBTRACE_REPORTS_KEEP``, 1,000 by default; 0 keeps all), the
 oldest are removed, down to nine tenths of ``keep``. Finding the oldest takes a ``stat`` of
 every report, so this is done once in a while (every hundredth job with the default) rather
-than at every job's end, where it would cost as much as the rest of the job's start and
-finish together. Nothing is lost with them: ``report.json`` holds the job's fields, which
+than at every job's end, where a thousand of them would add milliseconds to every job.
+Nothing is lost with them: ``report.json`` holds the job's fields, which
 the store keeps (``jobtrace jobs show <id>``). Only directories holding a ``report.json``
 are ever removed, so anything else put there is left alone.
 """
