@@ -26,9 +26,19 @@ from pathlib import Path
 EXIT_OVER_BUDGET = 1
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options every benchmark takes; scripts read ``quick`` and ``strict``."""
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The options every benchmark takes; scripts read ``quick`` and ``strict``.
+
+    ``extra`` adds a script's own options to the parser.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument(
         "--quick", action="store_true", help="a short run (~5 s) with fewer, smaller rounds"
     )
@@ -157,6 +167,17 @@ BYTECODE_NOTE = (
     "subprocesses run with bytecode caching on (PYTHONPYCACHEPREFIX={prefix}, "
     "PYTHONDONTWRITEBYTECODE unset), as an installed package would; warm-up runs fill it"
 )
+
+
+def load_note() -> str:
+    """The machine's load at the start, for reading the absolute figures that follow: on
+    a busy shared machine start-up times stretch, and differences with them."""
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    busy = load > cpus
+    return f"load average {load:.1f} on {cpus} cpu(s) at the start" + (
+        "; the machine is busy: absolute times and differences run high" if busy else ""
+    )
 
 
 def clean_env(*, bytecode_cache: bool = True, **extra: str) -> dict[str, str]:

@@ -18,15 +18,3 @@ def test_every_exported_name_exists_and_public_names_are_exported() -> None:
     public.discard("annotations")
     public -= {"Any", "TYPE_CHECKING"}
     assert public <= set(jobtrace.__all__)
-
-
-def test_import_does_not_load_heavy_dependencies() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, jobtrace; heavy = [m for m in ('sqlalchemy', 'alembic', 'rich', 'click',"
-        " 'psycopg', 'psutil') if m in sys.modules]; print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""

@@ -121,6 +121,19 @@ def test_pruning_spares_the_report_just_written(tmp_path: Path) -> None:
     assert prune_reports(tmp_path / "missing", 1) == 0
 
 
+def test_pruning_happens_past_keep_and_goes_down_to_nine_tenths(tmp_path: Path) -> None:
+    def write(i: int) -> None:
+        out = write_report(tmp_path, {"id": f"r{i:02d}", "start_time": float(i),
+                                      "duration": 1.0, "peak_memory_kb": 1}, keep=20)  # fmt: skip
+        os.utime(out / REPORT_FILE, ns=(i * 10**9, i * 10**9))  # coarse clocks: set the order
+
+    for i in range(20):
+        write(i)
+    assert len(list(tmp_path.iterdir())) == 20  # at keep: nothing removed
+    write(20)  # past keep: the oldest go, 18 stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"r{i:02d}" for i in range(3, 21)]
+
+
 def test_jobtrace_run_no_report_writes_no_directory(tmp_path: Path) -> None:
     script = tmp_path / "work.py"
     script.write_text("print('done')\n")

@@ -32,8 +32,8 @@ Environment variables (all optional):
 ``JOBTRACE_HEARTBEAT_INTERVAL``
     Seconds between job heartbeats (default 2).
 ``JOBTRACE_REPORTS_KEEP``
-    Report directories kept under ``$JOBTRACE_DIR/reports``: writing a report removes the
-    oldest beyond this many (default 1000; ``0`` keeps every one).
+    Report directories kept under ``$JOBTRACE_DIR/reports``: writing a report past this
+    many removes the oldest, down to nine tenths of it (default 1000; ``0`` keeps every one).
 ``JOBTRACE_DISABLED``
     ``1`` turns recording off: every API call becomes a no-op.
 ``JOBTRACE_TRACE_SAMPLE_RATE``

@@ -4,9 +4,12 @@
 ``report.json`` holds Sciagraph's fields (``start_time_secs_since_epoch``, ``duration_ms``,
 ``id``, ``peak_memory_kb`` in KiB) and every other field of the job.
 
-The reports directory is bounded like a rotated log: after writing a report, the oldest
-report directories beyond ``keep`` (``JOBTRACE_REPORTS_KEEP``, 1,000 by default; 0 keeps
-all) are removed. Nothing is lost with them: ``report.json`` holds the job's fields, which
+The reports directory is bounded like a rotated log: when writing a report takes it past
+``keep`` report directories (``JOBTRACE_REPORTS_KEEP``, 1,000 by default; 0 keeps all), the
+oldest are removed, down to nine tenths of ``keep``. Finding the oldest takes a ``stat`` of
+every report, so this is done once in a while (every hundredth job with the default) rather
+than at every job's end, where a thousand of them would add milliseconds to every job.
+Nothing is lost with them: ``report.json`` holds the job's fields, which
 the store keeps (``jobtrace jobs show <id>``). Only directories holding a ``report.json``
 are ever removed, so anything else put there is left alone.
 """
@@ -58,8 +61,9 @@ def write_report_json(out: Path, job: Mapping[str, Any]) -> None:
 
 
 def prune_reports(directory: Path, keep: int, *, spare: Path | None = None) -> int:
-    """Remove the oldest report directories under ``directory`` (by the time their
-    ``report.json`` was written) so that at most ``keep`` remain; return how many went.
+    """Once more than ``keep`` report directories are under ``directory``, remove the
+    oldest (by the time their ``report.json`` was written) so that nine tenths of ``keep``
+    remain (all of ``keep`` below ten); return how many went.
 
     ``spare`` (the report just written) is never removed. Safe against other processes
     pruning at the same time: a directory another one removed first is skipped.
@@ -77,7 +81,7 @@ def prune_reports(directory: Path, keep: int, *, spare: Path | None = None) -> i
             dated.append(((directory / name / REPORT_FILE).stat().st_mtime_ns, name))
     dated.sort()
     removed = 0
-    for _, name in dated[: max(0, len(dated) - keep)]:
+    for _, name in dated[: max(0, len(dated) - (keep - keep // 10))]:
         path = directory / name
         if spare is not None and path == spare:
             continue

@@ -1,7 +1,8 @@
 """``sqlite:///…`` and ``postgresql://…``: write into a jobtrace store.
 
-The SQLite sink runs on ``sqlite3`` alone once the store is at the current schema
-revision; SQLAlchemy and Alembic are imported only to create or migrate a store.
+The SQLite sink runs on ``sqlite3`` alone, for a store at the current schema revision and
+for a new one (:mod:`jobtrace.store.bootstrap`); SQLAlchemy and Alembic are imported only
+to migrate a store made by an older jobtrace.
 """
 
 from __future__ import annotations
@@ -61,26 +62,34 @@ _inherited: list[BatchWriter] = []
 def _open_sqlite(url: str) -> BatchWriter:
     import sqlite3
 
-    from jobtrace.store import sqlite
+    from jobtrace.store import bootstrap, sqlite
     from jobtrace.store.versions import HEAD
     from jobtrace.store.writer import SQLiteWriter
 
     path = sqlite.path_of(url)
-    current = None
-    if path.exists():
+    if not path.exists():
         try:
-            conn = sqlite.connect(path)
-            try:
-                current = sqlite.revision(conn)
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {url}: {exc}") from exc
-    if current != HEAD:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+    try:
+        # One connection checks the revision and, when it is current (every run but a
+        # store's first), goes on to write. Closing it to open another would cost a
+        # second open, and the close (the last connection's) would delete the WAL file
+        # just for the next connection to create it again. A new file gets its schema
+        # here too, without SQLAlchemy and Alembic (see jobtrace.store.bootstrap).
+        conn = sqlite.connect(path)
+        try:
+            current = sqlite.revision(conn)
+            if current == HEAD or (current is None and bootstrap.create_schema(conn)):
+                return SQLiteWriter(path, conn)
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
         from jobtrace.store.core import Store
 
-        Store(url).close()  # creates or migrates the store, once
-    try:
+        Store(url).close()  # migrates the store (or says why it cannot), once
         return SQLiteWriter(path)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open store {url}: {exc}") from exc

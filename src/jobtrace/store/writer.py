@@ -556,9 +556,11 @@ class SQLiteWriter(BatchWriter):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection | None = None) -> None:
+        """Write into the store at ``path``, through ``conn`` if given (already tuned by
+        :func:`jobtrace.store.sqlite.connect`; the writer owns it from then on)."""
         super().__init__()
-        self._conn = sqlite.connect(path)
+        self._conn = sqlite.connect(path) if conn is None else conn
 
     def _run(
         self, work: Work, claim: tuple[TablePlan, Sequence[Row]] | None, commit: bool = True
