@@ -27,12 +27,15 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from jobtrace import _config, _ids, _resources, model
 from jobtrace.errors import ConfigurationError
 from jobtrace.recorder import Recorder, get_recorder
 from jobtrace.report.result import ReportResult
+
+if TYPE_CHECKING:
+    from jobtrace.profiles.sampler import ProfileSession
 
 __all__ = ["Job", "current_job", "job"]
 
@@ -107,6 +110,8 @@ class Job:
         params: Mapping[str, Any] | None = None,
         argv: list[str] | None = None,
         report: bool | None = None,
+        profile: bool | None = None,
+        sample_hz: float | None = None,
     ) -> None:
         if job_id is not None and (not isinstance(job_id, str) or not _ids.is_valid_id(job_id)):
             raise ConfigurationError(
@@ -115,7 +120,17 @@ class Job:
             )
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"job name must be a string, got {type(name).__name__}")
+        if sample_hz is not None and not (
+            isinstance(sample_hz, int | float) and 0 < sample_hz <= 1000
+        ):
+            raise ConfigurationError(
+                f"sample_hz={sample_hz!r} must be a number of samples per second in (0, 1000]"
+            )
         self._given_id = job_id
+        # None: the settings decide (JOBTRACE_PROFILE, JOBTRACE_SAMPLE_HZ).
+        self._profile = profile
+        self._sample_hz = sample_hz
+        self._profiler: ProfileSession | None = None
         self.id: str = job_id or ""
         self.name = None if name is None else model.clean_text(name, _MAX_NAME)
         self.experiment = None if experiment is None else model.clean_text(experiment, _MAX_SHORT)
@@ -157,6 +172,8 @@ class Job:
             tags=self.tags,
             params=self.params,
             report=self._report,
+            profile=self._profile,
+            sample_hz=self._sample_hz,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -222,6 +239,10 @@ class Job:
         _hook(rec)
         self._emit()
         rec.ensure_started()
+        if self._profile if self._profile is not None else settings.profile:
+            from jobtrace.profiles import sampler
+
+            self._profiler = sampler.start(self.id, self._sample_hz or settings.sample_hz)
         return self
 
     def _sample(self) -> None:
@@ -285,6 +306,8 @@ class Job:
             # Leave the active set first, so no heartbeat races the final snapshot.
             with _active_lock:
                 _active = tuple(j for j in _active if j is not self)
+            if self._profiler is not None:
+                self._profiler.finish()  # the profile's last records precede the snapshot
             # The duration comes from the monotonic clock; the end time follows from it.
             duration = time.perf_counter() - self._mono_start
             self.end_time = (self.start_time or time.time()) + duration
@@ -471,6 +494,8 @@ def job(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
 ) -> Job: ...
 def job(
     name: Any = None,
@@ -480,6 +505,8 @@ def job(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
 ) -> Any:
     """A job: ``with jobtrace.job("etl"):`` or ``@jobtrace.job("etl")`` (or bare ``@jobtrace.job``).
 
@@ -489,10 +516,24 @@ def job(
     directory (``$JOBTRACE_DIR/reports/<id>/report.json``) when it ends; by default a
     ``with`` job does and the calls of a decorated function do not. Only the newest
     ``$JOBTRACE_REPORTS_KEEP`` report directories are kept (1,000 by default).
+
+    ``profile``: sample where the job's threads spend their time (wall and CPU time, and a
+    timeline of RSS and CPU use), on by default (``$JOBTRACE_PROFILE=0`` turns it off);
+    ``sample_hz`` samples a second (``$JOBTRACE_SAMPLE_HZ``, 100 by default). One job per
+    process is profiled at a time; its ``multiprocessing`` children are profiled with it.
     """
     if callable(name):
         return Job()(name)
-    return Job(name, experiment=experiment, job_id=job_id, tags=tags, params=params, report=report)
+    return Job(
+        name,
+        experiment=experiment,
+        job_id=job_id,
+        tags=tags,
+        params=params,
+        report=report,
+        profile=profile,
+        sample_hz=sample_hz,
+    )
 
 
 def _iso(epoch: float | None) -> str:

@@ -124,6 +124,13 @@ class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
     help="A parameter; JSON values are parsed (repeatable).",
 )
 @click.option("--no-report", is_flag=True, help="Do not write a report directory.")
+@click.option("--no-profile", is_flag=True, help="Do not sample where the job's time goes.")
+@click.option(
+    "--sample-hz",
+    type=click.FloatRange(0, 1000, min_open=True),
+    metavar="N",
+    help="Profile samples per second [default: $JOBTRACE_SAMPLE_HZ, else 100].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
 @store_option
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
@@ -136,6 +143,8 @@ def run(
     tags: tuple[str, ...],
     params: tuple[str, ...],
     no_report: bool,
+    no_profile: bool,
+    sample_hz: float | None,
     quiet: bool,
     store_url: str | None,
     target: tuple[str, ...],
@@ -176,6 +185,8 @@ def run(
             params=_pairs(params, "param", parse_json=True),
             argv=[module or script or "", *args] if module is None else ["-m", module, *args],
             report=not no_report,
+            profile=False if no_profile else None,
+            sample_hz=sample_hz,
         )
         job.start()
         # Processes the script starts (subprocesses, spawned workers) record their spans
