@@ -7,7 +7,9 @@ About ``sample_hz`` times a second the thread reads every thread's stack
   would hide a thread that holds the GIL in a long C call (the sampler cannot run during the
   call, so it takes no samples); weighting by elapsed time credits the whole gap to the
   stack seen when the sampler gets the GIL back, which is the C call's caller, on the line
-  of the call.
+  of the call. (Should a third thread also be waiting for the GIL when the call returns and
+  get it first, the caller may run on before the sampler looks; that part of the call then
+  goes to whatever the caller runs next.)
 - **CPU time**: the growth of that thread's own CPU clock since its previous sample.
 
 So one pass yields a wall-time profile and a CPU-time profile; wall minus CPU is time spent
