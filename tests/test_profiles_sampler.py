@@ -249,3 +249,61 @@ def test_the_cli_turns_the_profile_off_and_sets_the_rate(tmp_path: Path) -> None
     off = jobtrace_cli("run", "-q", "--no-profile", "--store", store, str(script), cwd=tmp_path)
     fast = jobtrace_cli("run", "-q", "--sample-hz", "250", "--store", store, str(script), cwd=tmp_path)
     assert (off.stdout.strip(), fast.stdout.strip()) == ("None", "250.0"), off.stderr + fast.stderr
+
+
+CHILDREN_SCRIPT = """
+import multiprocessing as mp
+import sys
+import time
+
+
+def burn(cpu_seconds):
+    end = time.thread_time() + cpu_seconds
+    while time.thread_time() < end:
+        pass
+
+
+def child_work():
+    burn(0.3)
+
+
+def pool_work(n):
+    burn(0.1)
+    return n
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    child = ctx.Process(target=child_work)
+    child.start()
+    child.join()
+    with ctx.Pool(2) as pool:  # ends its workers with SIGTERM
+        assert pool.map(pool_work, range(4), chunksize=1) == [0, 1, 2, 3]
+    burn(0.1)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_children_are_profiled_into_the_job_labelled_by_process(
+    method: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "kids.py"
+    script.write_text(CHILDREN_SCRIPT)
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    result = jobtrace_cli(
+        "run", "-q", "--job-id", "kids", "--store", store, str(script), method, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    profile = stored_profile(store, "kids")
+    by_process: dict[str, int] = {}
+    for stack, cpu in profile.cpu.stacks.items():
+        kind = stack[0].rsplit("(", 1)[-1].rstrip(")")
+        if any(frame.startswith(("child_work (", "pool_work (")) for frame in stack):
+            by_process[kind] = by_process.get(kind, 0) + cpu
+    prefix = method.capitalize()
+    assert by_process.get(f"{prefix}Process-1", 0) / 1e6 == pytest.approx(0.3, rel=0.3)
+    workers = {k: v for k, v in by_process.items() if re.fullmatch(rf"{prefix}PoolWorker-\d+", k)}
+    spooled = [p.name for p in (tmp_path / ".jobtrace").rglob("*") if p.is_file()]
+    assert workers and sum(workers.values()) / 1e6 >= 0.2, (by_process, spooled, result.stderr)
+    assert weight(profile.cpu, "<module> (kids.py:", "burn (kids.py:") > 0  # the main process
+    assert len(profile.timeline) >= 2  # each process has its own timeline

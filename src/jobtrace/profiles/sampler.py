@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -76,6 +77,25 @@ def _thread_cpu_clock(native_id: int | None) -> int | None:
     if not _LINUX or native_id is None:
         return None
     return ((~native_id) << 3) | 6  # CPUCLOCK_PERTHREAD_MASK (4) | CPUCLOCK_SCHED (2)
+
+
+def _block_signals() -> None:
+    """Keep process-directed signals away from the calling (sampler) thread.
+
+    The kernel hands such a signal to any thread that does not block it. Python runs the
+    handler on the main thread anyway, but only once that thread gets back to Python code:
+    a main thread blocked in a system call (a pool worker waiting for its next task) is
+    interrupted only if the signal lands on it.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+             "SIGCHLD", "SIGWINCH", "SIGPROF", "SIGVTALRM")
+    wanted = {getattr(signal, name) for name in names if hasattr(signal, name)}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (OSError, ValueError):  # pragma: no cover - exotic platforms
+        pass
 
 
 def _rss_kb() -> int:
@@ -165,7 +185,6 @@ class ProfileSession:
         self._own: int | None = None
         self._points: list[tuple[float, int, float]] = []
         self._errors = 0
-        self._listening = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -196,12 +215,19 @@ class ProfileSession:
             self._last_cpu[ident] = self._thread_cpu(ident) or 0.0
         self._point(now)
         self.running = True
+        if self.child and self._record is None:
+            from jobtrace.recorder import get_recorder
+
+            # A multiprocessing pool's workers end by SIGTERM: hand the last records over
+            # before the recorder's signal handler flushes.
+            get_recorder().add_terminate_listener(self._on_terminate)
         if thread:
             sampler = threading.Thread(target=self._run, name="jobtrace-sampler", daemon=True)
             sampler.start()
 
     def _run(self) -> None:
         self._own = threading.get_ident()
+        _block_signals()
         sleep, interval, lock = time.sleep, self.interval, self._lock
         while True:
             # A plain sleep: drift does no harm, since every sample is weighted by the
@@ -232,14 +258,18 @@ class ProfileSession:
         try:
             if not self.running or os.getpid() != self._pid:
                 return
-            self.running = False
             now = self._clock()
             # The calling thread is in jobtrace's own code now; its last few milliseconds
             # went to whatever it ran before, which this sample cannot see.
             self.tick(now, skip=threading.get_ident())
             self._point(now)
             self.emit(now)
+            # Only now: a SIGTERM handler that interrupts this (the recorder's, which flushes
+            # and then ends the process) finds the session running and hands the records
+            # over itself, rather than return and let the process die with them.
+            self.running = False
         except Exception:
+            self.running = False
             log.exception("jobtrace: the profile's last records were lost")
         finally:
             self._lock.release()
@@ -284,7 +314,8 @@ class ProfileSession:
         for ident, frame in frames.items():
             if ident == self._own or ident in self._skip or ident == skip:
                 continue
-            wall = now - last_wall.get(ident, previous)
+            # (Negative only when a signal handler's tick ran inside this one.)
+            wall = max(0.0, now - last_wall.get(ident, previous))
             last_wall[ident] = now
             cpu_now = self._thread_cpu(ident)
             cpu = 0.0
@@ -347,13 +378,7 @@ class ProfileSession:
         if record is None:
             from jobtrace.recorder import get_recorder
 
-            recorder = get_recorder()
-            record = recorder.record
-            if self.child and not self._listening:
-                # A multiprocessing pool's workers end by SIGTERM: hand the last records
-                # over before the recorder's handler flushes.
-                self._listening = True
-                recorder.add_terminate_listener(self._on_terminate)
+            record = get_recorder().record
         label = self.label
         if samples:
             record(folded.stacks_record(self.job_id, label, new, samples, start, end))
