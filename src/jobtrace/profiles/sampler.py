@@ -360,7 +360,10 @@ class ProfileSession:
         self._proc_cpu, self._proc_wall = cpu, now
         self._points.append((round(self._wall_clock(), 3), _rss_kb(), round(percent, 1)))
         step = TIMELINE_EARLY if now - self._started < 60.0 else TIMELINE_LATE
-        self._next_point = now + step
+        # On the schedule, not a step after each late tick (which would drift by a tick a
+        # point); a sampler held up for long starts the schedule afresh rather than burst.
+        due = self._next_point + step
+        self._next_point = due if due > now else now + step
 
     # -- records -------------------------------------------------------------------------
 
