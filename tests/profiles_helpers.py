@@ -17,9 +17,7 @@ def stored_profile(store_url: str, job_id: str) -> JobProfile:
     """The job's profile as its ``profiles`` rows in the store fold back into."""
     with Store(store_url) as store, store.engine.connect() as conn:
         rows = conn.execute(
-            sa.text(
-                "SELECT type, format, data, created_at FROM profiles WHERE job_id = :j"
-            ),
+            sa.text("SELECT type, format, data, created_at FROM profiles WHERE job_id = :j"),
             {"j": job_id},
         ).all()
     return load_job_profile([tuple(row) for row in rows])  # type: ignore[misc]
@@ -61,7 +59,10 @@ def as_dict(profile: JobProfile) -> dict[str, Any]:
     """A readable summary for assertion messages."""
     return {
         kind: sorted(
-            ((weight, ";".join(stack[-3:])) for stack, weight in getattr(profile, kind).stacks.items()),
+            (
+                (weight, ";".join(stack[-3:]))
+                for stack, weight in getattr(profile, kind).stacks.items()
+            ),
             reverse=True,
         )[:12]
         for kind in ("wall", "cpu")

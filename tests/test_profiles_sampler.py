@@ -82,7 +82,7 @@ def test_a_job_of_work_and_sleep_shows_the_split_in_wall_time_and_all_cpu_in_the
     # Each function's wall time is about what the workload measured for it.
     assert burn_wall / 1e6 == pytest.approx(truth["burn"], rel=0.2)
     assert nap_wall / 1e6 == pytest.approx(truth["nap"], rel=0.3)
-    # All of the CPU time is in the work (6 × 0.14 s of it); sleeping costs none.
+    # All of the CPU time is in the work (6 x 0.14 s of it); sleeping costs none.
     cpu_total = profile.cpu.total
     assert weight(profile.cpu, "burn (split.py:") / cpu_total > 0.85, as_dict(profile)
     assert weight(profile.cpu, "burn (split.py:") / 1e6 == pytest.approx(0.84, rel=0.2)
@@ -247,7 +247,9 @@ def test_the_cli_turns_the_profile_off_and_sets_the_rate(tmp_path: Path) -> None
     )
     store = f"sqlite:///{tmp_path / 'store.db'}"
     off = jobtrace_cli("run", "-q", "--no-profile", "--store", store, str(script), cwd=tmp_path)
-    fast = jobtrace_cli("run", "-q", "--sample-hz", "250", "--store", store, str(script), cwd=tmp_path)
+    fast = jobtrace_cli(
+        "run", "-q", "--sample-hz", "250", "--store", store, str(script), cwd=tmp_path
+    )
     assert (off.stdout.strip(), fast.stdout.strip()) == ("None", "250.0"), off.stderr + fast.stderr
 
 

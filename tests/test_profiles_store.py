@@ -3,6 +3,7 @@ PostgreSQL and a `jobtrace serve` server, and stay compact for a long job."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import textwrap
 from collections.abc import Callable
@@ -113,7 +114,7 @@ def test_an_hour_long_jobs_profile_stays_well_under_a_megabyte(tmp_path: Path) -
         for tick in range(TICKS_PER_SECOND):
             clock[0] += 1.0 / TICKS_PER_SECOND
             stage = stages[(second + tick) % 3]
-            _at_depth((second // 60 + tick) % 4, lambda: stage(session.tick))
+            _at_depth((second // 60 + tick) % 4, functools.partial(stage, session.tick))
     session.finish()
 
     url = f"sqlite:///{tmp_path / 'long.db'}"

@@ -70,9 +70,7 @@ def _bootstrap_entry() -> _Bootstrap | None:
 
     settings = _config.current()
     root = str(Path(__file__).resolve().parents[2])
-    return _Bootstrap(
-        (root, session.job_id, session.hz, settings.url, str(settings.directory))
-    )
+    return _Bootstrap((root, session.job_id, session.hz, settings.url, str(settings.directory)))
 
 
 def _patch(module: ModuleType) -> None:

@@ -32,6 +32,7 @@ profiling for the same job, labelled by process, so their stacks merge into its 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -89,13 +90,22 @@ def _block_signals() -> None:
     """
     if not hasattr(signal, "pthread_sigmask"):
         return
-    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
-             "SIGCHLD", "SIGWINCH", "SIGPROF", "SIGVTALRM")
+    names = (
+        "SIGTERM",
+        "SIGINT",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGCHLD",
+        "SIGWINCH",
+        "SIGPROF",
+        "SIGVTALRM",
+    )
     wanted = {getattr(signal, name) for name in names if hasattr(signal, name)}
-    try:
+    with contextlib.suppress(OSError, ValueError):  # exotic platforms: sample anyway
         signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    except (OSError, ValueError):  # pragma: no cover - exotic platforms
-        pass
 
 
 def _rss_kb() -> int:
