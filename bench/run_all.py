@@ -33,6 +33,7 @@ SCRIPTS = (
     "bench_soak.py",
     "bench_run_overhead.py",
     "bench_import.py",
+    "profile_overhead.py",
 )
 RESULT_PREFIX = "RESULT "
 
