@@ -192,6 +192,10 @@ class ProfileSession:
         self._cpu_clocks: dict[int, int | None] = {}
         self._natives: dict[int, int | None] = {}
         self._skip: set[int] = set()
+        # The thread that starts the session knows its own kernel id. After a fork,
+        # threading (before 3.12) still holds the parent's id for the forking thread.
+        self._starter = threading.current_thread()
+        self._starter_native = threading.get_native_id()
         self._own: int | None = None
         self._points: list[tuple[float, int, float]] = []
         self._errors = 0
@@ -293,7 +297,8 @@ class ProfileSession:
             ident = thread.ident
             if ident is None:
                 continue
-            natives[ident] = thread.native_id
+            native = self._starter_native if thread is self._starter else thread.native_id
+            natives[ident] = native
             if thread.name.startswith("jobtrace-"):
                 self._skip.add(ident)
         for ident, native in natives.items():
@@ -316,13 +321,24 @@ class ProfileSession:
         """Sample every thread once (the sampler thread calls this ``hz`` times a second)."""
         if now is None:
             now = self._clock()
+        # The frames go at once, before anything here can release the GIL: a frame object
+        # held while its function returns keeps the function's locals (a big buffer, say)
+        # alive, which would delay their release and raise the job's peak memory.
         frames = sys._current_frames()
-        if any(ident not in self._natives for ident in frames):
+        stack, own, skipped = self._stack, self._own, self._skip
+        stacks = [
+            (ident, stack(frame))
+            for ident, frame in frames.items()
+            if ident != own and ident != skip and ident not in skipped
+        ]
+        seen = frames.keys() - {own}
+        del frames
+        if any(ident not in self._natives for ident in seen):
             self._refresh_threads()
         previous = self._prev
         last_wall, last_cpu = self._last_wall, self._last_cpu
-        for ident, frame in frames.items():
-            if ident == self._own or ident in self._skip or ident == skip:
+        for ident, key in stacks:
+            if ident in self._skip:  # learnt just now, by _refresh_threads
                 continue
             # (Negative only when a signal handler's tick ran inside this one.)
             wall = max(0.0, now - last_wall.get(ident, previous))
@@ -334,10 +350,9 @@ class ProfileSession:
                 # time so far is new.
                 cpu = max(0.0, cpu_now - last_cpu.get(ident, 0.0))
                 last_cpu[ident] = cpu_now
-            self._table.add(self._stack(frame), int(wall * 1e6), int(cpu * 1e6))
-        del frame  # a frame keeps its locals alive: drop it before sleeping
-        if len(last_wall) > len(frames):
-            for ident in [i for i in last_wall if i not in frames]:
+            self._table.add(key, int(wall * 1e6), int(cpu * 1e6))
+        if len(last_wall) > len(seen):
+            for ident in [i for i in last_wall if i not in seen]:
                 del last_wall[ident]
                 last_cpu.pop(ident, None)
         self._prev = now
