@@ -259,6 +259,45 @@ def calibrate(script: Path, out: Path, workdir: Path, target: float) -> int:
         scale *= 4
 
 
+def sampler_alone(body: str, scale: int, pairs: int) -> float:
+    """The sampler's own cost, in this process: the median over ``pairs`` of the CPU time
+    of a block of work with a 100 Hz sampler running over the same block without one.
+
+    Blocks a fraction of a second long, back to back, see the same machine load, so this
+    figure stays steady where whole runs of separate processes drift by several percent.
+    """
+    import time
+
+    from jobtrace.profiles.sampler import ProfileSession
+
+    namespace: dict[str, object] = {"__name__": "workload"}
+    exec(compile(PRELUDE + body, "<workload>", "exec"), namespace)
+    work = namespace["work"]
+    assert callable(work)
+    block = max(1, scale // 5)
+
+    def once() -> float:
+        started = time.process_time()
+        work(block)
+        return time.process_time() - started
+
+    ratios = []
+    for index in range(pairs):
+        session = ProfileSession("bench", 100, record=lambda record: None)
+        if index % 2:  # alternate which of the pair runs first
+            bare = once()
+            session.begin()
+            sampled = once()
+            session.finish()
+        else:
+            session.begin()
+            sampled = once()
+            session.finish()
+            bare = once()
+        ratios.append(sampled / bare)
+    return median(ratios)
+
+
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     rounds, target = (2, 0.3) if args.quick else (5, 1.0)
@@ -280,6 +319,7 @@ def main() -> int:
         ratios: dict[tuple[str, str], list[float]] = {}
         wall_ratios: dict[tuple[str, str], list[float]] = {}
         plain_times: dict[str, list[float]] = {}
+        alone: dict[str, float] = {}
         with stopwatch("the benchmark"):
             for workload, body in WORKLOADS.items():
                 # work_*.py: a script called numpy.py would shadow numpy itself.
@@ -301,6 +341,7 @@ def main() -> int:
                         wall, cpu = times[name]
                         ratios.setdefault((workload, name), []).append(cpu / plain_cpu)
                         wall_ratios.setdefault((workload, name), []).append(wall / plain_wall)
+                alone[workload] = sampler_alone(body, scale, 5 if args.quick else 21)
                 print(f"  {workload}: done (scale {scale})")
                 sys.stdout.flush()
 
@@ -326,6 +367,14 @@ def main() -> int:
             print(title)
             print(format_table(["workload", "plain CPU", *shown], rows))
         print()
+        print("the sampler alone: in this process, paired blocks of work (~1/5 of the above)")
+        print("with and without a 100 Hz ProfileSession, CPU time, median of the pairs")
+        print(
+            format_table(
+                ["workload", "sampler on / off"], [[w, f"{r:.3f}x"] for w, r in alone.items()]
+            )
+        )
+        print()
         print("py-spy samples from a process of its own: its CPU is not the job's; it costs")
         print("the job the pauses while it reads the stacks (wall time).")
         for name, why in missing.items():
@@ -337,6 +386,11 @@ def main() -> int:
                 f"jobtrace default mode, {workload}",
                 default <= BUDGET,
                 f"{default:.3f}x plain (budget {BUDGET:.2f}x)",
+            )
+            verdicts.check(
+                f"the sampler alone (in-process, paired), {workload}",
+                alone[workload] <= BUDGET,
+                f"{alone[workload]:.3f}x (budget {BUDGET:.2f}x)",
             )
             exact = ratios.get((workload, "jobtrace --memory exact"))
             memray = ratios.get((workload, "memray"))
