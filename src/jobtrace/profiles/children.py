@@ -17,6 +17,7 @@ finder), so ``import jobtrace`` and a job's start do not import ``multiprocessin
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.abc
 import importlib.machinery
 import logging
@@ -160,7 +161,13 @@ def start_spawned(job_id: str, hz: float, url: str, directory: str) -> None:
     # Now, on the main thread: the recorder installs its SIGTERM handler only from there.
     from jobtrace.recorder import get_recorder
 
-    get_recorder()
+    recorder = get_recorder()
+    # The sink's modules too, before any thread of ours runs: the recorder's writer would
+    # otherwise import them while this thread imports the program's (`__mp_main__`), and
+    # two threads importing at once can deadlock on module locks.
+    from jobtrace.sinks import sink_module
+
+    importlib.import_module(sink_module(recorder.settings.url))
     if sampler.start(job_id, hz, child=True) is not None:
         import multiprocessing.util  # noqa: F401 - the exit hook registers with it
 

@@ -329,7 +329,7 @@ class ProfileSession:
         stacks = [
             (ident, stack(frame))
             for ident, frame in frames.items()
-            if ident != own and ident != skip and ident not in skipped
+            if ident not in (own, skip) and ident not in skipped
         ]
         seen = frames.keys() - {own}
         del frames
