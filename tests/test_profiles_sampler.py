@@ -311,3 +311,19 @@ def test_multiprocessing_children_are_profiled_into_the_job_labelled_by_process(
     assert workers and sum(workers.values()) / 1e6 >= 0.2, (by_process, spooled, result.stderr)
     assert weight(profile.cpu, "<module> (kids.py:", "burn (kids.py:") > 0  # the main process
     assert len(profile.timeline) >= 2  # each process has its own timeline
+
+
+def test_decorated_calls_are_profiled_only_when_asked(memory_sink: MemorySink) -> None:
+    ids: list[str] = []
+
+    def work() -> None:
+        job = jobtrace.current_job()
+        assert job is not None
+        ids.append(job.id)
+        _burn(0.03)
+
+    jobtrace.job("plain")(work)()
+    jobtrace.job("profiled", profile=True)(work)()
+    jobtrace.flush()
+    assert sink_profile(memory_sink, ids[0]).empty
+    assert weight(sink_profile(memory_sink, ids[1]).cpu, "_burn (") > 0

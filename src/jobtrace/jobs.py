@@ -433,7 +433,8 @@ class Job:
     def __call__(self, fn: Any = None) -> Any:
         """Decorate ``fn`` so that every call runs as a new job with these settings.
 
-        The calls write no report directory unless the job was made with ``report=True``:
+        The calls write no report directory unless the job was made with ``report=True``,
+        and are not profiled unless it was made with ``profile=True``:
         a decorated function is usually called many times (per file, per request), and a
         directory per call would fill the disk; each call is still a job in the store and
         logs its :class:`ReportResult`.
@@ -442,6 +443,10 @@ class Job:
             raise TypeError("a Job decorates a function")
         if self._report_given is None:
             self._report = False
+        if self._profile is None:
+            # Nor a profile, for the same reason: a sampler thread per call would cost
+            # each call more than the job itself (about a millisecond).
+            self._profile = False
         if self.name is None:
             self.name = getattr(fn, "__qualname__", None) or "job"
 
@@ -521,6 +526,7 @@ def job(
     timeline of RSS and CPU use), on by default (``$JOBTRACE_PROFILE=0`` turns it off);
     ``sample_hz`` samples a second (``$JOBTRACE_SAMPLE_HZ``, 100 by default). One job per
     process is profiled at a time; its ``multiprocessing`` children are profiled with it.
+    The calls of a decorated function are not profiled unless ``profile=True``.
     """
     if callable(name):
         return Job()(name)

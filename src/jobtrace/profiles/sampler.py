@@ -184,7 +184,7 @@ class ProfileSession:
         # Reentrant: finish() may run in a signal handler on a thread inside a tick.
         self._lock = threading.RLock()
         self.running = False
-        self._namer = FrameNamer()
+        self._namer = _namer()
         self._table = StackTable(self._namer)
         # Per thread (by ident): when it was last sampled, its CPU clock then, its clock id.
         self._last_wall: dict[int, float] = {}
@@ -419,6 +419,17 @@ class ProfileSession:
 
 
 # -- the process's session ---------------------------------------------------------------------
+
+_shared_namer: FrameNamer | None = None
+
+
+def _namer() -> FrameNamer:
+    """One namer per process: the names of a process's code objects outlive its jobs."""
+    global _shared_namer
+    if _shared_namer is None:
+        _shared_namer = FrameNamer()
+    return _shared_namer
+
 
 _session: ProfileSession | None = None
 _session_lock = threading.Lock()
