@@ -327,3 +327,22 @@ def test_decorated_calls_are_profiled_only_when_asked(memory_sink: MemorySink) -
     jobtrace.flush()
     assert sink_profile(memory_sink, ids[0]).empty
     assert weight(sink_profile(memory_sink, ids[1]).cpu, "_burn (") > 0
+
+
+def test_the_rate_and_the_switch_come_from_the_environment() -> None:
+    from jobtrace import _config
+
+    settings = _config.resolve(env={"JOBTRACE_SAMPLE_HZ": "250", "JOBTRACE_PROFILE": "off"})
+    assert (settings.sample_hz, settings.profile) == (250.0, False)
+    assert _config.resolve(env={}).profile is True
+    with pytest.raises(jobtrace.ConfigurationError, match="JOBTRACE_SAMPLE_HZ"):
+        _config.resolve(env={"JOBTRACE_SAMPLE_HZ": "5000"})
+
+
+def test_the_process_label_matches_the_stacks(memory_sink: MemorySink) -> None:
+    with jobtrace.job("label", report=False) as job:
+        label = sampler.process_label()
+        _burn(0.02)
+    jobtrace.flush()
+    assert {stack[0] for stack in sink_profile(memory_sink, job.id).wall.stacks} == {label}
+    assert re.fullmatch(r"process \d+ \(main\)", sampler.process_label())

@@ -46,7 +46,7 @@ from typing import Any, Final
 from jobtrace.profiles import folded
 from jobtrace.profiles.frames import FrameNamer
 
-__all__ = ["DEFAULT_HZ", "ProfileSession", "current_session", "start"]
+__all__ = ["DEFAULT_HZ", "ProfileSession", "current_session", "process_label", "start"]
 
 log = logging.getLogger("jobtrace.profiles")
 
@@ -440,6 +440,18 @@ def current_session() -> ProfileSession | None:
     """The session profiling this process now, or None."""
     session = _session
     return session if session is not None and session.running else None
+
+
+def process_label() -> str:
+    """The process frame at the root of this process's stacks (``"process 1234 (main)"``),
+    for other profiles of the job (peak memory) to merge with its time profiles."""
+    session = current_session()
+    if session is not None and session._pid == os.getpid():
+        return session.label
+    return ProfileSession("", child=os.getpid() != _first_pid).label
+
+
+_first_pid = os.getpid()
 
 
 def start(job_id: str, hz: float = DEFAULT_HZ, *, child: bool = False) -> ProfileSession | None:
