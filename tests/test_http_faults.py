@@ -373,6 +373,16 @@ def counted(record):  # job snapshots: counted so the test knows every record se
     record_control(record)
 
 recorder.record_control = counted
+profiles = 0
+record = recorder.record
+
+def counted_profiles(record_):  # the job's profile records: counted too
+    global profiles
+    if record_[0] == "profile":
+        profiles += 1
+    record(record_)
+
+recorder.record = counted_profiles
 def wait_for(name):
     deadline = time.monotonic() + 100
     while not (marks / name).exists():
@@ -388,7 +398,7 @@ with jobtrace.job("steady", job_id="steady"):
         if step == points * 2 // 3:
             wait_for("server-restarted")  # so the restart surely happens mid-job
 jobtrace.flush()
-print(points + snapshots)
+print(points + snapshots + profiles)
 """
 
 
