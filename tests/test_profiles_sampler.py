@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -22,7 +24,7 @@ import pytest
 import jobtrace
 from jobtrace.profiles import sampler
 from jobtrace.sinks.memory import MemorySink
-from tests.cli_helpers import jobtrace_cli
+from tests.cli_helpers import cli_env, jobtrace_cli
 from tests.profiles_helpers import as_dict, frames_of, sink_profile, stored_profile, weight
 
 SPLIT_SCRIPT = """
@@ -346,3 +348,36 @@ def test_the_process_label_matches_the_stacks(memory_sink: MemorySink) -> None:
     jobtrace.flush()
     assert {stack[0] for stack in sink_profile(memory_sink, job.id).wall.stacks} == {label}
     assert re.fullmatch(r"process \d+ \(main\)", sampler.process_label())
+
+
+def test_multiprocessing_spawn_is_hooked_when_imported_after_the_job_starts(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "late.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import jobtrace
+            from jobtrace.profiles.children import _SpawnFinder
+
+            with jobtrace.job("late", report=False):
+                assert "multiprocessing.spawn" not in sys.modules
+                import multiprocessing.spawn
+                data = multiprocessing.spawn.get_preparation_data("x")
+                print(multiprocessing.spawn.get_preparation_data.__jobtrace_wrapped__,
+                      "jobtrace_profile" in data,
+                      any(isinstance(f, _SpawnFinder) for f in sys.meta_path))
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=cli_env(tmp_path / ".jobtrace"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.split() == ["True", "True", "False"], result.stderr

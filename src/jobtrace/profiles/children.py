@@ -109,6 +109,8 @@ class _PatchingLoader(importlib.abc.Loader):
             _patch(module)
         except Exception:
             log.exception("jobtrace: cannot hook multiprocessing's spawn")
+        # Its work is done: no other import need pass by it.
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SpawnFinder)]
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_filename… for tracebacks
         return getattr(self._loader, name)
