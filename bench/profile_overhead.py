@@ -27,6 +27,7 @@ budget from one run to the next, while CPU time stays put. Wall-time ratios are 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -300,6 +301,8 @@ def sampler_alone(body: str, scale: int, pairs: int) -> float:
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
+    # For the in-process figure too (numpy reads these when sampler_alone first imports it).
+    os.environ.update(SINGLE_THREADED_BLAS)
     rounds, target = (2, 0.3) if args.quick else (5, 1.0)
     banner(
         "Profiling overhead by workload (ratio to plain python)",

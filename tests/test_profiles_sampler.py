@@ -289,7 +289,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_multiprocessing_children_are_profiled_into_the_job_labelled_by_process(
     method: str, tmp_path: Path
 ) -> None:
@@ -306,7 +306,7 @@ def test_multiprocessing_children_are_profiled_into_the_job_labelled_by_process(
         kind = stack[0].rsplit("(", 1)[-1].rstrip(")")
         if any(frame.startswith(("child_work (", "pool_work (")) for frame in stack):
             by_process[kind] = by_process.get(kind, 0) + cpu
-    prefix = method.capitalize()
+    prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[method]
     assert by_process.get(f"{prefix}Process-1", 0) / 1e6 == pytest.approx(0.3, rel=0.3)
     workers = {k: v for k, v in by_process.items() if re.fullmatch(rf"{prefix}PoolWorker-\d+", k)}
     spooled = [p.name for p in (tmp_path / ".jobtrace").rglob("*") if p.is_file()]
