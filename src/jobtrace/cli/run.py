@@ -151,9 +151,11 @@ def run(
 ) -> None:
     """Run SCRIPT (or -m MODULE) with ARGS as a recorded job.
 
-    The job's status, duration, peak memory, CPU time and exit code go to the store, a
-    report directory is written, and a summary line is printed at the end. The exit
-    status is the script's own.
+    The job's status, duration, peak memory, CPU time and exit code go to the store
+    with a profile of where its time went (wall and CPU time by stack, in every thread
+    and multiprocessing child, and a timeline of RSS and CPU use), a report directory is
+    written, and a summary line is printed at the end. The exit status is the script's
+    own.
 
     \b
     Examples:
