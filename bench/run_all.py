@@ -36,6 +36,7 @@ SCRIPTS = (
     "bench_run_overhead.py",
     "bench_memory_profile.py",
     "bench_import.py",
+    "profile_overhead.py",
 )
 RESULT_PREFIX = "RESULT "
 

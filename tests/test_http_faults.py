@@ -380,13 +380,14 @@ def counted(record):  # job snapshots: counted so the test knows every record se
     record_control(record)
 
 recorder.record_control = counted
+profiles = 0
 record = recorder.record
 
-def counted_profiles(rec):  # profile records (the job's memory profile): counted too
-    global snapshots
-    if rec[0] == "profile":
-        snapshots += 1
-    record(rec)
+def counted_profiles(record_):  # the job's profile records: counted too
+    global profiles
+    if record_[0] == "profile":
+        profiles += 1
+    record(record_)
 
 recorder.record = counted_profiles
 def wait_for(name):
@@ -404,7 +405,7 @@ with jobtrace.job("steady", job_id="steady"):
         if step == points * 2 // 3:
             wait_for("server-restarted")  # so the restart surely happens mid-job
 jobtrace.flush()
-print(points + snapshots)
+print(points + snapshots + profiles)
 """
 
 

@@ -134,7 +134,9 @@ def test_a_full_disk_drops_count_per_kind_show_on_the_job_and_what_fit_is_replay
         tiny = str(tmp_path / "tiny")
         child = subprocess.run(
             [sys.executable, "-c", DISK_FULL_CHILD, url, tiny, str(fsize), str(sent)],
-            env=cli_env(tmp_path / "tiny"),
+            # No profile: its records would be dropped (and counted) too, and this test
+            # counts exactly what it sent.
+            env=cli_env(tmp_path / "tiny", JOBTRACE_PROFILE="0"),
             capture_output=True,
             text=True,
             timeout=240,
@@ -246,7 +248,9 @@ def test_what_a_slow_or_hung_sink_did_not_take_at_exit_is_spooled_and_stored_lat
     tmp_path: Path, mode: str, delay: str
 ) -> None:
     url = f"slow:///{tmp_path / 'store.db'}"
-    sent = 100_000
+    # At a second a batch of 20,000, more than the job's end (which waits up to 5 s for
+    # its report's profile) and the exit flush (2 s here) together can deliver.
+    sent = 400_000
     env = cli_env(tmp_path / "jt", **{ENV_DELAY: delay, "PYTHONPATH": _pythonpath()})
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_CHILD, url, str(sent), mode],

@@ -114,6 +114,8 @@ def configure(
     http_timeout: float | None = None,
     spool_max_bytes: int | None = None,
     flush_timeout: float | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -140,5 +142,7 @@ def configure(
         "http_timeout": http_timeout,
         "spool_max_bytes": spool_max_bytes,
         "flush_timeout": flush_timeout,
+        "profile": profile,
+        "sample_hz": sample_hz,
     }
     return _config.configure(**kwargs)

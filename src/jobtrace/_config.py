@@ -58,6 +58,11 @@ Environment variables (all optional):
     For ``jobtrace serve``: seconds each server process trusts its copy of the live tokens
     (default 2): a new or revoked token takes effect within this time; 0 reads the store on
     every request.
+``JOBTRACE_PROFILE``
+    ``0`` turns job profiles off (on by default: a sampler thread per process records
+    where each job's time went; see :mod:`jobtrace.profiles.sampler`).
+``JOBTRACE_SAMPLE_HZ``
+    Stack samples per second of the job profile's sampler (default 100, at most 1000).
 ``JOBTRACE_NO_EXTENSIONS``
     Set to 1 to trace with the pure-Python implementation instead of the compiled one
     (read once, at import; the compiled one is used when it was built and this is unset).
@@ -109,6 +114,8 @@ ENV_MEMORY = "JOBTRACE_MEMORY"
 #: Why each compiled module (``_speedups``, ``_memtrack``) is not in use, once asked for;
 #: ``jobtrace doctor`` shows it.
 extension_problems: dict[str, str] = {}
+ENV_PROFILE = "JOBTRACE_PROFILE"
+ENV_SAMPLE_HZ = "JOBTRACE_SAMPLE_HZ"
 
 
 def load_speedups() -> ModuleType | None:
@@ -165,6 +172,8 @@ class Settings(NamedTuple):
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
     memory: str = "approximate"
+    profile: bool = True
+    sample_hz: float = 100.0
 
     @property
     def reports_dir(self) -> Path:
@@ -242,6 +251,8 @@ def resolve(
     spool_max_bytes: int | None = None,
     flush_timeout: float | None = None,
     memory: str | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -255,6 +266,9 @@ def resolve(
         experiment=experiment or env.get(ENV_EXPERIMENT) or None,
         enabled=(not disabled) if enabled is None else enabled,
     )
+    if profile is None:
+        profile = env.get(ENV_PROFILE, "").strip().lower() not in {"0", "false", "no", "off"}
+    settings = settings._replace(profile=profile)
     if install_signal_handlers is not None:
         settings = settings._replace(install_signal_handlers=install_signal_handlers)
     raw_memory = memory or env.get(ENV_MEMORY, "").strip().lower()
@@ -275,6 +289,7 @@ def resolve(
         ("reports_keep", reports_keep, ENV_REPORTS_KEEP, int, -1, 1_000_000_000),
         ("spool_max_bytes", spool_max_bytes, ENV_SPOOL_MAX_BYTES, int, -1, 2**62),
         ("flush_timeout", flush_timeout, ENV_FLUSH_TIMEOUT, float, 0.0, 86400.0),
+        ("sample_hz", sample_hz, ENV_SAMPLE_HZ, float, 0.0, 1000.0),
     ):
         raw = arg if arg is not None else env.get(env_name)
         if raw is not None and raw != "":

@@ -36,6 +36,7 @@ from jobtrace.report.result import ReportResult, log_result
 
 if TYPE_CHECKING:
     from jobtrace.profiles.memory import MemorySession
+    from jobtrace.profiles.sampler import ProfileSession
 
 __all__ = ["Job", "current_job", "job"]
 
@@ -114,6 +115,8 @@ class Job:
         argv: list[str] | None = None,
         report: bool | None = None,
         memory: str | None = None,
+        profile: bool | None = None,
+        sample_hz: float | None = None,
     ) -> None:
         if job_id is not None and (not isinstance(job_id, str) or not _ids.is_valid_id(job_id)):
             raise ConfigurationError(
@@ -128,7 +131,17 @@ class Job:
             )
         self._memory_mode = memory
         self._memory: MemorySession | None = None
+        if sample_hz is not None and not (
+            isinstance(sample_hz, int | float) and 0 < sample_hz <= 1000
+        ):
+            raise ConfigurationError(
+                f"sample_hz={sample_hz!r} must be a number of samples per second in (0, 1000]"
+            )
         self._given_id = job_id
+        # None: the settings decide (JOBTRACE_PROFILE, JOBTRACE_SAMPLE_HZ).
+        self._profile = profile
+        self._sample_hz = sample_hz
+        self._profiler: ProfileSession | None = None
         self.id: str = job_id or ""
         self.name = None if name is None else model.clean_text(name, _MAX_NAME)
         self.experiment = None if experiment is None else model.clean_text(experiment, _MAX_SHORT)
@@ -171,6 +184,8 @@ class Job:
             params=self.params,
             report=self._report,
             memory=self._memory_mode,
+            profile=self._profile,
+            sample_hz=self._sample_hz,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -235,9 +250,19 @@ class Job:
 
         rec = self._recorder = get_recorder()
         _hook(rec)
-        self._begin_memory(self._memory_mode or settings.memory)
+        # The profile (time, timeline and peak memory alike) is on unless turned off, and
+        # one job per process is profiled at a time: a job inside a profiled one is not.
+        profiled = self._profile if self._profile is not None else settings.profile
+        if profiled:
+            from jobtrace.profiles import sampler
+
+            profiled = sampler.current_session() is None
+        if profiled:
+            self._begin_memory(self._memory_mode or settings.memory)
         self._emit()
         rec.ensure_started()
+        if profiled:
+            self._profiler = sampler.start(self.id, self._sample_hz or settings.sample_hz)
         return self
 
     def _sample(self) -> None:
@@ -332,6 +357,8 @@ class Job:
             # Leave the active set first, so no heartbeat races the final snapshot.
             with _active_lock:
                 _active = tuple(j for j in _active if j is not self)
+            if self._profiler is not None:
+                self._profiler.finish()  # the profile's last records precede the snapshot
             # The duration comes from the monotonic clock; the end time follows from it.
             duration = time.perf_counter() - self._mono_start
             self.end_time = (self.start_time or time.time()) + duration
@@ -476,7 +503,8 @@ class Job:
     def __call__(self, fn: Any = None) -> Any:
         """Decorate ``fn`` so that every call runs as a new job with these settings.
 
-        The calls write no report directory unless the job was made with ``report=True``:
+        The calls write no report directory unless the job was made with ``report=True``,
+        and are not profiled unless it was made with ``profile=True``:
         a decorated function is usually called many times (per file, per request), and a
         directory per call would fill the disk; each call is still a job in the store and
         logs its :class:`ReportResult`.
@@ -485,6 +513,10 @@ class Job:
             raise TypeError("a Job decorates a function")
         if self._report_given is None:
             self._report = False
+        if self._profile is None:
+            # Nor a profile, for the same reason: a sampler thread per call would cost
+            # each call more than the job itself (about a millisecond).
+            self._profile = False
         if self.name is None:
             self.name = getattr(fn, "__qualname__", None) or "job"
 
@@ -538,6 +570,8 @@ def job(
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
     memory: str | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
 ) -> Job: ...
 def job(
     name: Any = None,
@@ -548,6 +582,8 @@ def job(
     params: Mapping[str, Any] | None = None,
     report: bool | None = None,
     memory: str | None = None,
+    profile: bool | None = None,
+    sample_hz: float | None = None,
 ) -> Any:
     """A job: ``with jobtrace.job("etl"):`` or ``@jobtrace.job("etl")`` (or bare ``@jobtrace.job``).
 
@@ -559,6 +595,13 @@ def job(
     ``$JOBTRACE_REPORTS_KEEP`` report directories are kept (1,000 by default).
     ``memory``: the peak-memory profile, ``"approximate"`` (default), ``"exact"`` (memray)
     or ``"off"`` (default ``$JOBTRACE_MEMORY``; see :mod:`jobtrace.profiles.memory`).
+
+    ``profile``: sample where the job's threads spend their time (wall and CPU time, and a
+    timeline of RSS and CPU use), on by default (``$JOBTRACE_PROFILE=0`` turns it off);
+    ``sample_hz`` samples a second (``$JOBTRACE_SAMPLE_HZ``, 100 by default). One job per
+    process is profiled at a time; its ``multiprocessing`` children are profiled with it.
+    The calls of a decorated function are not profiled unless ``profile=True``.
+    ``profile=False`` turns the whole profile off, peak memory included.
     """
     if callable(name):
         return Job()(name)
@@ -570,6 +613,8 @@ def job(
         params=params,
         report=report,
         memory=memory,
+        profile=profile,
+        sample_hz=sample_hz,
     )
 
 

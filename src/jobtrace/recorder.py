@@ -63,6 +63,8 @@ log = logging.getLogger("jobtrace.recorder")
 
 #: Longest pause between attempts to reach a sink that is down.
 MAX_RETRY_DELAY = 30.0
+#: Longest wait of a ``fork`` for a sink write in progress (see Recorder._before_fork).
+_FORK_WAIT = 1.0
 #: ``flush(timeout=DEFAULT)``: wait as long as the settings say.
 DEFAULT: Final = -1.0
 
@@ -87,6 +89,7 @@ class Recorder:
         self._terminate_listeners: tuple[TerminateListener, ...] = ()
         self._previous_handlers: dict[int, Any] = {}
         self._mp_hooked = False
+        self._held_for_fork = False
         self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         self._init_process_state()
         self._apply(settings)
@@ -565,6 +568,13 @@ class Recorder:
             log.exception("jobtrace: final flush failed")
 
     def _before_fork(self) -> None:
+        # The writer opens its sink under the write lock, importing the sink's modules the
+        # first time. A fork in the middle of that import leaves the child with a module
+        # lock that nobody will release, and the child's first flush hangs on it; so the
+        # fork waits for a write in progress (briefly: a slow sink must not stall the
+        # program's fork for long, and a write is then more likely I/O than an import).
+        if self._lock_owner != threading.get_ident():
+            self._held_for_fork = self._write_lock.acquire(timeout=_FORK_WAIT)
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None and not self._mp_hooked:
             # multiprocessing children leave through os._exit, skipping atexit; its own
@@ -578,7 +588,13 @@ class Recorder:
 
         mp_util.Finalize(self, self._at_exit, exitpriority=0)
 
+    def _after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._write_lock.release()
+
     def _after_fork_in_child(self) -> None:
+        self._held_for_fork = False  # the child gets a lock of its own
         sink = self._sink
         self._init_process_state()
         after_fork = getattr(sink, "after_fork", None)
@@ -609,6 +625,7 @@ def get_recorder() -> Recorder:
             atexit.register(_exit_hook, ref)
             os.register_at_fork(
                 before=lambda: _call(ref, "_before_fork"),
+                after_in_parent=lambda: _call(ref, "_after_fork_in_parent"),
                 after_in_child=lambda: _call(ref, "_after_fork_in_child"),
             )
             mp = sys.modules.get("multiprocessing")

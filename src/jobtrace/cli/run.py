@@ -171,6 +171,13 @@ class _RunCommand(click.Command):
     help="Peak-memory profile: approximate (sampled, the default), exact (memray) or off.",
 )
 @click.option("--no-report", is_flag=True, help="Do not write a report directory.")
+@click.option("--no-profile", is_flag=True, help="Do not sample where the job's time goes.")
+@click.option(
+    "--sample-hz",
+    type=click.FloatRange(0, 1000, min_open=True),
+    metavar="N",
+    help="Profile samples per second [default: $JOBTRACE_SAMPLE_HZ, else 100].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
 @record_store_option
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
@@ -184,15 +191,19 @@ def run(
     params: tuple[str, ...],
     memory: str | None,
     no_report: bool,
+    no_profile: bool,
+    sample_hz: float | None,
     quiet: bool,
     store_url: str | None,
     target: tuple[str, ...],
 ) -> None:
     """Run SCRIPT (or -m MODULE) with ARGS as a recorded job.
 
-    The job's status, duration, peak memory, CPU time and exit code go to the store, a
-    report directory is written, and a summary line is printed at the end. The exit
-    status is the script's own.
+    The job's status, duration, peak memory, CPU time and exit code go to the store
+    with a profile of where its time went (wall and CPU time by stack, in every thread
+    and multiprocessing child, and a timeline of RSS and CPU use), a report directory is
+    written, and a summary line is printed at the end. The exit status is the script's
+    own.
 
     \b
     Examples:
@@ -225,6 +236,8 @@ def run(
             argv=[module or script or "", *args] if module is None else ["-m", module, *args],
             report=not no_report,
             memory=memory,
+            profile=False if no_profile else None,
+            sample_hz=sample_hz,
         )
         job.start()
         # Processes the script starts (subprocesses, spawned workers) record their spans

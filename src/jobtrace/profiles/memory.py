@@ -48,7 +48,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobtrace import _config, _resources, model
-from jobtrace.profiles import folded
+from jobtrace.profiles import folded, frames, sampler
 
 __all__ = [
     "DEFAULT_MODE",
@@ -56,7 +56,6 @@ __all__ = [
     "MemorySession",
     "begin",
     "fold",
-    "process_label",
 ]
 
 log = logging.getLogger("jobtrace.profiles.memory")
@@ -74,63 +73,38 @@ MAX_STACKS: Final = 2000
 #: Peak growth (fraction) that makes a heartbeat emit a fresh memory record.
 _REEMIT_GROWTH = 0.1
 
-# Frames of the machinery that runs the user's code (`jobtrace run`, runpy, click) are cut
-# from the root of every stack: they are the same in every stack and say nothing.
+# Frames of the machinery that runs the user's code (`jobtrace run`, runpy, click, and
+# jobtrace's own) are cut from the root of every stack: the same in every stack, they say
+# nothing.
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
-_RUNNERS = ("<frozen runpy>", "runpy.py", os.sep + "click" + os.sep)
 # Frames dropped anywhere in a stack, as Python's tracebacks drop them: the import system's
 # (an import shows as the importing line calling the imported module) and this module's.
 _HIDDEN = ("<frozen importlib._bootstrap", __file__)
 
 
-def process_label(role: str | None = None) -> str:
-    """The process frame of this process's stacks: ``"process 1234 (main)"``."""
-    if role is None:
-        mp = sys.modules.get("multiprocessing")
-        role = "main" if mp is None or mp.parent_process() is None else mp.current_process().name
-    return f"process {os.getpid()} ({role})"
-
-
-def _path_prefixes() -> list[str]:
-    """The current directory and ``sys.path``, longest first, each ending in a separator."""
-    try:
-        entries = [str(Path.cwd()), *sys.path]
-    except OSError:  # the current directory was removed
-        entries = list(sys.path)
-    found = {e.rstrip(os.sep) + os.sep for e in entries if e and e.startswith(os.sep)}
-    return sorted(found, key=len, reverse=True)
-
-
-def _short_path(filename: str, prefixes: Sequence[str]) -> str:
-    """A frame's file as people read it: relative to the current directory or the
-    ``sys.path`` entry it was imported from, like a module path."""
-    for prefix in prefixes:
-        if filename.startswith(prefix):
-            return filename[len(prefix) :]
-    return filename
-
-
 def _is_runner(filename: str) -> bool:
-    return filename.startswith(_PACKAGE_DIR) or any(r in filename for r in _RUNNERS)
+    return filename.startswith(_PACKAGE_DIR) or frames.is_launcher_file(filename)
 
 
-def fold(frames: Sequence[tuple[str, str, int]], prefixes: Sequence[str] | None = None) -> str:
+def fold(stack: Sequence[tuple[str, str, int]], names: dict[str, str] | None = None) -> str:
     """``(file, function, line)`` frames, root first, as folded text without the runners'
-    leading frames."""
+    leading frames; files are named as the time profiles name them
+    (:func:`jobtrace.profiles.frames.short_filename`), ``names`` caching them."""
     start = 0
-    while start < len(frames) and _is_runner(frames[start][0]):
+    while start < len(stack) and _is_runner(stack[start][0]):
         start += 1
-    if start == len(frames):
+    if start == len(stack):
         return NO_FRAME
-    prefixes = _path_prefixes() if prefixes is None else prefixes
-    return (
-        ";".join(
-            folded.format_frame(function, _short_path(filename, prefixes), line)
-            for filename, function, line in frames[start:]
-            if not filename.startswith(_HIDDEN)
-        )
-        or NO_FRAME
-    )
+    names = {} if names is None else names
+    parts = []
+    for filename, function, line in stack[start:]:
+        if filename.startswith(_HIDDEN):
+            continue
+        short = names.get(filename)
+        if short is None:
+            short = names[filename] = frames.short_filename(filename)
+        parts.append(folded.format_frame(function, short, line))
+    return ";".join(parts) or NO_FRAME
 
 
 # -- trackers -----------------------------------------------------------------------------------
@@ -161,9 +135,9 @@ class _SampledTracker:
     def peak(self) -> tuple[int, dict[str, int]]:
         total, stacks = self._ext.peak()
         out: dict[str, int] = {}
-        prefixes = _path_prefixes()
-        for frames, size in stacks:
-            text = fold(frames, prefixes)
+        names: dict[str, str] = {}
+        for stack, size in stacks:
+            text = fold(stack, names)
             out[text] = out.get(text, 0) + int(size)
         return int(total), out
 
@@ -226,11 +200,11 @@ class _MemrayTracker:
             reader = self._memray.FileReader(self._path)
             try:
                 out: dict[str, int] = {}
-                prefixes = _path_prefixes()
+                names: dict[str, str] = {}
                 for rec in reader.get_high_watermark_allocation_records(merge_threads=True):
                     # memray lists frames innermost first, as (function, file, line).
-                    frames = [(f, fn, ln) for fn, f, ln in reversed(rec.stack_trace())]
-                    text = fold(frames, prefixes)
+                    stack = [(f, fn, ln) for fn, f, ln in reversed(rec.stack_trace())]
+                    text = fold(stack, names)
                     out[text] = out.get(text, 0) + int(rec.size)
                 peak = int(reader.metadata.peak_memory)
             finally:
@@ -339,7 +313,7 @@ class MemorySession:
         self.job_id = job_id
         self.mode = mode
         self._attributing = attributing
-        self.process = process_label()
+        self.process = sampler.process_label()
         # The best (largest) peak seen before a later job's start reset the tracker's.
         self._best: tuple[int, dict[str, int]] = (0, {})
         self._emitted_kb = 0

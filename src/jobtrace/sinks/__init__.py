@@ -92,6 +92,11 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
+def sink_module(url: str) -> str:
+    """The name of the module that implements ``url``'s sink (imported by :func:`open_sink`)."""
+    return _REGISTRY[scheme_of(url)].partition(":")[0]
+
+
 def open_sink(url: str) -> Sink:
     """Import the scheme's module and open a sink for ``url``."""
     module_name, _, class_name = _REGISTRY[scheme_of(url)].partition(":")

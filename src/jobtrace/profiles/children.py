@@ -1,0 +1,176 @@
+"""Profiling ``multiprocessing`` children started with ``spawn`` (and ``forkserver``).
+
+A forked child inherits the sampler's state and carries on from an ``os.register_at_fork``
+hook (:mod:`jobtrace.profiles.sampler`). A spawned child is a fresh interpreter that may
+never import jobtrace. It does read one thing from its parent before anything else: the
+*preparation data* that ``multiprocessing.spawn.get_preparation_data`` builds and the child
+unpickles in ``spawn._main`` (the forkserver start method uses the same path). While a job
+is profiled, jobtrace adds one entry to that dict whose unpickling runs a small, guarded
+bootstrap: import jobtrace (from the parent's location if need be) and start a child session
+for the same job. Anything failing there is swallowed: the child runs unprofiled, never
+broken. ``prepare()`` ignores keys it does not know, so the entry itself is inert.
+
+``multiprocessing.spawn`` is patched when it is imported (a one-name ``sys.meta_path``
+finder), so ``import jobtrace`` and a job's start do not import ``multiprocessing``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+
+__all__ = ["install", "start_spawned"]
+
+log = logging.getLogger("jobtrace.profiles")
+
+_MODULE: Final = "multiprocessing.spawn"
+_KEY: Final = "jobtrace_profile"
+
+# Run by the child while it unpickles its preparation data (see _Bootstrap.__reduce__).
+_BOOTSTRAP: Final = """
+try:
+    try:
+        from jobtrace.profiles import children as _children
+    except ImportError:
+        import sys as _sys
+        _sys.path.append(args[0])
+        from jobtrace.profiles import children as _children
+    _children.start_spawned(*args[1:])
+except Exception:
+    pass
+"""
+
+
+class _Bootstrap:
+    """Pickles as a call of ``exec(_BOOTSTRAP, {"args": …})`` (its value in the child's
+    dict is None): the child need not import anything of jobtrace's to unpickle it."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return exec, (_BOOTSTRAP, {"args": self.args})
+
+
+def _bootstrap_entry() -> _Bootstrap | None:
+    from jobtrace.profiles.sampler import current_session
+
+    session = current_session()
+    if session is None:
+        return None
+    from jobtrace import _config
+
+    settings = _config.current()
+    root = str(Path(__file__).resolve().parents[2])
+    return _Bootstrap((root, session.job_id, session.hz, settings.url, str(settings.directory)))
+
+
+def _patch(module: ModuleType) -> None:
+    original = getattr(module, "get_preparation_data", None)
+    if original is None or getattr(original, "__jobtrace_wrapped__", False):
+        return
+
+    @functools.wraps(original)
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        try:
+            entry = _bootstrap_entry()
+            if entry is not None:
+                data[_KEY] = entry
+        except Exception:  # the child starts anyway, unprofiled
+            log.exception("jobtrace: cannot pass the profile on to a spawned child")
+        return data
+
+    get_preparation_data.__jobtrace_wrapped__ = True  # type: ignore[attr-defined]
+    module.get_preparation_data = get_preparation_data  # type: ignore[attr-defined]
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs the real loader, then patches the module; everything else is the real one's."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        try:
+            _patch(module)
+        except Exception:
+            log.exception("jobtrace: cannot hook multiprocessing's spawn")
+        # Its work is done: no other import need pass by it.
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SpawnFinder)]
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename… for tracebacks
+        return getattr(self._loader, name)
+
+
+class _SpawnFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing but ``multiprocessing.spawn``, through the usual path finder, and
+    wraps its loader."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+_installed = False
+
+
+def install() -> None:
+    """Patch ``multiprocessing.spawn`` now, or when it is imported."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    module = sys.modules.get(_MODULE)
+    if module is not None:
+        _patch(module)
+    else:
+        sys.meta_path.insert(0, _SpawnFinder())
+
+
+def start_spawned(job_id: str, hz: float, url: str, directory: str) -> None:
+    """In a spawned child, while it unpickles its preparation data: profile it for the
+    parent's job, into the parent's store."""
+    from jobtrace import _config
+    from jobtrace.profiles import sampler
+
+    # The parent may have chosen its store in code rather than the environment.
+    os.environ.setdefault(_config.ENV_URL, url)
+    os.environ.setdefault(_config.ENV_DIR, directory)
+    # Now, on the main thread: the recorder installs its SIGTERM handler only from there.
+    from jobtrace.recorder import get_recorder
+
+    recorder = get_recorder()
+    # The sink's modules too, before any thread of ours runs: the recorder's writer would
+    # otherwise import them while this thread imports the program's (`__mp_main__`), and
+    # two threads importing at once can deadlock on module locks.
+    from jobtrace.sinks import sink_module
+
+    importlib.import_module(sink_module(recorder.settings.url))
+    if sampler.start(job_id, hz, child=True) is not None:
+        import multiprocessing.util  # noqa: F401 - the exit hook registers with it
+
+        sampler.register_child_exit()
