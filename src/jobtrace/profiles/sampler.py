@@ -54,7 +54,9 @@ log = logging.getLogger("jobtrace.profiles")
 DEFAULT_HZ: Final = 100.0
 #: Longest time between two handovers of records to the recorder, for a long job.
 MAX_EMIT_INTERVAL: Final = 10.0
-#: Timeline points every this many seconds in the job's first minute, then every second.
+#: Timeline points every this many seconds in the job's first 10 s (so a short job's chart
+#: has a shape), then every TIMELINE_EARLY seconds in its first minute, then every second.
+TIMELINE_START: Final = 0.1
 TIMELINE_EARLY: Final = 0.5
 TIMELINE_LATE: Final = 1.0
 #: Deeper stacks keep their root-most frames (recursion past Python's default limit).
@@ -384,7 +386,8 @@ class ProfileSession:
         percent = 100.0 * (cpu - self._proc_cpu) / elapsed if elapsed > 0 else 0.0
         self._proc_cpu, self._proc_wall = cpu, now
         self._points.append((round(self._wall_clock(), 3), _rss_kb(), round(percent, 1)))
-        step = TIMELINE_EARLY if now - self._started < 60.0 else TIMELINE_LATE
+        age = now - self._started
+        step = TIMELINE_START if age < 10.0 else TIMELINE_EARLY if age < 60.0 else TIMELINE_LATE
         # On the schedule, not a step after each late tick (which would drift by a tick a
         # point); a sampler held up for long starts the schedule afresh rather than burst.
         due = self._next_point + step

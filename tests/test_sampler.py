@@ -25,7 +25,7 @@ import jobtrace
 from jobtrace.profiles import sampler
 from jobtrace.sinks.memory import MemorySink
 from tests.cli_helpers import cli_env, jobtrace_cli
-from tests.profiles_helpers import as_dict, frames_of, sink_profile, stored_profile, weight
+from tests.sampler_helpers import as_dict, frames_of, sink_profile, stored_profile, weight
 
 SPLIT_SCRIPT = """
 import json, sys, time
@@ -174,6 +174,9 @@ async def _async_work() -> None:
 
 def _thread_work() -> None:
     _burn(0.12)
+    # A thread's CPU is read at samples: one that ends before the next sample takes its
+    # last stretch with it. Lingering lets a sampler slowed by a loaded machine catch up.
+    time.sleep(0.3)
 
 
 def _pool_task(n: int) -> int:
