@@ -110,6 +110,17 @@ def _block_signals() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 
 
+def _hold_signals() -> set[int | signal.Signals] | None:
+    """Block SIGTERM and SIGINT on this thread; the previous mask, to restore (None: none
+    was changed). Blocked signals stay pending and are handled once unblocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (OSError, ValueError):
+        return None
+
+
 def _rss_kb() -> int:
     try:
         with open("/proc/self/statm", "rb") as handle:  # noqa: PTH123 - hot, procfs
@@ -271,6 +282,10 @@ class ProfileSession:
         if not self._lock.acquire(timeout=timeout):
             self.running = False
             return
+        # A process often ends by SIGTERM while it is ending anyway (a pool's workers): the
+        # records taken for handing over live in this frame's locals until handed over,
+        # and the handler, which ends the process, would never see them. The signals wait.
+        held = _hold_signals()
         try:
             if not self.running or os.getpid() != self._pid:
                 return
@@ -288,6 +303,8 @@ class ProfileSession:
             self.running = False
             log.exception("jobtrace: the profile's last records were lost")
         finally:
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             self._lock.release()
 
     # -- sampling ------------------------------------------------------------------------
