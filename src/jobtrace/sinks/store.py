@@ -8,6 +8,7 @@ to migrate a store made by an older jobtrace.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from jobtrace.errors import StoreError
 from jobtrace.model import Record
@@ -60,11 +61,11 @@ _inherited: list[BatchWriter] = []
 
 
 def _open_sqlite(url: str) -> BatchWriter:
+    import random
     import sqlite3
+    import time
 
-    from jobtrace.store import bootstrap, sqlite
-    from jobtrace.store.versions import HEAD
-    from jobtrace.store.writer import SQLiteWriter
+    from jobtrace.store import sqlite
 
     path = sqlite.path_of(url)
     if not path.exists():
@@ -72,6 +73,31 @@ def _open_sqlite(url: str) -> BatchWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+    # Processes starting together on a new file race to set it up: the busy handler does
+    # not cover every step (switching to WAL, say), so a lock is retried with jitter.
+    for attempt in range(_OPEN_RETRIES):
+        try:
+            return _open_sqlite_once(url, path)
+        except StoreError as exc:
+            locked = isinstance(exc.__cause__, sqlite3.OperationalError) and (
+                "locked" in str(exc.__cause__) or "busy" in str(exc.__cause__)
+            )
+            if not locked or attempt == _OPEN_RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_OPEN_RETRIES = 10
+
+
+def _open_sqlite_once(url: str, path: Path) -> BatchWriter:
+    import sqlite3
+
+    from jobtrace.store import bootstrap, sqlite
+    from jobtrace.store.versions import HEAD
+    from jobtrace.store.writer import SQLiteWriter
+
     try:
         # One connection checks the revision and, when it is current (every run but a
         # store's first), goes on to write. Closing it to open another would cost a
