@@ -295,11 +295,38 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-# Only this page's own script and style may run, and nothing may be fetched.
-_CSP = (
-    f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
-    "base-uri 'none'; form-action 'none'"
-)
+def self_contained_page(
+    *, title: str, style: str, script: str, body: str, data: Any, img_data: bool = False
+) -> str:
+    """An HTML page that runs only its own ``script`` and ``style`` and fetches nothing.
+
+    Its Content-Security-Policy admits the two by hash and no network access at all
+    (``img_data``: images from ``data:`` URLs too), so even a mistake in escaping could
+    not run injected code; ``data`` is embedded as JSON (:func:`json_for_script`) in
+    ``<script type="application/json" id="jobtrace-data">`` for the script to read.
+    ``title`` is escaped here; ``body`` is the page's own markup, holding no user string.
+    """
+    images = "img-src data:; " if img_data else ""
+    csp = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
+        f"{images}base-uri 'none'; form-action 'none'"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="generator" content="jobtrace">
+<title>{html.escape(title)}</title>
+<style>{style}</style>
+</head>
+<body>
+{body}<script type="application/json" id="jobtrace-data">{json_for_script(data)}</script>
+<script>{script}</script>
+</body>
+</html>
+"""
 
 
 def json_for_script(data: Any) -> str:
@@ -319,19 +346,16 @@ def render_trace_html(report: Mapping[str, Any]) -> str:
     >>> from jobtrace.report.traces import trace_json
     >>> page = render_trace_html(trace_json(store.get_trace("0190f3")))   # doctest: +SKIP
     """
-    title = html.escape(f"jobtrace · {report.get('name', 'trace')}")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="generator" content="jobtrace">
-<title>{title}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<header>
+    return self_contained_page(
+        title=f"jobtrace · {report.get('name', 'trace')}",
+        style=_STYLE,
+        script=_SCRIPT,
+        data=dict(report),
+        body=_TRACE_BODY,
+    )
+
+
+_TRACE_BODY = """<header>
 <h1 id="title"></h1>
 <div class="meta" id="meta"></div>
 </header>
@@ -345,8 +369,4 @@ def render_trace_html(report: Mapping[str, Any]) -> str:
 </div>
 <h2>Span statistics</h2>
 <table><thead><tr id="stats-head"></tr></thead><tbody id="stats-body"></tbody></table>
-<script type="application/json" id="jobtrace-data">{json_for_script(dict(report))}</script>
-<script>{_SCRIPT}</script>
-</body>
-</html>
 """

@@ -14,7 +14,6 @@ with a large profile still opens quickly.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from jobtrace._clock import iso
 from jobtrace.profiles.folded import KINDS, JobProfile
-from jobtrace.report.html import _csp_hash, json_for_script
+from jobtrace.report.html import self_contained_page
 from jobtrace.report.profile_data import flame_data, top_functions
 
 __all__ = ["TOP_ROWS", "render_profile_html"]
@@ -90,25 +89,17 @@ def render_profile_html(job: Mapping[str, Any], profile: JobProfile) -> str:
     >>> page.startswith("<!DOCTYPE html>") and "https://" not in page
     True
     """
-    script, style = _asset("profile_report.js"), _asset("profile_report.css")
-    csp = (
-        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
-        "img-src data:; base-uri 'none'; form-action 'none'"
+    return self_contained_page(
+        title=f"jobtrace · {job.get('name') or job.get('id') or 'job'}",
+        style=_asset("profile_report.css"),
+        script=_asset("profile_report.js"),
+        data=page_data(job, profile),
+        body=_BODY,
+        img_data=True,
     )
-    title = html.escape(f"jobtrace · {job.get('name') or job.get('id') or 'job'}")
-    data = json_for_script(page_data(job, profile))
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="generator" content="jobtrace">
-<title>{title}</title>
-<style>{style}</style>
-</head>
-<body>
-<header>
+
+
+_BODY = """<header>
 <h1 id="title"></h1>
 <div class="sub" id="sub"></div>
 </header>
@@ -137,8 +128,4 @@ def render_profile_html(job: Mapping[str, Any], profile: JobProfile) -> str:
 <table class="top"><thead><tr><th>function</th><th>self</th><th>self %</th><th>total</th>\
 <th>total %</th></tr></thead><tbody id="top-body"></tbody></table>
 <footer>Made by jobtrace. This page works offline and fetches nothing.</footer>
-<script type="application/json" id="jobtrace-data">{data}</script>
-<script>{script}</script>
-</body>
-</html>
 """
