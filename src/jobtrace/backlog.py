@@ -204,8 +204,12 @@ class Backlog:
             return batch.spool.write(
                 snapshots, None, key=batch.key, own=batch.spool is self.spool, force=True
             )
-        except Exception:
-            log.exception("jobtrace: lost %d job snapshots: the disk refuses", len(snapshots))
+        except Exception as exc2:
+            # One line (a full disk fails every write after it); the traceback at debug.
+            log.error(
+                "jobtrace: lost %d job snapshot(s): the disk refuses (%s)", len(snapshots), exc2
+            )
+            log.debug("jobtrace: spooling job snapshots failed", exc_info=True)
             return None
 
     def adopt(self) -> None:

@@ -416,9 +416,15 @@ class Job:
         rec = self._recorder
 
         def flush() -> bool:
-            # Bounded, and never spills: a stuck or down sink costs the job's end at most
-            # a few seconds, and its report is then written without the profile.
-            return rec is None or rec.deliver(_REPORT_DELIVERY_TIMEOUT)
+            # Bounded: a stuck or down sink costs the job's end at most a few seconds, and
+            # its report is then written without the profile. With the sink down, what
+            # waits goes to the spool first (as the exit flush would send it), before the
+            # report's files take room: on a nearly full disk the job's final state
+            # matters more than its report page.
+            if rec is None or rec.deliver(_REPORT_DELIVERY_TIMEOUT):
+                return True
+            rec.spool_if_down()
+            return False
 
         keys = complete_report(Path(str(self.report_dir)), self.to_dict(), self._store_url, flush)
         if keys.download_key is not None and self.result is not None:

@@ -347,6 +347,16 @@ class Recorder:
             log.exception("jobtrace: recorder flush failed")
             return False
 
+    def spool_if_down(self) -> None:
+        """With the sink down, move what waits in memory to the spool now, as the exit
+        flush would; with the sink up (only slow), leave it for the writer. Never raises."""
+        if self._sink_down_since is None or os.getpid() != self._pid:
+            return
+        try:
+            self._backlog.spill_until(self._backlog.target(), self._chunk)
+        except Exception:  # a bug in the spool must not reach the caller
+            log.exception("jobtrace: spooling for a sink that is down failed")
+
     def deliver(self, timeout: float) -> bool:
         """Write what was recorded so far if the writer gets to it within ``timeout``;
         True when all of it reached the sink.
