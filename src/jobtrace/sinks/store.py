@@ -62,7 +62,6 @@ _inherited: list[BatchWriter] = []
 
 def _open_sqlite(url: str) -> BatchWriter:
     import random
-    import sqlite3
     import time
 
     from jobtrace.store import sqlite
@@ -79,10 +78,7 @@ def _open_sqlite(url: str) -> BatchWriter:
         try:
             return _open_sqlite_once(url, path)
         except StoreError as exc:
-            locked = isinstance(exc.__cause__, sqlite3.OperationalError) and (
-                "locked" in str(exc.__cause__) or "busy" in str(exc.__cause__)
-            )
-            if not locked or attempt == _OPEN_RETRIES - 1:
+            if not sqlite.is_locked(exc.__cause__) or attempt == _OPEN_RETRIES - 1:
                 raise
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

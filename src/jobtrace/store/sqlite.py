@@ -67,3 +67,12 @@ def revision(conn: sqlite3.Connection) -> str | None:
         return None
     found = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
     return None if found is None else str(found[0])
+
+
+def is_locked(exc: BaseException | None) -> bool:
+    """True when ``exc`` is SQLite saying another connection holds the lock (worth a retry
+    with jitter: its busy handler is unfair, and does not cover every step)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text

@@ -536,7 +536,7 @@ class BatchWriter:
             try:
                 return self._run(work, claim, commit)
             except Exception as exc:
-                if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
+                if not sqlite.is_locked(exc) or attempt == _LOCK_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -766,10 +766,3 @@ def _is_data_error(exc: BaseException) -> bool:
 def _is_unique_violation(exc: BaseException) -> bool:
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(exc, psycopg.errors.UniqueViolation)
-
-
-def _is_locked(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    text = str(exc).lower()
-    return "database is locked" in text or "database is busy" in text
