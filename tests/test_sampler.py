@@ -205,8 +205,13 @@ def test_threads_thread_pools_and_asyncio_are_profiled_and_jobtraces_threads_are
     # The pool's workers run in threads of their own under the executor's worker loop.
     assert weight(profile.wall, "_worker (concurrent/futures/thread.py", "_pool_task (") > 0
     assert weight(profile.cpu, "_thread_work (") / 1e6 == pytest.approx(0.12, rel=0.35)
-    files = {frame.rsplit("(", 1)[-1] for frame in frames_of(profile.wall)}
-    assert not any(f.startswith(("jobtrace/recorder.py", "jobtrace/profiles/")) for f in files)
+    # jobtrace's code shows only where the job itself called it (the flush above, on a
+    # slow machine): never as a thread of its own.
+    test_frame = "test_threads_thread_pools_and_asyncio_are_profiled_and_jobtraces_threads"
+    for stack in profile.wall.stacks:
+        files = [frame.rsplit("(", 1)[-1] for frame in stack]
+        if any(f.startswith(("jobtrace/recorder.py", "jobtrace/profiles/")) for f in files):
+            assert any(frame.startswith(test_frame) for frame in stack), stack
 
 
 def test_the_profile_is_off_when_asked(
