@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,11 +47,6 @@ def weight(profile: Profile, *frames: str, leaf: bool = False) -> int:
 
 def processes(profile: Profile) -> set[str]:
     return {stack[0] for stack in profile.stacks}
-
-
-def frames_of(profile: Profile) -> Iterable[str]:
-    for stack in profile.stacks:
-        yield from stack
 
 
 def as_dict(profile: JobProfile) -> dict[str, Any]:

@@ -34,6 +34,7 @@ log = logging.getLogger("jobtrace.profiles")
 
 _MODULE: Final = "multiprocessing.spawn"
 _KEY: Final = "jobtrace_profile"
+_MEMORY: Final = "jobtrace.profiles.memory"  # read only when a job has imported it
 
 # Run by the child while it unpickles its preparation data (see _Bootstrap.__reduce__).
 _BOOTSTRAP: Final = """
@@ -71,7 +72,10 @@ def _bootstrap_entry() -> _Bootstrap | None:
 
     settings = _config.current()
     root = str(Path(__file__).resolve().parents[2])
-    return _Bootstrap((root, session.job_id, session.hz, settings.url, str(settings.directory)))
+    memory_mode = memory.current_mode() if (memory := sys.modules.get(_MEMORY)) else None
+    return _Bootstrap(
+        (root, session.job_id, session.hz, settings.url, str(settings.directory), memory_mode)
+    )
 
 
 def _patch(module: ModuleType) -> None:
@@ -151,9 +155,12 @@ def install() -> None:
         sys.meta_path.insert(0, _SpawnFinder())
 
 
-def start_spawned(job_id: str, hz: float, url: str, directory: str) -> None:
-    """In a spawned child, while it unpickles its preparation data: profile it for the
-    parent's job, into the parent's store."""
+def start_spawned(
+    job_id: str, hz: float, url: str, directory: str, memory_mode: str | None = None
+) -> None:
+    """In a spawned child, while it unpickles its preparation data: profile it (time, and
+    memory when the parent's job tracks memory) for the parent's job, into the parent's
+    store."""
     from jobtrace import _config
     from jobtrace.profiles import sampler
 
@@ -174,3 +181,7 @@ def start_spawned(job_id: str, hz: float, url: str, directory: str) -> None:
         import multiprocessing.util  # noqa: F401 - the exit hook registers with it
 
         sampler.register_child_exit()
+    if memory_mode is not None:
+        from jobtrace.profiles import memory
+
+        memory.start_spawned(job_id, memory_mode)

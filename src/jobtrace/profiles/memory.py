@@ -313,7 +313,6 @@ class MemorySession:
         self.job_id = job_id
         self.mode = mode
         self._attributing = attributing
-        self.process = sampler.process_label()
         # The best (largest) peak seen before a later job's start reset the tracker's.
         self._best: tuple[int, dict[str, int]] = (0, {})
         self._emitted_kb = 0
@@ -333,7 +332,10 @@ class MemorySession:
     def record(self, rss_peak_kb: int, when: float) -> tuple[int, model.Record]:
         peak_kb, stacks = self.profile(rss_peak_kb)
         self._emitted_kb = peak_kb
-        rec = folded.memory_record(self.job_id, self.process, self.mode, peak_kb, stacks, when)
+        # The label is read now, not at the start: a spawned child starts its session
+        # before multiprocessing has given the process its name.
+        process = sampler.process_label()
+        rec = folded.memory_record(self.job_id, process, self.mode, peak_kb, stacks, when)
         return peak_kb, rec
 
     def heartbeat(self, rss_peak_kb: int, when: float) -> tuple[int, model.Record] | None:
@@ -442,7 +444,6 @@ class _ChildHook:
         tracker = _tracker
         if not parents or tracker is None:
             return
-        import multiprocessing.util as mp_util
 
         # The child's peak starts at the fork; its records go to the parent's job.
         parent = parents[-1]
@@ -457,14 +458,41 @@ class _ChildHook:
         _resources.reset_peak()
         child = MemorySession(parent.job_id, parent.mode, attributing)
         _sessions = (child,)
-        # Runs before the recorder's exit flush (exitpriority 0) in the child's bootstrap.
-        mp_util.Finalize(self, _finish_child, args=(child,), exitpriority=10)
+        _finish_at_child_exit(child)
 
 
 _child_hook = _ChildHook()
 
 
+def current_mode() -> str | None:
+    """The memory mode of the process's newest job, None when no job tracks memory."""
+    sessions = _sessions
+    return sessions[-1].mode if sessions else None
+
+
+def start_spawned(job_id: str, mode: str) -> None:
+    """In a ``multiprocessing`` child started by spawn or forkserver (a fresh interpreter):
+    track its memory for the parent's job, recorded when the child's bootstrap ends."""
+    session = begin(job_id, mode)
+    if session is not None:
+        import multiprocessing.util as mp_util
+
+        # A spawned child's bootstrap keeps the exit hooks it finds; a forkserver child's
+        # clears them and then runs the after-fork hooks, which arm it again.
+        _finish_at_child_exit(session)
+        mp_util.register_after_fork(session, _finish_at_child_exit)
+
+
+def _finish_at_child_exit(session: MemorySession) -> None:
+    import multiprocessing.util as mp_util
+
+    # Runs before the recorder's exit flush (exitpriority 0) in the child's bootstrap.
+    mp_util.Finalize(session, _finish_child, args=(session,), exitpriority=10)
+
+
 def _finish_child(session: MemorySession) -> None:
+    if session not in _sessions:  # finished already
+        return
     try:
         from jobtrace.recorder import get_recorder
 
