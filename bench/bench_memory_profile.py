@@ -1,8 +1,10 @@
 """Cost of the peak-memory profile: a job's workloads plain, in a job with the approximate
 (default) and the exact memory mode, and under memray.
 
-Budgets: the approximate mode at most 3 % over plain on every workload; the exact mode no
-slower than memray (within 2 %, the noise between two medians of one run here).
+Budget: the approximate mode at most 3 % over plain on every workload. The exact mode's
+figure beside memray's is printed for context; ``profile_overhead.py`` judges "no slower
+than memray", on whole runs of ``jobtrace run --memory exact`` and ``memray run``, against
+a noise floor it measures in the same rounds.
 
 Four workloads, each a fraction of a second: *call-heavy* pure Python (small functions,
 small ints), *numpy* (arithmetic on 1M-element arrays, a temporary per operation),
@@ -39,8 +41,6 @@ import jobtrace
 from _common import Verdicts, banner, format_table, median, parse_args, rotated, stopwatch
 
 BUDGET = 0.03
-#: "No slower than memray" allows for this much noise between two medians of one run.
-NOISE = 0.02
 
 
 def call_heavy(n: int) -> int:
@@ -166,20 +166,14 @@ def main() -> int:
                     ),
                 ]
                 if have_memray:
-                    cells.append(
-                        verdicts.check(
-                            f"{name}: exact mode",
-                            figures["exact"] <= figures["memray"] * (1 + NOISE),
-                            f"{figures['exact']:.3f}x plain, memray {figures['memray']:.3f}x",
-                        )
-                    )
+                    cells.append(f"{figures['exact'] / figures['memray']:.3f}x")
                 rows.append(cells)
                 sys.stdout.flush()
 
     headers = ["workload", "plain", *(f"{c} / plain" for c in contexts if c != "plain")]
     headers.append("approximate")
     if have_memray:
-        headers.append("exact vs memray")
+        headers.append("exact / memray (context)")
     print(format_table(headers, rows))
     return verdicts.report(args.strict)
 
