@@ -318,10 +318,10 @@ def find_jobs(
 
     ``sort_by`` is a job field (:data:`JOB_SORT_FIELDS`, snake_case or camelCase),
     ``metric.NAME`` (the latest value), ``param.NAME`` or ``tag.NAME`` (numbers as numbers
-    before other values as text); jobs without the metric, param or tag come last. With ``bare_metric_sort`` any
-    other name is a metric name too, as Dioptra's ``sortBy``. The default is newest first;
-    ``descending`` defaults to False when ``sort_by`` is given. Ties are broken by id, so
-    pages never overlap or skip.
+    before other values as text); jobs without the metric, param or tag come last. With
+    ``bare_metric_sort`` any other name is a metric name too, as Dioptra's ``sortBy``. The
+    default is newest first; ``descending`` defaults to False when ``sort_by`` is given.
+    Ties are broken by id, so pages never overlap or skip.
     """
     check_paging(index, limit)
     now = time.time() if now is None else now

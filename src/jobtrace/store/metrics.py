@@ -310,7 +310,9 @@ def _summaries(conn: sa.Connection, job_id: str, name: str | None) -> list[Metri
     ).where(metric_latest.c.job_id == job_id)
     if name is not None:
         latest_query = latest_query.where(metric_latest.c.name == name)
-    latest = {n: MetricPoint(n, _value(v, s), st, ts) for n, v, s, st, ts in conn.execute(latest_query)}
+    latest = {
+        n: MetricPoint(n, _value(v, s), st, ts) for n, v, s, st, ts in conn.execute(latest_query)
+    }
     out = []
     for metric, count, first, last, nans, pos, neg in conn.execute(totals):
         ends = extremes.get(metric, {})
