@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -13,7 +15,7 @@ import pytest
 
 from jobtrace import model
 from jobtrace.store import Store
-from tests.cli_helpers import jobtrace_cli
+from tests.cli_helpers import cli_env, jobtrace_cli
 
 IDS = ("01runalpha", "01runbravo", "01runcharlie")
 
@@ -183,3 +185,42 @@ def test_compare_errors_are_one_line(runs: Path, ids: tuple[str, ...], message: 
 def test_compare_of_a_metric_no_job_logged_is_an_error(runs: Path) -> None:
     result = jobtrace_cli("jobs", "compare", *IDS[:2], "--metric", "nope", cwd=runs)
     assert result.returncode == 1 and "none of the jobs logged a metric 'nope'" in result.stderr
+
+
+def _readme_block(heading: str, language: str, nth: int = 0) -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return section.split(f"```{language}\n")[nth + 1].split("```", 1)[0]
+
+
+def test_the_readme_runs_side_by_side_snippets_run_verbatim(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / '.jobtrace' / 'jobtrace.db'}") as store:
+        for job_id, lr, loss in (("01jd3x4kq7", 0.1, 0.25), ("01jd3x9qz2", 0.5, 0.75)):
+            store.create_job(
+                job_id=job_id, name="train", experiment="mnist", params={"lr": lr},
+                tags={"team": "ds"}, start_time=1000.0, status="succeeded",
+            )  # fmt: skip
+            store.write(
+                [(model.METRIC, job_id, "loss", s, loss * (3 - s), 2000.0 + s) for s in range(3)]
+                + [(model.METRIC, job_id, "accuracy", 2, 1 - loss, 2002.0)]
+            )
+    env = cli_env(tmp_path / ".jobtrace")
+    shell = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _readme_block("Runs side by side", "bash")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert "01jd3x4kq7" in shell.stdout and "* lr" in shell.stdout and "loss: " in shell.stdout
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "runs.csv").read_text())))
+    assert [(r["id"], r["param.lr"], r["metric.loss"]) for r in rows] == [
+        ("01jd3x9qz2", "0.5", "0.75"),
+        ("01jd3x4kq7", "0.1", "0.25"),
+    ]
+    python = subprocess.run(
+        [sys.executable, "-c", _readme_block("Runs side by side", "python")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert python.returncode == 0, python.stderr
+    lines = python.stdout.splitlines()
+    assert "01jd3x4kq7" in lines[1] and "01jd3x9qz2" not in python.stdout  # its loss is 0.75
+    assert lines[-1] == "01jd3x4kq7 0.1"

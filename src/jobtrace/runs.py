@@ -18,31 +18,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from jobtrace import model
 from jobtrace.errors import QueryError
 
 if TYPE_CHECKING:
     from jobtrace.store import Store
     from jobtrace.store.metrics import JobMetrics
+    from jobtrace.store.paging import Page
 
 __all__ = ["RUN_FIELDS", "Column", "column_value", "parse_columns", "search_runs"]
 
-#: The job fields of a run row, in order (``run_id`` is the job's id, as MLflow names it).
+#: The job fields of a run row, in order: the job record's from ``name`` to ``pid``, after
+#: ``run_id`` (the job's id, as MLflow names it).
+_JOB_FIELDS: Final = model.FIELDS[model.JOB]
 RUN_FIELDS: Final = (
     "run_id",
-    "name",
-    "experiment",
-    "status",
-    "start_time",
-    "end_time",
-    "duration",
-    "peak_memory_kb",
-    "cpu_user",
-    "cpu_sys",
-    "exit_code",
-    "error_type",
-    "error_message",
-    "host",
-    "pid",
+    *_JOB_FIELDS[_JOB_FIELDS.index("name") : _JOB_FIELDS.index("pid") + 1],
 )
 _TIMES: Final = frozenset({"start_time", "end_time"})
 #: Column prefixes, as typed (lower case) -> the kind of value they name.
@@ -192,26 +183,24 @@ def search_runs(
         raise QueryError(f"max_results must be an integer >= 1 or None, got {max_results!r}")
     chosen = None if columns is None else parse_columns(columns)
     sort_by, descending = _order(order_by)
-    if store is None or isinstance(store, str):
-        from jobtrace import _config
-        from jobtrace.store import Store
 
-        with Store(_config.resolve(url=store).url, create=False) as opened:
-            page = opened.find_job_metrics(
-                experiment=experiment,
-                search=query,
-                sort_by=sort_by,
-                descending=descending,
-                limit=max_results,
-            )
-    else:
-        page = store.find_job_metrics(
+    def read(reader: Store) -> Page[JobMetrics]:
+        return reader.find_job_metrics(
             experiment=experiment,
             search=query,
             sort_by=sort_by,
             descending=descending,
             limit=max_results,
         )
+
+    if store is None or isinstance(store, str):
+        from jobtrace import _config
+        from jobtrace.store import Store
+
+        with Store(_config.resolve(url=store).url, create=False) as opened:
+            page = read(opened)
+    else:
+        page = read(store)
     rows = [_row(run, chosen) for run in page.data]
     names = _column_names(rows, chosen)
     for row in rows:  # every row has every column, as a DataFrame's rows do

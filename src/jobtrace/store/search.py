@@ -21,6 +21,9 @@
   ``param.batch=64`` finds ``64`` and ``64.0`` alike.
 - A dotted field with any other prefix (``foo.bar>1``) is an error naming its position,
   never a search that silently finds nothing.
+- MLflow's filter strings work as they read: ``field = 'text'`` (quoted, ``=`` or ``==``)
+  is ``field:"text"``, and ``AND`` (any case) may join terms where a comma would, after a
+  comparison or a quoted value: ``metrics.loss < 0.5 AND params.lr = '0.1'``.
 
 A search is parsed into an AST (:func:`parse`, turned back into text by :func:`unparse`),
 then compiled by :func:`compile_search` into a SQLAlchemy expression whose user values are
