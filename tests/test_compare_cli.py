@@ -224,3 +224,22 @@ def test_the_readme_runs_side_by_side_snippets_run_verbatim(tmp_path: Path) -> N
     lines = python.stdout.splitlines()
     assert "01jd3x4kq7" in lines[1] and "01jd3x9qz2" not in python.stdout  # its loss is 0.75
     assert lines[-1] == "01jd3x4kq7 0.1"
+
+
+def test_experiments_list_finds_experiments_by_search(runs: Path) -> None:
+    with Store(f"sqlite:///{runs / '.jobtrace' / 'jobtrace.db'}") as store:
+        store.create_experiment("cifar", tags={"team": "cv"})
+    found = jobtrace_cli(
+        "experiments", "list", "--search", "job_count>2", "--json", cwd=runs, check=True
+    )
+    assert [e["name"] for e in orjson.loads(found.stdout)] == ["mnist"]
+    tagged = jobtrace_cli("experiments", "list", "-s", "tag.team:cv", cwd=runs, check=True)
+    assert [line.split()[0] for line in tagged.stdout.splitlines()[1:]] == ["cifar"]
+
+
+def test_csv_of_no_jobs_is_the_header_alone(runs: Path) -> None:
+    out = jobtrace_cli(
+        "jobs", "list", "-s", "name:zzz", "-c", "param.lr", "--csv", cwd=runs, check=True
+    ).stdout
+    (header,) = out.splitlines()
+    assert header.startswith("id,name,experiment,status,") and header.endswith(",param.lr")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from jobtrace import model
 from jobtrace.cli._common import fail, json_bytes
 from jobtrace.cli.jobs import job_json
 from jobtrace.model import encode_float
@@ -58,11 +59,11 @@ def write_runs(
     if fmt == "json":
         data = json_bytes(rows)
     else:
-        names: dict[str, None] = {}
+        # A job as a reader sees it: its record's fields but ``seq`` (jobs.find_jobs).
+        names = dict.fromkeys(f for f in model.FIELDS[model.JOB] if f != "seq")
         for row in rows:
             names.update(dict.fromkeys(row))
-        if not rows:
-            names.update(dict.fromkeys(c.label for c in columns))
+        names.update(dict.fromkeys(c.label for c in columns))
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(names)
