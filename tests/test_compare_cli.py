@@ -239,7 +239,7 @@ def test_experiments_list_finds_experiments_by_search(runs: Path) -> None:
 
 def test_csv_of_no_jobs_is_the_header_alone(runs: Path) -> None:
     out = jobtrace_cli(
-        "jobs", "list", "-s", "name:zzz", "-c", "param.lr", "--csv", cwd=runs, check=True
+        "jobs", "list", "-q", "name:zzz", "-c", "param.lr", "--csv", cwd=runs, check=True
     ).stdout
     (header,) = out.splitlines()
     assert header.startswith("id,name,experiment,status,") and header.endswith(",param.lr")
