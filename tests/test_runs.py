@@ -192,6 +192,14 @@ def test_search_runs_orders_limits_and_picks_columns(store: Store) -> None:
     assert list(runs["metrics.loss"]) == [0.7, 0.4]
 
 
+def test_search_runs_orders_by_the_names_of_its_columns(store: Store) -> None:
+    three_runs(store)
+    by_id = jobtrace.search_runs(store=store, order_by="run_id DESC", columns=["status"])
+    assert list(by_id["run_id"]) == ["d", "c", "b", "a"]
+    by_tag = jobtrace.search_runs(store=store, order_by=["tags.team"], columns=["tags.team"])
+    assert list(by_tag["run_id"]) == ["a", "b", "c", "d"]  # the jobs without the tag last
+
+
 def test_search_runs_without_pandas_returns_dicts_with_the_same_keys(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -144,7 +144,8 @@ def _order(order_by: str | Sequence[str] | None) -> tuple[str | None, bool | Non
     direction = direction.strip().upper()
     if direction not in {"", "ASC", "DESC"}:
         raise QueryError(f"order_by direction must be ASC or DESC, got {direction!r}")
-    return field, (direction == "DESC") if direction else None
+    # The row's names sort too: run_id is the job's id.
+    return "id" if field == "run_id" else field, (direction == "DESC") if direction else None
 
 
 def search_runs(
