@@ -138,8 +138,8 @@ def _resolve(store: Store, job_ids: Sequence[str]) -> list[dict[str, Any]]:
         job = store.get_job(job_id)
         if job is None:
             fail(f"no job {job_id!r} in {store.safe_url}")
-            raise AssertionError  # fail exits
-        jobs.setdefault(job["id"], job)
+        else:
+            jobs.setdefault(job["id"], job)
     if len(jobs) < 2:
         fail("compare needs two or more different jobs")
     return list(jobs.values())
