@@ -87,6 +87,45 @@ def test_an_empty_search_has_no_terms() -> None:
 
 
 @pytest.mark.parametrize(
+    ("mlflow", "native"),
+    [
+        ("metrics.loss < 0.5", "metric.loss<0.5"),
+        ("params.lr = '0.1'", "param.lr:0.1"),
+        ('tags.team = "ds"', "tag.team:ds"),
+        ("metrics.loss < 0.5 AND params.lr = '0.1'", "metric.loss<0.5, param.lr:0.1"),
+        ("params.opt = 'a,b' and metrics.acc >= 0.9 And name = 'x'", 'param.opt:"a,b", '
+         "metric.acc>=0.9, name:x"),
+        ("params.lr == 'x*'", r"param.lr:x\*"),
+    ],
+)  # fmt: skip
+def test_mlflow_filter_strings_mean_what_they_mean_in_mlflow(mlflow: str, native: str) -> None:
+    assert parse(mlflow) == parse(native)
+
+
+def test_and_inside_free_text_and_field_values_stays_text() -> None:
+    assert terms("rock and roll, name:salt and pepper") == (
+        TextTerm(("rock and roll",)),
+        FieldTerm("name", ("salt and pepper",)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "position"),
+    [
+        ("params.lr != 'a'", "text compares only with '='", 0),
+        ("x, params.lr > 'a'", "text compares only with '='", 3),
+        ("params.lr = 'a' b", "expected ',' or AND after the quoted value", 16),
+        ("metrics.loss = 'a'", "compare a metric with a number", 0),
+        ("metric.x > 1 AND", "expected a number after '>', got '1 AND'", 11),
+    ],
+)
+def test_mlflow_style_mistakes_say_why_and_where(text: str, reason: str, position: int) -> None:
+    with pytest.raises(SearchError) as info:
+        parse(text)
+    assert reason in info.value.reason and info.value.position == position
+
+
+@pytest.mark.parametrize(
     ("text", "reason", "position"),
     [
         ("a,,b", "expected a search term after ','", 2),

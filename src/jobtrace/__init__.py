@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from jobtrace.batch import BatchMetrics
     from jobtrace.instruments import Counter, Enum, Gauge, Histogram, Info, Summary, profile
     from jobtrace.metrics import log_metric
+    from jobtrace.runs import search_runs
     from jobtrace.tracing import (
         Span,
         Trace,
@@ -48,6 +49,7 @@ _LAZY = {
         "jobtrace.instruments",
     ),
     "log_metric": "jobtrace.metrics",
+    "search_runs": "jobtrace.runs",
     "BatchMetrics": "jobtrace.batch",
     "batch": "jobtrace.batch",
 }
@@ -91,6 +93,7 @@ __all__ = [
     "job",
     "log_metric",
     "profile",
+    "search_runs",
     "start",
     "stop",
     "trace",

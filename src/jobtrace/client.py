@@ -274,8 +274,10 @@ class JobsCollection(_Collection):
         search: str | None = None,
         experiment: str | None = None,
         status: str | None = None,
+        with_metrics: bool | None = None,
     ) -> JSONDict:
-        """One page of jobs (newest first unless ``sort_by`` says otherwise)."""
+        """One page of jobs (newest first unless ``sort_by`` says otherwise); with
+        ``with_metrics=True`` each job has ``metrics``, its latest points."""
         return self._page(
             "/jobs",
             index,
@@ -285,6 +287,7 @@ class JobsCollection(_Collection):
             search,
             experiment=experiment,
             status=status,
+            withMetrics=with_metrics,
         )
 
     def iter_all(self, page_length: int = 100, **filters: Any) -> Iterator[JSONDict]:
@@ -346,6 +349,12 @@ class JobsCollection(_Collection):
         """The latest point of each metric of a job: a list of ``{name, value, step,
         timestamp}`` by name (``value`` a number or ``"nan"``/``"inf"``/``"-inf"``)."""
         result: list[JSONDict] = self._client.get(f"/jobs/{_segment(job_id)}/metrics")
+        return result
+
+    def get_metric_summaries_by_id(self, job_id: str) -> list[JSONDict]:
+        """A summary of each metric of a job, by name: ``{name, count, firstStep,
+        lastStep, min, minStep, max, maxStep, nanCount, infCount, latest}``."""
+        result: list[JSONDict] = self._client.get(f"/jobs/{_segment(job_id)}/metrics/summary")
         return result
 
     def get_metrics_snapshots_by_id(

@@ -103,11 +103,17 @@ def open_store(url: str | None) -> Store:
     return Store(settings.url, create=False)
 
 
-def print_json(data: Any) -> None:
+def json_bytes(data: Any, *, indent: bool = True) -> bytes:
+    """``data`` as the CLI prints JSON: indented by two and ending in a newline (unless
+    ``indent=False``: one line, no newline)."""
     import orjson
 
-    sys.stdout.buffer.write(
-        orjson.dumps(data, default=repr, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-    )
-    sys.stdout.buffer.write(b"\n")
+    if not indent:
+        return orjson.dumps(data, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    option = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+    return orjson.dumps(data, default=repr, option=option)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.buffer.write(json_bytes(data))
     sys.stdout.flush()

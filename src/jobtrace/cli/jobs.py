@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from jobtrace.cli import LazyGroup
+
 if TYPE_CHECKING:
     from rich.text import Text
 
@@ -56,9 +58,9 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"compare": "jobtrace.cli.compare:compare"})
 def jobs() -> None:
-    """List and inspect recorded jobs."""
+    """List, inspect and compare recorded jobs."""
 
 
 @jobs.command("list")
@@ -79,9 +81,25 @@ def jobs() -> None:
 )
 @click.option("--desc", "descending", is_flag=True, default=None, help="Sort descending.")
 @click.option(
+    "--columns",
+    "-c",
+    metavar="LIST",
+    help="Add columns, comma-separated: param.NAME, metric.NAME (latest value), tag.NAME "
+    "or a job field, e.g. 'param.lr,metric.loss,tag.team' (in place of STARTED and PEAK "
+    "MEM; name start_time or peak_memory_kb to keep them).",
+)
+@click.option(
     "--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs shown."
 )
 @json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: every job field and the columns.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write the --csv or --json output to this file (its .csv or .json suffix is "
+    "enough to choose) instead of stdout.",
+)
 @store_option
 @handle_errors
 def list_jobs(
@@ -90,18 +108,38 @@ def list_jobs(
     search: str | None,
     sort_by: str | None,
     descending: bool | None,
+    columns: str | None,
     limit: int,
     as_json: bool,
+    as_csv: bool,
+    out: str | None,
     store_url: str | None,
 ) -> None:
     """List jobs, newest first, or those a search finds, sorted as asked.
 
+    --sort takes a job field or any column (numbers sort as numbers, jobs without the
+    value last); --csv and --json export the rows listed, with every job field.
+
     \b
         jobtrace jobs list --status failed
         jobtrace jobs list --search 'param.lr>0.01, metric.loss<0.5' --sort metric.loss
+        jobtrace jobs list --columns param.lr,metric.loss,tag.team --sort param.lr
+        jobtrace jobs list --columns param.lr,metric.loss --csv --out runs.csv
     """
+    from jobtrace.runs import parse_columns
+
+    chosen = parse_columns(columns) if columns is not None else []
+    export = _export_format(as_json, as_csv, out)
+    from jobtrace.store.metrics import JobMetrics
+
     with open_store(store_url) as store:
-        page = store.find_jobs(
+        # Latest metrics are read only when a column shows one.
+        find = (
+            store.find_job_metrics
+            if any(column.kind == "metric" for column in chosen)
+            else store.find_jobs
+        )
+        page = find(
             experiment=experiment,
             status=status,
             search=search,
@@ -109,12 +147,21 @@ def list_jobs(
             descending=descending,
             limit=limit,
         )
-    rows = page.data
-    if as_json:
-        print_json([job_json(r) for r in rows])
+    runs: list[JobMetrics] = [
+        run if isinstance(run, JobMetrics) else JobMetrics(run, []) for run in page.data
+    ]
+    rows = [run.job for run in runs]
+    if export is not None:
+        from jobtrace.cli.export import write_runs
+
+        write_runs(runs, chosen, export, out)
+        if not page.is_complete:
+            click.echo(f"({page.total - len(rows)} more; raise --limit to export them)", err=True)
         return
     from rich.table import Table
     from rich.text import Text
+
+    from jobtrace.runs import column_value
 
     console = plain_console()
     if not rows:
@@ -124,31 +171,48 @@ def list_jobs(
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     # Ids and times never wrap: people copy ids, and a wrapped time reads as two rows.
-    # Columns that would be empty are left out so the table fits an 80-column terminal.
+    # Columns that would be empty are left out so the table fits an 80-column terminal;
+    # chosen columns take the place of STARTED and PEAK MEM (columns too, if asked for).
     show_experiment = any(r["experiment"] for r in rows)
     show_exit = any(r["exit_code"] not in (None, 0) for r in rows)
+    roomy = not chosen
     table.add_column("ID", no_wrap=True, min_width=26)
     table.add_column("NAME", overflow="ellipsis", no_wrap=True, min_width=8)
     if show_experiment:
         table.add_column("EXPERIMENT", overflow="ellipsis", no_wrap=True, min_width=8)
     table.add_column("STATUS", no_wrap=True, min_width=9)
-    table.add_column("STARTED", no_wrap=True, min_width=11)
+    if roomy:
+        table.add_column("STARTED", no_wrap=True, min_width=11)
     table.add_column("DURATION", justify="right", no_wrap=True, min_width=8)
-    table.add_column("PEAK MEM", justify="right", no_wrap=True, min_width=9)
+    if roomy:
+        table.add_column("PEAK MEM", justify="right", no_wrap=True, min_width=9)
     if show_exit:
         table.add_column("EXIT", justify="right", no_wrap=True)
-    for r in rows:
+    for column in chosen:
+        table.add_column(
+            column.label,
+            justify="right",
+            overflow="ellipsis",
+            no_wrap=True,
+            min_width=min(len(column.label), 10),
+        )
+    for run in runs:
+        r = run.job
         cells: list[str | Text] = [Text(r["id"]), Text(r["name"] or "")]
         if show_experiment:
             cells.append(Text(r["experiment"] or ""))
-        cells += [
-            status_text(r["status"]),
-            local_time(r["start_time"], "%m-%d %H:%M"),
-            human_duration(r["duration"]) if r["duration"] is not None else "-",
-            human_bytes(r["peak_memory_kb"]) if r["peak_memory_kb"] is not None else "-",
-        ]
+        cells.append(status_text(r["status"]))
+        if roomy:
+            cells.append(_job_cell("start_time", r["start_time"]))
+        cells.append(_job_cell("duration", r["duration"]))
+        if roomy:
+            cells.append(_job_cell("peak_memory_kb", r["peak_memory_kb"]))
         if show_exit:
             cells.append("" if r["exit_code"] is None else str(r["exit_code"]))
+        for column in chosen:
+            value = column_value(column, run)
+            shown = _job_cell(column.key, value) if column.kind == "field" else cell_text(value)
+            cells.append(Text(shown))
         table.add_row(*cells)
     console.print(table)
     if not page.is_complete:
@@ -203,6 +267,48 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
             continue
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     plain_console().print(table)
+
+
+def _export_format(as_json: bool, as_csv: bool, out: str | None) -> str | None:
+    """``json``, ``csv`` or None (a table), from the flags or else from --out's suffix."""
+    if as_json and as_csv:
+        fail("choose one of --json and --csv")
+    if as_json or as_csv:
+        return "json" if as_json else "csv"
+    if out is None:
+        return None
+    suffix = out.rsplit(".", 1)[-1].lower() if "." in out else ""
+    if suffix not in {"csv", "json"}:
+        fail(f"--out {out}: add --csv or --json (or name a .csv or .json file)")
+    return suffix
+
+
+def _job_cell(field: str, value: Any) -> str:
+    """A job field in a table cell: times local, durations and sizes for people."""
+    if value is None:
+        return "-"
+    if field in _TIME_FIELDS:
+        return local_time(value, "%m-%d %H:%M")
+    if field == "duration":
+        return human_duration(value)
+    if field == "peak_memory_kb":
+        return human_bytes(value)
+    return cell_text(value)
+
+
+def cell_text(value: Any) -> str:
+    """A param, tag or metric value in a table cell: numbers shortened, missing ``-``."""
+    from jobtrace.cli.metrics import format_value
+
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format_value(value)
+    if isinstance(value, str):
+        return value
+    import orjson
+
+    return orjson.dumps(value).decode()  # true, lists and objects as JSON spells them
 
 
 def _cpu(row: dict[str, Any]) -> str | None:

@@ -21,6 +21,11 @@ from jobtrace.cli.jobs import local_time
 from jobtrace.model import encode_float
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rich.console import Console
+    from rich.text import Text
+
     from jobtrace.store import Store
     from jobtrace.store.metrics import MetricPoint, MetricSummary
 
@@ -56,7 +61,9 @@ def summary_json(summary: MetricSummary) -> dict[str, Any]:
         "firstStep": summary.first_step,
         "lastStep": summary.last_step,
         "min": number(summary.min),
+        "minStep": summary.min_step,
         "max": number(summary.max),
+        "maxStep": summary.max_step,
         "nanCount": summary.nan_count,
         "infCount": summary.inf_count,
         "latest": None if summary.latest is None else point_json(summary.latest),
@@ -118,6 +125,34 @@ def show_metrics(
             _show_history(store, job, name, height, max_points, as_json)
 
 
+def chart_width(console: Console) -> int:
+    """Characters a chart may take in ``console`` beside its y-axis labels."""
+    return max(10, min(console.width, 200) - _AXIS_WIDTH)
+
+
+def _axis_label(value: float) -> str:
+    """A y-axis label that fits its margin: fewer digits where six would not."""
+    text = format_value(value)
+    if len(text) > _AXIS_WIDTH - 2:
+        text = f"{value:.{max(1, _AXIS_WIDTH - 9)}g}"
+    return text
+
+
+def print_chart(
+    lines: Sequence[Text], low: float, high: float, first_step: object, last_step: object
+) -> None:
+    """Print chart lines (top first) with the y range on the left and the steps below."""
+    from rich.text import Text
+
+    console = plain_console()
+    for i, line in enumerate(lines):
+        label = _axis_label(high) if i == 0 else _axis_label(low) if i == len(lines) - 1 else ""
+        console.print(Text(f"{label:>{_AXIS_WIDTH - 2}} ┤").append_text(line))
+    width = max((len(line) for line in lines), default=0)
+    first, last = f"step {first_step}", f"step {last_step}"
+    console.print(" " * _AXIS_WIDTH + first + last.rjust(max(1, width - len(first))))
+
+
 def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
     points = store.latest_metrics(job["id"])
     if as_json:
@@ -173,17 +208,14 @@ def _show_history(
     from jobtrace.cli.chart import render_chart
 
     console = plain_console()
-    width = max(10, min(console.width, 200) - _AXIS_WIDTH)
+    width = chart_width(console)
     # Two dot columns per character: two points per column keep each one's min and max.
     series = store.metric_series(job_id, name, max_points=max(4, 4 * width))
     lines, low, high = render_chart([(p.step, p.value) for p in series], width, height)
     console.print(Text(f"{name} of job {job_id} ({job['name'] or '-'})", "bold"))
-    for i, line in enumerate(lines):
-        label = format_value(high) if i == 0 else format_value(low) if i == len(lines) - 1 else ""
-        console.print(Text(f"{label:>{_AXIS_WIDTH - 2}} ┤").append(line, "cyan"))
-    first, last = f"step {summary.first_step}", f"step {summary.last_step}"
-    axis = first + last.rjust(max(1, width - len(first)))
-    console.print(" " * _AXIS_WIDTH + axis)
+    print_chart(
+        [Text(line, "cyan") for line in lines], low, high, summary.first_step, summary.last_step
+    )
     latest = summary.latest
     parts = [
         f"{summary.count} points",

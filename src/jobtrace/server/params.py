@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from jobtrace.server.errors import APIError
 from jobtrace.server.wire import camel, snake
+from jobtrace.store.search import FIELD_PREFIXES
 
 __all__ = ["APIModel", "Descending", "Search", "SortBy", "sort_field"]
 
@@ -32,15 +33,17 @@ def sort_field(
     sort_by: str | None, fields: Iterable[str], *, metric_prefix: bool = False
 ) -> str | None:
     """``sortBy`` checked against the store's sortable ``fields`` (camelCase or snake_case;
-    ``metric.NAME`` too with ``metric_prefix``), or a 422 listing them in camelCase."""
+    ``metric.NAME``, ``param.NAME`` and ``tag.NAME`` too with ``metric_prefix``), or a 422
+    listing them in camelCase."""
     if sort_by is None:
         return None
-    head, dot, metric = sort_by.partition(".")
-    if metric_prefix and dot and head.lower() == "metric" and metric:
+    head, dot, key = sort_by.partition(".")
+    if metric_prefix and dot and key and head.lower() in FIELD_PREFIXES:
         return sort_by
     name = snake(sort_by)
     if name not in fields:
-        allowed = [camel(f) for f in fields] + (["metric.NAME"] if metric_prefix else [])
+        dotted = ["metric.NAME", "param.NAME", "tag.NAME"] if metric_prefix else []
+        allowed = [camel(f) for f in fields] + dotted
         raise APIError(
             422,
             f"cannot sort by {sort_by!r}; sortable fields: {', '.join(allowed)}",

@@ -15,7 +15,7 @@ from jobtrace.model import encode_float
 
 if TYPE_CHECKING:
     from jobtrace.store.experiments import Experiment
-    from jobtrace.store.metrics import JobMetrics, MetricPoint
+    from jobtrace.store.metrics import JobMetrics, MetricPoint, MetricSummary
 
 __all__ = [
     "JSONBody",
@@ -29,6 +29,7 @@ __all__ = [
     "snake",
     "span_out",
     "special_value",
+    "summary_out",
     "trace_summary_out",
 ]
 
@@ -92,6 +93,23 @@ def point_out(point: MetricPoint) -> dict[str, Any]:
         "value": value if value - value == 0.0 else encode_float(value),
         "step": point.step,
         "timestamp": iso(point.timestamp),
+    }
+
+
+def summary_out(summary: MetricSummary) -> dict[str, Any]:
+    """A metric's summary: extremes with their steps, counts and the latest point."""
+    return {
+        "name": summary.name,
+        "count": summary.count,
+        "firstStep": summary.first_step,
+        "lastStep": summary.last_step,
+        "min": float_out(summary.min),
+        "minStep": summary.min_step,
+        "max": float_out(summary.max),
+        "maxStep": summary.max_step,
+        "nanCount": summary.nan_count,
+        "infCount": summary.inf_count,
+        "latest": None if summary.latest is None else point_out(summary.latest),
     }
 
 

@@ -21,6 +21,8 @@ from jobtrace.store.experiments import check_name, insert_if_absent
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging, order_by
 from jobtrace.store.schema import experiments, jobs, metric_latest
 from jobtrace.store.search import (
+    FIELD_PREFIXES,
+    DocumentValue,
     Pattern,
     SearchFields,
     compile_search,
@@ -219,6 +221,10 @@ _NUMBER_FIELDS: Final = (
 JOB_SORT_FIELDS: Final = ("id", "name", "experiment", "status", "host", *_NUMBER_FIELDS)
 
 
+#: A job's JSON documents a search or sort may name a key of (``param.lr``, ``tag.team``).
+_DOCUMENTS: Final = {"param": jobs.c.params, "tag": jobs.c.tags}
+
+
 def _metric_condition(name: str, op: str, number: float) -> sa.ColumnElement[bool]:
     # EXISTS on metric_latest's primary key: one index probe per candidate job.
     latest = metric_latest.alias("search_latest")
@@ -251,7 +257,7 @@ def job_search_fields(now: float) -> SearchFields:
         numbers={f: jobs.c[f] for f in _NUMBER_FIELDS},
         custom={"status": status, "error": error},
         metric=_metric_condition,
-        documents={"param": jobs.c.params, "tag": jobs.c.tags},
+        documents=_DOCUMENTS,
     )
 
 
@@ -264,14 +270,22 @@ def _sort_keys(
     if not isinstance(sort_by, str) or not sort_by:
         raise QueryError(f"sort field must be a non-empty string, got {sort_by!r}")
     head, dot, metric = sort_by.partition(".")
+    prefix = FIELD_PREFIXES.get(head.lower()) if dot and metric else None
+    if prefix in _DOCUMENTS:
+        # A param or tag: numbers by value first, then other values as text, jobs without
+        # it last (each key NULL where it does not apply; order_by puts NULLs last).
+        document = _DOCUMENTS[prefix]
+        as_number = DocumentValue(document, metric, as_number=True)
+        as_text = DocumentValue(document, metric, as_number=False)
+        return [as_number, sa.case((as_number.is_(None), as_text), else_=None)], None
     key = field_key(sort_by)
-    if not (dot and head.lower() == "metric"):
+    if prefix != "metric":
         if key in JOB_SORT_FIELDS:
             return [jobs.c[key]], None
         if not bare_metric:
             raise QueryError(
                 f"cannot sort jobs by {sort_by!r}; expected one of "
-                f"{', '.join(JOB_SORT_FIELDS)} or metric.NAME"
+                f"{', '.join(JOB_SORT_FIELDS)}, metric.NAME, param.NAME or tag.NAME"
             )
         metric = sort_by  # Dioptra's sortBy names a metric
     latest = metric_latest.alias("sort_latest")
@@ -302,11 +316,12 @@ def find_jobs(
     """Jobs (of ``experiment`` and with ``status`` if given) matching ``search``, paged
     from element ``index``.
 
-    ``sort_by`` is a job field (:data:`JOB_SORT_FIELDS`, snake_case or camelCase) or
-    ``metric.NAME`` (the latest value; jobs without it last); with ``bare_metric_sort`` any
-    other name is a metric name too, as Dioptra's ``sortBy``. The default is newest first;
-    ``descending`` defaults to False when ``sort_by`` is given. Ties are broken by id, so
-    pages never overlap or skip.
+    ``sort_by`` is a job field (:data:`JOB_SORT_FIELDS`, snake_case or camelCase),
+    ``metric.NAME`` (the latest value), ``param.NAME`` or ``tag.NAME`` (numbers as numbers
+    before other values as text); jobs without the metric, param or tag come last. With
+    ``bare_metric_sort`` any other name is a metric name too, as Dioptra's ``sortBy``. The
+    default is newest first; ``descending`` defaults to False when ``sort_by`` is given.
+    Ties are broken by id, so pages never overlap or skip.
     """
     check_paging(index, limit)
     now = time.time() if now is None else now

@@ -28,10 +28,12 @@ __all__ = [
     "MetricPoint",
     "MetricSummary",
     "experiment_metrics",
+    "find_job_metrics",
     "latest_metrics",
     "latest_metrics_of_jobs",
     "metric_history",
     "metric_series",
+    "metric_summaries",
     "metric_summary",
 ]
 
@@ -61,7 +63,8 @@ class JobMetrics(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class MetricSummary:
     """A metric's whole history in figures. ``min``/``max`` include ±Inf, not NaN (None
-    when no point is a number); ``latest`` is the highest step's point."""
+    when no point is a number), and ``min_step``/``max_step`` are the first steps holding
+    them; ``latest`` is the highest step's point."""
 
     name: str
     count: int
@@ -72,6 +75,8 @@ class MetricSummary:
     nan_count: int
     inf_count: int
     latest: MetricPoint | None
+    min_step: int | None = None
+    max_step: int | None = None
 
 
 def _value(value: float | None, special: str | None) -> float:
@@ -228,48 +233,106 @@ def metric_series(
 
 
 def metric_summary(conn: sa.Connection, job_id: str, name: str) -> MetricSummary:
-    """Count, step range, extremes and special-value counts of a metric, in one query."""
+    """Count, step range, extremes (and their steps) and special-value counts of a metric;
+    an unknown name is a summary of nothing."""
     require_job(conn, job_id)
+    found = _summaries(conn, job_id, name)
+    return found[0] if found else MetricSummary(name, 0, None, None, None, None, 0, 0, None)
+
+
+def metric_summaries(conn: sa.Connection, job_id: str) -> list[MetricSummary]:
+    """The summary of every metric of a job, by name (:func:`metric_summary` for each, in
+    three queries whatever the number of metrics)."""
+    require_job(conn, job_id)
+    return _summaries(conn, job_id, None)
+
+
+def _summaries(conn: sa.Connection, job_id: str, name: str | None) -> list[MetricSummary]:
+    where = [metrics.c.job_id == job_id] if name is None else list(_of(job_id, name))
     special = metrics.c.special
 
     def count_of(value: str) -> Any:
         return sa.func.sum(sa.case((special == value, 1), else_=0))
 
-    query = sa.select(
-        sa.func.count(),
-        sa.func.min(metrics.c.step),
-        sa.func.max(metrics.c.step),
-        sa.func.min(metrics.c.value),
-        sa.func.max(metrics.c.value),
-        count_of("nan"),
-        count_of("inf"),
-        count_of("-inf"),
-    ).where(*_of(job_id, name))
-    count, first, last, low, high, nans, pos, neg = conn.execute(query).one()
-    nans, pos, neg = int(nans or 0), int(pos or 0), int(neg or 0)
-    latest_row = conn.execute(
+    totals = (
         sa.select(
-            metric_latest.c.value,
-            metric_latest.c.special,
-            metric_latest.c.step,
-            metric_latest.c.timestamp,
-        ).where(metric_latest.c.job_id == job_id, metric_latest.c.name == name)
-    ).first()
-    latest = None
-    if latest_row is not None:
-        v, s, step, ts = latest_row
-        latest = MetricPoint(name, _value(v, s), step, ts)
-    return MetricSummary(
-        name=name,
-        count=int(count),
-        first_step=first,
-        last_step=last,
-        min=-math.inf if neg else low,
-        max=math.inf if pos else high,
-        nan_count=nans,
-        inf_count=pos + neg,
-        latest=latest,
+            metrics.c.name,
+            sa.func.count(),
+            sa.func.min(metrics.c.step),
+            sa.func.max(metrics.c.step),
+            count_of("nan"),
+            count_of("inf"),
+            count_of("-inf"),
+        )
+        .where(*where)
+        .group_by(metrics.c.name)
+        .order_by(metrics.c.name)
     )
+    # The lowest and the highest point of each name with the first step holding it, by
+    # window functions: -inf < finite < inf, NaN never an extreme.
+    value = metrics.c.value
+    low = sa.case((special == "-inf", 0), (value.is_not(None), 1), (special == "inf", 2), else_=3)
+    high = sa.case((special == "inf", 0), (value.is_not(None), 1), (special == "-inf", 2), else_=3)
+    ranked = (
+        sa.select(
+            metrics.c.name,
+            metrics.c.step,
+            value,
+            special,
+            sa.func.row_number()
+            .over(partition_by=metrics.c.name, order_by=(low, value.asc(), metrics.c.step))
+            .label("lo"),
+            sa.func.row_number()
+            .over(partition_by=metrics.c.name, order_by=(high, value.desc(), metrics.c.step))
+            .label("hi"),
+        )
+        .where(*where)
+        .subquery("ranked")
+    )
+    extremes: dict[str, dict[str, tuple[float, int]]] = {}
+    query = sa.select(
+        ranked.c.name, ranked.c.step, ranked.c.value, ranked.c.special, ranked.c.lo, ranked.c.hi
+    ).where(sa.or_(ranked.c.lo == 1, ranked.c.hi == 1))
+    for metric, step, finite, spec, lo, hi in conn.execute(query):
+        if spec == "nan":  # the only kind of point left: no extremes
+            continue
+        point = (_value(finite, spec), step)
+        if lo == 1:
+            extremes.setdefault(metric, {})["min"] = point
+        if hi == 1:
+            extremes.setdefault(metric, {})["max"] = point
+    latest_query = sa.select(
+        metric_latest.c.name,
+        metric_latest.c.value,
+        metric_latest.c.special,
+        metric_latest.c.step,
+        metric_latest.c.timestamp,
+    ).where(metric_latest.c.job_id == job_id)
+    if name is not None:
+        latest_query = latest_query.where(metric_latest.c.name == name)
+    latest = {
+        n: MetricPoint(n, _value(v, s), st, ts) for n, v, s, st, ts in conn.execute(latest_query)
+    }
+    out = []
+    for metric, count, first, last, nans, pos, neg in conn.execute(totals):
+        ends = extremes.get(metric, {})
+        low_point, high_point = ends.get("min"), ends.get("max")
+        out.append(
+            MetricSummary(
+                name=metric,
+                count=int(count),
+                first_step=first,
+                last_step=last,
+                min=None if low_point is None else low_point[0],
+                max=None if high_point is None else high_point[0],
+                nan_count=int(nans or 0),
+                inf_count=int(pos or 0) + int(neg or 0),
+                latest=latest.get(metric),
+                min_step=None if low_point is None else low_point[1],
+                max_step=None if high_point is None else high_point[1],
+            )
+        )
+    return out
 
 
 def experiment_metrics(
@@ -290,7 +353,7 @@ def experiment_metrics(
     :class:`ExperimentNotFoundError` for an unknown experiment.
     """
     require_experiment(conn, experiment)
-    page = find_jobs(
+    return find_job_metrics(
         conn,
         experiment=experiment,
         search=search,
@@ -301,5 +364,11 @@ def experiment_metrics(
         now=now,
         bare_metric_sort=True,
     )
+
+
+def find_job_metrics(conn: sa.Connection, **find: Any) -> Page[JobMetrics]:
+    """Jobs as :func:`~jobtrace.store.jobs.find_jobs` finds them (same arguments), each
+    with the latest point of each of its metrics."""
+    page = find_jobs(conn, **find)
     latest = latest_metrics_of_jobs(conn, [job["id"] for job in page.data])
     return page.map(lambda job: JobMetrics(job, latest[job["id"]]))

@@ -63,6 +63,37 @@ class StoreQueries:
         """Count, step range, min/max and NaN/Inf counts of a metric's history."""
         return self._read(metric_queries.metric_summary, job_id, name)
 
+    def metric_summaries(self, job_id: str) -> list[MetricSummary]:
+        """The summary of each metric of job ``job_id``, by name: latest point, min and max
+        with the first step holding each, count and NaN/Inf counts."""
+        return self._read(metric_queries.metric_summaries, job_id)
+
+    def find_job_metrics(
+        self,
+        *,
+        experiment: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        sort_by: str | None = None,
+        descending: bool | None = None,
+        index: int = 0,
+        limit: int | None = DEFAULT_PAGE_LENGTH,
+        now: float | None = None,
+    ) -> Page[JobMetrics]:
+        """The jobs :meth:`find_jobs` finds (same arguments), each with its latest metrics:
+        the rows of a runs table (``jobtrace jobs list --columns``, ``search_runs``)."""
+        return self._read(
+            metric_queries.find_job_metrics,
+            experiment=experiment,
+            status=status,
+            search=search,
+            sort_by=sort_by,
+            descending=descending,
+            index=index,
+            limit=limit,
+            now=now,
+        )
+
     def experiment_metrics(
         self,
         experiment: str,
@@ -107,7 +138,8 @@ class StoreQueries:
         now: float | None = None,
     ) -> Page[dict[str, Any]]:
         """Jobs matching ``search`` (and ``experiment``, ``status`` if given), sorted by a
-        job field or ``metric.NAME`` (default: newest first), paged."""
+        job field, ``metric.NAME``, ``param.NAME`` or ``tag.NAME`` (default: newest first),
+        paged."""
         return self._read(
             job_queries.find_jobs,
             experiment=experiment,

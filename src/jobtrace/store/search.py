@@ -21,6 +21,9 @@
   ``param.batch=64`` finds ``64`` and ``64.0`` alike.
 - A dotted field with any other prefix (``foo.bar>1``) is an error naming its position,
   never a search that silently finds nothing.
+- MLflow's filter strings work as they read: ``field = 'text'`` (quoted, ``=`` or ``==``)
+  is ``field:"text"``, and ``AND`` (any case) may join terms where a comma would, after a
+  comparison or a quoted value: ``metrics.loss < 0.5 AND params.lr = '0.1'``.
 
 A search is parsed into an AST (:func:`parse`, turned back into text by :func:`unparse`),
 then compiled by :func:`compile_search` into a SQLAlchemy expression whose user values are
@@ -45,6 +48,7 @@ from jobtrace.errors import SearchError
 
 __all__ = [
     "ANY",
+    "FIELD_PREFIXES",
     "ONE",
     "CompareTerm",
     "DocumentValue",
@@ -138,8 +142,10 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_\-/.]+")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan", re.I)
 _QUOTES = "\"'"
+#: ``AND`` between terms, as MLflow's filters join them (what a comma does).
+_AND = re.compile(r"\s+and\s+", re.I)
 #: Dotted field prefixes, as typed (lower case) -> as a term holds them.
-_PREFIXES: Final = {
+FIELD_PREFIXES: Final = {
     "metric": "metric",
     "metrics": "metric",
     "param": "param",
@@ -177,8 +183,17 @@ class _Parser:
             terms.append(self.term())
             if self.pos == len(self.text):
                 return Query(tuple(terms), self.text)
-            assert self.peek() == ","
-            self.pos += 1
+            self.separator()
+
+    def separator(self) -> None:
+        """Past a ``,`` or an ``AND`` between two terms."""
+        found = _AND.match(self.text, self.pos)
+        if found is not None:
+            self.pos = found.end()
+            return
+        if self.peek() != ",":
+            raise self.error("expected ',' or AND before the next term")
+        self.pos += 1
 
     def term(self) -> Term:
         self.skip_space()
@@ -190,6 +205,9 @@ class _Parser:
             self.skip_space()
             op = self.operator()
             if op is not None:
+                self.skip_space()
+                if self.peek() and self.peek() in _QUOTES:
+                    return self.quoted_equal(name, op, start)
                 return CompareTerm(name, "=" if op == "==" else op, self.number(op), start)
             if self.peek() == ":" and not name.startswith("metric."):
                 self.pos += 1
@@ -207,6 +225,21 @@ class _Parser:
         assert pattern is not None
         return TextTerm(pattern, start)
 
+    def quoted_equal(self, name: str, op: str, start: int) -> FieldTerm:
+        """``field = 'text'`` (MLflow's filter form): a whole-value match of the text, the
+        same as ``field:"text"``."""
+        if op not in {"=", "=="}:
+            raise self.error(f"text compares only with '=' (or field:value), not {op!r}", start)
+        if name.startswith("metric."):
+            raise self.error(f"compare a metric with a number, e.g. {name}>0.5", start)
+        term = FieldTerm(name, _merge([self.quoted()]), start)
+        if _AND.match(self.text, self.pos):
+            return term
+        self.skip_space()
+        if self.pos < len(self.text) and self.peek() != ",":
+            raise self.error("expected ',' or AND after the quoted value")
+        return term
+
     def field_name(self) -> str | None:
         found = _IDENT.match(self.text, self.pos)
         if found is None:
@@ -215,11 +248,11 @@ class _Parser:
         name = found.group()
         if self.peek() != ".":
             return name
-        prefix = _PREFIXES.get(name.lower())
+        prefix = FIELD_PREFIXES.get(name.lower())
         if prefix is None:
             raise self.error(
                 f"unknown field prefix {name + '.'!r}; expected one of "
-                + ", ".join(f"{p}.NAME" for p in sorted(set(_PREFIXES.values()))),
+                + ", ".join(f"{p}.NAME" for p in sorted(set(FIELD_PREFIXES.values()))),
                 found.start(),
             )
         self.pos += 1
@@ -245,6 +278,8 @@ class _Parser:
         start = self.pos
         end = self.text.find(",", start)
         end = len(self.text) if end < 0 else end
+        and_at = _AND.search(self.text, start, end)
+        end = end if and_at is None else and_at.start()
         token = self.text[start:end].strip()
         if not _NUMBER.fullmatch(token):
             shown = f"got {token!r}" if token else "got nothing"

@@ -12,8 +12,9 @@ from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy, sort_field
-from jobtrace.server.wire import JSONBody, job_out, parse_time
+from jobtrace.server.wire import JSONBody, job_metrics_out, job_out, parse_time
 from jobtrace.store.jobs import JOB_SORT_FIELDS
+from jobtrace.store.paging import Page
 
 __all__ = ["JobCreate", "router"]
 
@@ -86,7 +87,8 @@ def get_job(job_id: JobId, store: StoreDep) -> JSONBody:
 @router.get(
     "/jobs",
     summary="Jobs, newest first (paged, sorted, searched)",
-    description="`sortBy`: a job field (camelCase) or `metric.NAME` (its latest value). "
+    description="`sortBy`: a job field (camelCase), `metric.NAME` (its latest value), "
+    "`param.NAME` or `tag.NAME` (numbers before other values). "
     "`search`: the search language, e.g. `name:resnet*, status:failed, metric.acc>0.9`.",
 )
 def list_jobs(
@@ -100,8 +102,17 @@ def list_jobs(
     status: Annotated[
         str | None, Query(description="One of " + ", ".join(model.JOB_STATUSES))
     ] = None,
+    with_metrics: Annotated[
+        bool,
+        Query(
+            alias="withMetrics",
+            description="Add `metrics` to each job: its latest points, as "
+            "`GET /jobs/{id}/metrics` gives them.",
+        ),
+    ] = False,
 ) -> JSONBody:
-    found = store.find_jobs(
+    find = store.find_job_metrics if with_metrics else store.find_jobs
+    found: Page[Any] = find(
         experiment=experiment,
         status=status,
         search=search,
@@ -110,4 +121,4 @@ def list_jobs(
         index=page.index,
         limit=page.page_length,
     )
-    return JSONBody(envelope(request, found.map(job_out)))
+    return JSONBody(envelope(request, found.map(job_metrics_out if with_metrics else job_out)))

@@ -25,7 +25,7 @@ from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy
 from jobtrace.server.routes.experiments import ExperimentId
 from jobtrace.server.routes.jobs import JobId
-from jobtrace.server.wire import JSONBody, job_metrics_out, parse_time, point_out
+from jobtrace.server.wire import JSONBody, job_metrics_out, parse_time, point_out, summary_out
 from jobtrace.store.jobs import require_job
 from jobtrace.store.metrics import MIN_SERIES_POINTS, MetricPoint
 from jobtrace.store.paging import Page
@@ -119,6 +119,19 @@ def append_metric(
 )
 def latest_metrics(job_id: JobId, store: StoreDep) -> JSONBody:
     return JSONBody([point_out(p) for p in store.latest_metrics(job_id)])
+
+
+@router.get(
+    "/jobs/{job_id}/metrics/summary",
+    summary="A summary of each metric of a job",
+    description="A list by name of `{name, count, firstStep, lastStep, min, minStep, max, "
+    "maxStep, nanCount, infCount, latest}`: `min`/`max` include infinities, never NaN (null "
+    "when no point is a number), `minStep`/`maxStep` the first steps holding them, `latest` "
+    "the point at the highest step.",
+    response_class=JSONBody,
+)
+def metric_summaries(job_id: JobId, store: StoreDep) -> JSONBody:
+    return JSONBody([summary_out(s) for s in store.metric_summaries(job_id)])
 
 
 @router.get(
