@@ -102,6 +102,8 @@ spans = sa.Table(
     sa.Column("host", sa.String(256)),
     sa.Column("pid", sa.Integer),
     sa.Column("thread", sa.String(256)),
+    # The process's service name (jobtrace.tracing.spans.service()); NULL from old clients.
+    sa.Column("service", sa.String(256)),
     # No index on start time: trace ids begin with their creation time, so the primary key
     # already lists recent traces in order, and every index costs SQLite write throughput.
     sa.Index("ix_spans_job_id", "job_id"),
