@@ -676,8 +676,12 @@ _first_job_listeners: list[Callable[[str | None], None]] = []
 
 
 def on_first_job(listener: Callable[[str | None], None]) -> None:
-    """Call ``listener(name)`` whenever the process's first running job changes."""
-    _first_job_listeners.append(listener)
+    """Call ``listener(name)`` now, with the name of the process's first running job (None:
+    none runs), and whenever that changes."""
+    with _active_lock:
+        _first_job_listeners.append(listener)
+        first = _active[0].name if _active else None
+    listener(first)
 
 
 def _notify_first_job(name: str | None) -> None:
