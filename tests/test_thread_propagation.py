@@ -100,9 +100,11 @@ def test_a_pool_initializer_belongs_to_no_submitters_trace(
         with jobtrace.Trace("init"):
             pass
 
-    with jobtrace.Trace("request"):
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2, initializer=init) as pool:
-            pool.submit(work, 1).result()
+    with (
+        jobtrace.Trace("request"),
+        concurrent.futures.ThreadPoolExecutor(max_workers=2, initializer=init) as pool,
+    ):
+        pool.submit(work, 1).result()
     by_name = {s["name"]: s for s in spans(memory_sink)}
     assert by_name["init"]["parent_id"] is None
     assert by_name["work-1"]["parent_id"] == by_name["request"]["span_id"]

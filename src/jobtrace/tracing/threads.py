@@ -21,6 +21,7 @@ never uses a pool never pays for importing it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib.machinery
 import sys
@@ -90,10 +91,8 @@ def pool_submit() -> Callable[..., Any]:
 def _start(self: threading.Thread) -> None:
     if _installed and not getattr(_local, "submitting", False):
         # Never in the way: whatever goes wrong here, the thread starts as it would have.
-        try:
+        with contextlib.suppress(Exception):
             self.__dict__.setdefault(CONTEXT_ATTR, contextvars.copy_context())
-        except Exception:  # pragma: no cover - a Thread always has a __dict__
-            pass
     _saved["start"](self)
 
 
