@@ -104,9 +104,13 @@ spans = sa.Table(
     sa.Column("thread", sa.String(256)),
     # The process's service name (jobtrace.tracing.spans.service()); NULL from old clients.
     sa.Column("service", sa.String(256)),
-    # No index on start time: trace ids begin with their creation time, so the primary key
-    # already lists recent traces in order, and every index costs SQLite write throughput.
+    # No index on start time alone: trace ids begin with their creation time, so the
+    # primary key already lists recent traces in order (a search walks it newest first and
+    # stops at the page's last match), and every index costs SQLite write throughput.
     sa.Index("ix_spans_job_id", "job_id"),
+    # Trace search by service (Jaeger's search form starts from one): without it, a
+    # service that last ran long ago, or never, means walking every span.
+    sa.Index("ix_spans_service_start_ns", "service", "start_ns"),
 )
 
 items = sa.Table(
