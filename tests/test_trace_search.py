@@ -181,7 +181,8 @@ def span(
 TRACES = [
     # 1: an api request whose db call failed after 300 ms, an hour ago
     span(1, 1, "GET /cart", service="api", start_ms=-3_600_000, duration_ms=400),
-    span(1, 2, "db.query", service="db", start_ms=-3_599_990, duration_ms=300, parent=1, error=True),
+    span(1, 2, "db.query", service="db", start_ms=-3_599_990, duration_ms=300, parent=1,
+         error=True),
     # 2: a fast api request, ten minutes ago
     span(2, 1, "GET /cart", service="api", start_ms=-600_000, duration_ms=20),
     span(2, 2, "db.query", service="db", start_ms=-599_990, duration_ms=5, parent=1),
