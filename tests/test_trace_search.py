@@ -276,7 +276,7 @@ def test_a_service_search_uses_the_service_index(store: Store, store_url: str) -
             conn.exec_driver_sql("SET enable_seqscan = off")  # a 7-row table: force the choice
             sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
             plan = " ".join(str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
-    assert "ix_spans_service_start_ns" in plan
+    assert "ix_spans_service_trace_id" in plan
 
 
 @pytest.mark.parametrize(

@@ -182,5 +182,5 @@ STATEMENTS = (
         ")"
     ),
     "CREATE INDEX ix_report_bundles_job_id ON report_bundles (job_id)",
-    "CREATE INDEX ix_spans_service_start_ns ON spans (service, start_ns)",
+    "CREATE INDEX ix_spans_service_trace_id ON spans (service, trace_id)",
 )

@@ -2,8 +2,9 @@
 
 Set from ``jobtrace.configure(service=...)`` or ``JOBTRACE_SERVICE``, else the name of the
 job the process runs, else its script's; searched by ``jobtrace trace list --service``.
-NULL for spans recorded before this column existed. The index on (service, start_ns) serves
-those searches (and a time range within a service) without walking every span.
+NULL for spans recorded before this column existed. The index on (service, trace_id) lists
+a service's traces newest first, so those searches stop at the page's last match instead
+of walking every span.
 
 Revision ID: 0006
 Revises: 0005
@@ -22,10 +23,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("spans", sa.Column("service", sa.String(256), nullable=True))
-    op.create_index("ix_spans_service_start_ns", "spans", ["service", "start_ns"], unique=False)
+    op.create_index("ix_spans_service_trace_id", "spans", ["service", "trace_id"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_spans_service_start_ns", table_name="spans")
+    op.drop_index("ix_spans_service_trace_id", table_name="spans")
     with op.batch_alter_table("spans") as batch:
         batch.drop_column("service")
