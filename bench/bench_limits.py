@@ -39,7 +39,7 @@ def _records(kind: str, n: int, start: int) -> list[model.Record]:
         return [(model.METRIC, "job-0001", "loss", start + i, 0.5, 1.7e9) for i in range(n)]
     return [
         (model.SPAN, 2**100 + start + i, i + 1, None, "load", i, 1000, {"path": f"/d/{i}.csv"},
-         None, None, "job-0001", "host-1", 4242, "MainThread")
+         None, None, "job-0001", "host-1", 4242, "MainThread", "bench")
         for i in range(n)
     ]  # fmt: skip
 

@@ -97,7 +97,7 @@ def span_batch(n: int, job: str | None = None) -> Batch:
         out.append(
             (
                 "span", trace, span, parent, "step", start + i * 1000, 900, {"k": 1},
-                None, None, job, "bench-host", pid, "MainThread",
+                None, None, job, "bench-host", pid, "MainThread", "bench",
             )
         )  # fmt: skip
     return out

@@ -47,11 +47,16 @@ def test_experiments_are_created_listed_and_fetched(client: Client) -> None:
 
 
 def test_a_batch_and_its_traces_through_the_client(client: Client) -> None:
-    span = (model.SPAN, "e" * 32, "f" * 16, None, "root", 1, 2, None, None, None, "j", "h", 1, "t")
+    span = (model.SPAN, "e" * 32, "f" * 16, None, "root", 1, 2_000_000, None, None, None,
+            "j", "h", 1, "t", "api")  # fmt: skip
     assert client.ingest([model.to_dict(span)], "b1")["duplicate"] is False
     assert client.ingest([model.to_dict(span)], "b1")["duplicate"] is True
     assert [t["traceId"] for t in client.traces.iter_all(job_id="j")] == ["e" * 32]
     assert client.traces.get_by_id("e" * 32)["spans"][0]["name"] == "root"
+    found = client.traces.iter_all(service="api", name="ro*", min_duration="1ms")
+    assert [t["service"] for t in found] == ["api"]
+    assert client.traces.get(service="api", error=True)["data"] == []
+    assert client.traces.get(service="api", max_duration="1ms")["data"] == []
 
 
 def test_errors_raise_one_exception_type_carrying_the_server_body(client: Client) -> None:

@@ -50,7 +50,7 @@ def metric(job_id: str, step: int) -> model.Record:
 
 def span(name: str, info: dict[str, Any] | None = None, n: int = 1) -> model.Record:
     return (model.SPAN, f"{n:032x}", f"{n:016x}", None, name, 10**18, 5, info, None, None,
-            "j", "h", 1, "t")  # fmt: skip
+            "j", "h", 1, "t", "svc")  # fmt: skip
 
 
 def refuse_in_store(store_url: str) -> None:

@@ -80,7 +80,7 @@ def test_local_unique_ids_differ_across_a_fork() -> None:
 
 def test_the_positional_codec_round_trips_special_floats_and_span_ids() -> None:
     metric = ("metric", "j", "loss", 3, math.inf, 1.5)
-    span = ("span", 1, 2, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t")
+    span = ("span", 1, 2, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t", "svc")
     assert model.from_list(orjson.loads(orjson.dumps(model.to_list(metric)))) == metric
     decoded = model.from_list(orjson.loads(orjson.dumps(model.to_list(span))))
     assert decoded[1:3] == (f"{1:032x}", f"{2:016x}")
@@ -122,9 +122,25 @@ def test_hex_ids_formats_ints_and_keeps_everything_else(
 def test_to_lists_is_to_list_of_each_record_in_order() -> None:
     records = [
         ("metric", "j", "loss", 1, math.nan, 1.0),
-        ("span", 2**127, 3, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t"),
+        ("span", 2**127, 3, None, "s", 10, 5, {"a": 1}, None, None, None, "h", 1, "t", None),
         ("item", "i", "j", "f", 1.0, 0.5, 1, 1, 1, "success", None, None, None, None),
-        ("span", "a" * 32, "b" * 16, "c" * 16, "s", 1, 1, None, None, None, None, "h", 1, "t"),
+        (
+            "span",
+            "a" * 32,
+            "b" * 16,
+            "c" * 16,
+            "s",
+            1,
+            1,
+            None,
+            None,
+            None,
+            None,
+            "h",
+            1,
+            "t",
+            "svc",
+        ),
         ("series", "s", None, "n", "gauge", None, "{}", -math.inf, None, 1.0),
     ]
     assert model.to_lists(records) == [model.to_list(r) for r in records]

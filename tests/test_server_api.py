@@ -257,6 +257,7 @@ def test_traces_are_listed_and_fetched_with_their_spans(http: httpx.Client) -> N
             "h",
             1,
             "t",
+            "api",
         ),
         (
             model.SPAN,
@@ -273,6 +274,7 @@ def test_traces_are_listed_and_fetched_with_their_spans(http: httpx.Client) -> N
             "h",
             1,
             "t",
+            "db",
         ),
     ]
     assert ingest(http, "spans", spans).status_code == 201
@@ -285,11 +287,47 @@ def test_traces_are_listed_and_fetched_with_their_spans(http: httpx.Client) -> N
         2,
         1,
     )
+    assert summary["service"] == "api"
     trace = http.get(f"/traces/{trace_id}").json()
     assert [s["name"] for s in trace["spans"]] == ["root", "child"]
+    assert [s["service"] for s in trace["spans"]] == ["api", "db"]
     assert trace["spans"][1]["parentId"] == root and trace["spans"][0]["startNs"] == start
     assert_error(http.get(f"/traces/{'2' * 32}"), 404, "not_found")
     assert_error(http.get("/traces/not-hex"), 422, "invalid_input")
+
+
+def test_the_traces_route_searches_as_the_store_does(http: httpx.Client) -> None:
+    """One span must meet every condition: the 'db' span failed, the 'api' one is long."""
+    start = time.time_ns()
+    spans = [
+        (model.SPAN, "3" * 32, "a" * 16, None, "GET /x", start, 900_000_000, None, None,
+         None, "j1", "h", 1, "t", "api"),
+        (model.SPAN, "3" * 32, "b" * 16, "a" * 16, "db.query", start + 1, 1_000, None, "E",
+         "m", "j1", "h", 1, "t", "db"),
+        (model.SPAN, "4" * 32, "c" * 16, None, "GET /y", start, 1_000, None, None, None,
+         "j2", "h", 1, "t", "api"),
+    ]  # fmt: skip
+    assert ingest(http, "spans", spans).status_code == 201
+
+    def found(**params: str) -> list[str]:
+        page = http.get("/traces", params=params).json()
+        assert page["totalNumResults"] == len(page["data"])
+        return [t["traceId"] for t in page["data"]]
+
+    assert found(service="api") == ["4" * 32, "3" * 32]
+    assert found(service="api", minDuration="500ms") == ["3" * 32]
+    assert found(service="api", error="true") == []
+    assert found(service="db", error="true", name="db.*") == ["3" * 32]
+    assert found(name="GET*", maxDuration="1us", jobId="j2") == ["4" * 32]
+    assert found(since="1h", until=datetime_now_iso()) == ["4" * 32, "3" * 32]
+    assert_error(http.get("/traces", params={"minDuration": "250"}), 400, "invalid_query")
+    assert_error(http.get("/traces", params={"since": "yesterday"}), 400, "invalid_query")
+
+
+def datetime_now_iso() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
 
 
 def test_openapi_and_the_docs_pages_need_no_internet(server: str) -> None:

@@ -59,6 +59,7 @@ def every_kind() -> list[model.Record]:
             "h",
             1,
             "t",
+            "svc",
         ),
         (
             model.ITEM,

@@ -32,7 +32,23 @@ def test_a_batch_round_trips_exactly_nan_and_128_bit_ids_included(tmp_path: Path
     spool = Spool(tmp_path, "memory://exact")
     records = [
         ("metric", "j", "loss", 0, math.nan, 1.0),
-        ("span", 2**127 + 5, 7, None, "s", 1, 2, {"k": [1, "x"]}, None, None, "j", "h", 1, "t"),
+        (
+            "span",
+            2**127 + 5,
+            7,
+            None,
+            "s",
+            1,
+            2,
+            {"k": [1, "x"]},
+            None,
+            None,
+            "j",
+            "h",
+            1,
+            "t",
+            "svc",
+        ),
     ]
     path = spool.write(records, "b1")
     assert path.name.endswith(".spool")

@@ -149,6 +149,7 @@ def test_every_record_kind_is_stored_and_rewrites_are_idempotent(store: Store) -
             "h",
             1,
             "main",
+            "svc",
         ),
         (
             model.ITEM,
@@ -302,12 +303,13 @@ def test_large_mixed_batches_store_every_value_exactly(store: Store) -> None:
             "h",
             1,
             "t",
+            None if i % 2 else f"svc{i % 3}",
         )
         for i in range(60)
     ]
     spans.append(
         (model.SPAN, "e" * 32, "f" * 16, "0" * 16, "wire", 1, 1, None, None, None,
-         "j1", "h", 1, "t")
+         "j1", "h", 1, "t", "wire-svc")
     )  # fmt: skip
     values = [None, math.nan, math.inf, -math.inf, 1.5, 2]
     series = [
@@ -349,7 +351,7 @@ def test_text_that_copy_and_sql_treat_specially_round_trips(store: Store) -> Non
     awkward = ["a\tb", "line\nnext", "cr\rhere", "back\\slash", "\\N", "\\.", "é ☃ \"q\" 'q'"]
     spans = [
         (model.SPAN, f"{i:032x}", f"{i:016x}", None, text, i, 1, {"v": text, text: [text]},
-         "E" if i % 2 else None, text if i % 2 else None, "j1", text, i, text)
+         "E" if i % 2 else None, text if i % 2 else None, "j1", text, i, text, text)
         for i, text in enumerate(awkward)
     ]  # fmt: skip
     floats = [1e300, 5e-324, -0.0, 1.0, 2, 3]  # ints and floats in one column
@@ -359,10 +361,11 @@ def test_text_that_copy_and_sql_treat_specially_round_trips(store: Store) -> Non
     for record in spans:
         row = by_name[record[4]]
         assert row["info"] == record[7]
-        assert (row["host"], row["thread"], row["error_message"]) == (
+        assert (row["host"], row["thread"], row["error_message"], row["service"]) == (
             record[11],
             record[13],
             record[9],
+            record[14],
         )
     stored = {r["step"]: r["value"] for r in rows(store, schema.metrics)}
     assert [stored[i] for i in range(len(floats))] == floats

@@ -56,6 +56,7 @@ def span(
         "host": "web-1",
         "pid": 4242,
         "thread": "MainThread",
+        "service": "web",
     }
     data.update(extra)
     return data
@@ -131,6 +132,7 @@ def test_list_traces_summarises_each_trace_newest_first(store: Store) -> None:
     assert by_id[OLD] == {
         "trace_id": OLD,
         "name": "handle",
+        "service": "web",
         "job_id": "job-a",
         "start_ns": T0,
         # The failing child ends at 15 ms, after its parent: the trace lasts until then.
@@ -358,6 +360,8 @@ def test_trace_json_shape() -> None:
     assert list(report) == [
         "trace_id",
         "name",
+        "service",
+        "services",
         "job_id",
         "start",
         "start_ns",
@@ -389,7 +393,9 @@ def test_trace_json_shape() -> None:
         "host": "web-1",
         "pid": 4242,
         "thread": "MainThread",
+        "service": "web",
     }
+    assert (report["service"], report["services"]) == ("web", ["web"])
     with pytest.raises(ValueError):
         trace_json([])
 

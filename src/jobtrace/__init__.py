@@ -106,6 +106,7 @@ def configure(
     *,
     directory: str | None = None,
     experiment: str | None = None,
+    service: str | None = None,
     flush_interval: float | None = None,
     buffer_size: int | None = None,
     heartbeat_interval: float | None = None,
@@ -127,6 +128,10 @@ def configure(
     :class:`ConfigurationError` at once for a bad value, e.g. an unknown URL scheme::
 
         jobtrace.configure("postgresql://jobtrace@db.internal/jobtrace", experiment="nightly")
+
+    ``service`` names this process in traces (``jobtrace trace list --service``), like
+    OpenTelemetry's ``service.name``; by default the name of the job it runs, else its
+    script's name (``JOBTRACE_SERVICE`` sets it from outside).
     """
     from jobtrace import _config
 
@@ -134,6 +139,7 @@ def configure(
         "url": url,
         "directory": directory,
         "experiment": experiment,
+        "service": service,
         "flush_interval": flush_interval,
         "buffer_size": buffer_size,
         "heartbeat_interval": heartbeat_interval,

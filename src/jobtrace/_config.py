@@ -43,6 +43,10 @@ Environment variables (all optional):
 ``JOBTRACE_TRACEPARENT``
     W3C ``traceparent`` of a span in a parent process: root spans here join its trace.
     Set for child processes by :func:`jobtrace.tracing.child_env`.
+``JOBTRACE_SERVICE``
+    The service name spans of this process carry (``trace list --service``), as
+    OpenTelemetry's ``OTEL_SERVICE_NAME``; default: the name of the job the process runs,
+    else the script's name.
 ``JOBTRACE_PARENT_JOB``
     Job id that spans and metrics of this process belong to when no job runs here.
 ``JOBTRACE_TOKEN``
@@ -103,6 +107,7 @@ ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
 ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
 ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
+ENV_SERVICE = "JOBTRACE_SERVICE"
 ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
 ENV_TOKEN = "JOBTRACE_TOKEN"
 ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
@@ -159,6 +164,8 @@ class Settings(NamedTuple):
     url: str
     directory: Path
     experiment: str | None = None
+    #: The service name given by argument or JOBTRACE_SERVICE; None: tracing's default.
+    service: str | None = None
     flush_interval: float = 1.0
     buffer_size: int = 200_000
     batch_size: int = 20_000
@@ -204,6 +211,24 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
 
 
+#: The longest service name kept (the store's column is this wide).
+MAX_SERVICE = 256
+
+
+def _service(arg: str | None, env: Mapping[str, str]) -> str | None:
+    """The service name from ``arg`` or ``JOBTRACE_SERVICE``; blank means not given."""
+    raw = arg if arg is not None else env.get(ENV_SERVICE)
+    if raw is not None and not isinstance(raw, str):
+        raise ConfigurationError(f"service must be a string, got {type(raw).__name__}")
+    name = (raw or "").strip()
+    if not name:
+        return None
+    if len(name) > MAX_SERVICE:
+        label = "service" if arg is not None else ENV_SERVICE
+        raise ConfigurationError(f"{label} is {len(name)} characters; at most {MAX_SERVICE}")
+    return name
+
+
 def default_url(directory: Path) -> str:
     return f"sqlite:///{directory / DB_FILENAME}"
 
@@ -239,6 +264,7 @@ def resolve(
     url: str | None = None,
     directory: str | os.PathLike[str] | None = None,
     experiment: str | None = None,
+    service: str | None = None,
     flush_interval: float | None = None,
     buffer_size: int | None = None,
     heartbeat_interval: float | None = None,
@@ -264,6 +290,7 @@ def resolve(
         url=normalize_url(raw_url),
         directory=base,
         experiment=experiment or env.get(ENV_EXPERIMENT) or None,
+        service=_service(service, env),
         enabled=(not disabled) if enabled is None else enabled,
     )
     if profile is None:

@@ -35,6 +35,7 @@ static struct {
     long long clock_offset;  /* epoch ns - monotonic ns */
     PyObject *host;
     PyObject *pid;
+    PyObject *service;       /* str or None: the process's service name, spans.service() */
     /* constants and callbacks, from install() */
     PyObject *current_var;   /* ContextVar of the current span */
     PyObject *job_var;       /* ContextVar of the current job */
@@ -444,7 +445,7 @@ static void span_finish(SpanObject *self, PyObject *error)
     }
     state->kept++;
 
-    record = PyTuple_New(14);
+    record = PyTuple_New(15);
     if (record == NULL) {
         goto error;
     }
@@ -482,6 +483,7 @@ static void span_finish(SpanObject *self, PyObject *error)
         goto error;
     }
     PyTuple_SET_ITEM(record, 13, item);
+    PyTuple_SET_ITEM(record, 14, Py_NewRef(S.service));
     /* A record that holds no container the collector tracks cannot be part of a cycle, so
        it is untracked now rather than at its first collection: thousands of them wait in
        the buffer for the writer, and every collection would walk them all. */
@@ -1206,6 +1208,8 @@ static PyObject *mod_set(PyObject *module, PyObject *args)
         set_object(&S.host, value);
     } else if (strcmp(name, "pid") == 0) {
         set_object(&S.pid, value);
+    } else if (strcmp(name, "service") == 0) {
+        set_object(&S.service, value);
     } else {
         PyErr_Format(PyExc_KeyError, "unknown tracing setting %s", name);
         return NULL;
@@ -1370,6 +1374,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     S.remote_parent = Py_NewRef(Py_None);
     S.host = Py_NewRef(Py_None);
     S.pid = Py_NewRef(Py_None);
+    S.service = Py_NewRef(Py_None);
     S.rng[0] = 0x9E3779B97F4A7C15ULL;
 
     PyObject *module = PyModule_Create(&module_def);

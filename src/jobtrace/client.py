@@ -443,12 +443,46 @@ class ExperimentsCollection(_Collection):
 class TracesCollection(_Collection):
     """``client.traces``: trace summaries and spans."""
 
-    def get(self, index: int = 0, page_length: int = 10, job_id: str | None = None) -> JSONDict:
-        """One page of trace summaries, newest first."""
-        return self._page("/traces", index, page_length, jobId=job_id)
+    def get(
+        self,
+        index: int = 0,
+        page_length: int = 10,
+        job_id: str | None = None,
+        *,
+        service: str | None = None,
+        name: str | None = None,
+        min_duration: str | None = None,
+        max_duration: str | None = None,
+        error: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> JSONDict:
+        """One page of trace summaries, newest first: traces with a span that meets every
+        condition given (see ``jobtrace trace list --help``)::
 
-    def iter_all(self, page_length: int = 100, job_id: str | None = None) -> Iterator[JSONDict]:
-        return self._client.iter_items(self.get(page_length=page_length, job_id=job_id))
+            client.traces.get(service="api", min_duration="250ms", since="1h")
+        """
+        return self._page(
+            "/traces",
+            index,
+            page_length,
+            jobId=job_id,
+            service=service,
+            name=name,
+            minDuration=min_duration,
+            maxDuration=max_duration,
+            error=error or None,
+            since=since,
+            until=until,
+        )
+
+    def iter_all(
+        self, page_length: int = 100, job_id: str | None = None, **search: Any
+    ) -> Iterator[JSONDict]:
+        """Every matching trace summary, page by page (``search`` as for :meth:`get`)."""
+        return self._client.iter_items(
+            self.get(page_length=page_length, job_id=job_id, **search)
+        )
 
     def get_by_id(self, trace_id: str) -> JSONDict:
         """Every span of one trace (``{"traceId": …, "spans": […]}``)."""

@@ -247,6 +247,8 @@ class Job:
             self._last_heartbeat = self.start_time
             self.status = "running"
             _active = (*_active, self)
+            first = _active[0].name
+        _notify_first_job(first)
 
         rec = self._recorder = get_recorder()
         _hook(rec)
@@ -357,6 +359,8 @@ class Job:
             # Leave the active set first, so no heartbeat races the final snapshot.
             with _active_lock:
                 _active = tuple(j for j in _active if j is not self)
+                first = _active[0].name if _active else None
+            _notify_first_job(first)
             if self._profiler is not None:
                 self._profiler.finish()  # the profile's last records precede the snapshot
             # The duration comes from the monotonic clock; the end time follows from it.
@@ -664,6 +668,25 @@ def _on_terminate(signum: int, fatal: bool) -> None:
             # needs no note: its KeyboardInterrupt says `killed` by itself, and a program
             # that catches it and carries on was not killed.
             j._signal = signum
+
+
+#: Called with the name of the process's first running job (None: no job runs) whenever
+#: it changes: tracing names its service after it unless one is configured.
+_first_job_listeners: list[Callable[[str | None], None]] = []
+
+
+def on_first_job(listener: Callable[[str | None], None]) -> None:
+    """Call ``listener(name)`` now, with the name of the process's first running job (None:
+    none runs), and whenever that changes."""
+    with _active_lock:
+        _first_job_listeners.append(listener)
+        first = _active[0].name if _active else None
+    listener(first)
+
+
+def _notify_first_job(name: str | None) -> None:
+    for listener in _first_job_listeners:
+        listener(name)
 
 
 def _forget_jobs_after_fork() -> None:

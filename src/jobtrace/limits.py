@@ -134,6 +134,7 @@ TEXT_LIMITS: Final[dict[str, dict[str, tuple[int, bool]]]] = {
         "job_id": (_ID, False),
         "host": (_NAME, False),
         "thread": (_NAME, False),
+        "service": (_NAME, False),
     },
     "item": {
         "id": (_ID, True),

@@ -42,6 +42,7 @@ __all__ = [
     "RecordError",
     "clean",
     "clean_text",
+    "complete",
     "decode_float",
     "encode_float",
     "error_type_name",
@@ -112,6 +113,9 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
         "host",
         "pid",
         "thread",
+        # Which service (process role) ran the span: a per-process setting, see
+        # jobtrace.tracing.spans.service(); last, so spans from older clients may omit it.
+        "service",
     ),
     ITEM: (
         "id",
@@ -263,7 +267,24 @@ def from_dict(data: object) -> Record:
 
 
 #: Trailing fields added to a kind after its wire form shipped: a record may leave them out.
-_OPTIONAL_TAIL: Final = {JOB: 1}
+_OPTIONAL_TAIL: Final = {JOB: 1, SPAN: 1}
+
+_SIZES: Final = {kind: len(fields) + 1 for kind, fields in FIELDS.items()}
+
+
+def complete(records: list[Record]) -> list[Record]:
+    """``records`` with trailing fields added since they were written (a spool written by
+    an older version, replayed after an upgrade) filled with None; the list itself when
+    every record is whole, as it is unless jobtrace was upgraded in between."""
+    sizes = _SIZES
+    if all(len(r) == sizes.get(r[0], len(r)) for r in records):
+        return records
+    out = []
+    for r in records:
+        missing = sizes.get(r[0], len(r)) - len(r)
+        out.append((*r, *(None,) * missing) if 0 < missing <= _OPTIONAL_TAIL.get(r[0], 0) else r)
+    return out
+
 
 #: Tuple positions (kind at 0) of the fields holding special floats, by kind.
 SPECIAL_POSITIONS: Final = {

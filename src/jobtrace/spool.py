@@ -51,7 +51,7 @@ from typing import NamedTuple
 
 from jobtrace._config import DEFAULT_SPOOL_MAX_BYTES, mask_url
 from jobtrace.errors import BatchRefusedError
-from jobtrace.model import Record, RecordError, from_dict
+from jobtrace.model import Record, RecordError, complete, from_dict
 from jobtrace.sinks.file import encode_lines, json_loads
 
 __all__ = ["Spool", "SpoolDamagedError", "SpoolFile", "SpoolFullError", "new_key", "spools"]
@@ -472,7 +472,7 @@ def _decode(data: bytes) -> list[Record]:
         raise SpoolDamagedError(f"cannot decode: {exc}") from exc
     if not isinstance(records, list) or len(records) != count:
         raise SpoolDamagedError("the payload is not the list of records the header announces")
-    return records
+    return complete(records)
 
 
 def _count(path: Path) -> int | None:

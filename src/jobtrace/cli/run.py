@@ -257,6 +257,11 @@ def run(
     # Registered before the script runs, so it runs after the script's own exit handlers.
     atexit.register(_die_by_sigint_if_interrupted)
     token = _current.set(job)
+    # The whole process is the job's: threads and thread pools the script starts carry the
+    # span (and job) that started them, as their spans' parents.
+    from jobtrace.tracing.threads import propagate_threads
+
+    propagate_threads()
     # What jobtrace and its imports have made lives as long as the process: taken out of
     # the collector's reach, its full passes over the script's objects cost what they
     # would under plain `python` (a script allocating many containers ran ~6 % slower).

@@ -43,6 +43,9 @@ def _store_or_connection_string(store_url: str | None, connection_string: str | 
     return connection_string
 
 
+#: The widest the service column of ``trace list`` gets (longer names end in an ellipsis).
+SERVICE_WIDTH = 20
+
 #: The terminal view lists at most this many span names in its statistics table.
 STATS_ROWS = 20
 
@@ -65,6 +68,7 @@ def summary_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "trace_id": row["trace_id"],
         "name": row["name"],
+        "service": row.get("service"),
         "job_id": row["job_id"],
         "start": iso_utc(row["start_ns"]),
         "start_ns": row["start_ns"],
@@ -81,13 +85,34 @@ def trace() -> None:
 
     \b
         jobtrace trace list --job <job id>
+        jobtrace trace list --service api --name 'db.*' --min-duration 250ms --since 1h
         jobtrace trace show <trace id>
         jobtrace trace show <trace id> --html --out trace.html
     """
 
 
 @trace.command("list")
-@click.option("--job", "-j", "job_id", metavar="ID", help="Only traces with spans in this job.")
+@click.option("--service", "-s", metavar="NAME", help="A span ran in this service.")
+@click.option(
+    "--name",
+    metavar="GLOB",
+    help="A span's name matches this glob (* any text, ? one character; case-sensitive).",
+)
+@click.option(
+    "--min-duration", metavar="DURATION", help="A span took at least this long: 250ms, 1.5s, 2m."
+)
+@click.option(
+    "--max-duration", metavar="DURATION", help="A span took at most this long: 250ms, 1.5s, 2m."
+)
+@click.option("--error", "-e", is_flag=True, help="A span ended with an error.")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="A span started at or after TIME: ISO 8601 (2026-12-07T10:00, local unless it "
+    "has an offset) or a time ago (30m, 1h, 2d).",
+)
+@click.option("--until", metavar="TIME", help="A span started at or before TIME (as --since).")
+@click.option("--job", "-j", "job_id", metavar="ID", help="A span belongs to this job.")
 @click.option(
     "--limit",
     "-n",
@@ -101,20 +126,42 @@ def trace() -> None:
 @connection_string_option
 @handle_errors
 def list_traces(
+    service: str | None,
+    name: str | None,
+    min_duration: str | None,
+    max_duration: str | None,
+    error: bool,
+    since: str | None,
+    until: str | None,
     job_id: str | None,
     limit: int,
     as_json: bool,
     store_url: str | None,
     connection_string: str | None,
 ) -> None:
-    """List traces, newest first.
+    """List traces, newest first; search them as Jaeger's search form does.
 
-    Each row shows the trace id, its root span's name, the job, the start time, the total
-    duration, and how many spans were recorded and how many failed.
+    A trace is listed when one of its spans meets every condition given: --service api
+    --name 'db.*' --min-duration 250ms lists traces with a db span of the api service that
+    took 250 ms or more. Each row shows the trace id, the start time, the total duration,
+    how many spans were recorded and how many failed, its root span's service and name,
+    and the job.
     """
+    from jobtrace.store.trace_search import TraceSearch
+
+    search = TraceSearch.parse(
+        service=service,
+        name=name,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        error=error,
+        since=since,
+        until=until,
+        job_id=job_id,
+    )
     store_url = _store_or_connection_string(store_url, connection_string)
     with open_store(store_url) as store:
-        rows = store.list_traces(job_id=job_id, limit=limit)
+        rows = store.list_traces(search=search, limit=limit)
     if as_json:
         print_json([summary_json(r) for r in rows])
         return
@@ -123,7 +170,7 @@ def list_traces(
 
     console = plain_console()
     if not rows:
-        console.print("No matching traces." if job_id else "No traces recorded yet.")
+        console.print("No matching traces." if search else "No traces recorded yet.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     # Ids never wrap (people copy them). The fixed-width columns come first and the names
@@ -135,10 +182,13 @@ def list_traces(
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("SPANS", justify="right", no_wrap=True)
     table.add_column("ERRORS", justify="right", no_wrap=True)
+    # The root span's service: short names (a process's role), cut rather than wrapped.
+    service_width = min(SERVICE_WIDTH, max(len(r.get("service") or "-") for r in rows))
+    table.add_column("SERVICE", overflow="ellipsis", no_wrap=True, max_width=SERVICE_WIDTH)
     table.add_column("ROOT", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
     # The job column is redundant under --job, and left out (with a note) when the
     # terminal leaves too little room for both names and jobs to stay readable.
-    fixed = 32 + (8 if recent else 11) + 8 + 8 + 6 + 6
+    fixed = 32 + (8 if recent else 11) + 8 + 8 + 6 + 6 + max(service_width, 7) + 1
     has_jobs = job_id is None and any(r["job_id"] for r in rows)
     show_job = has_jobs and console.width - fixed >= 2 * 12
     if show_job:
@@ -154,6 +204,7 @@ def list_traces(
             format_ms(r["duration_ns"] / 1e6),
             spans,
             Text(str(errors), style="bold red") if errors else "0",
+            Text(r.get("service") or "-"),
             Text(r["name"]),
         ]
         if show_job:
@@ -275,11 +326,16 @@ def _emit_text(text: str, out: Path | None, what: str) -> None:
     click.echo(f"Wrote the {what} to {out}")
 
 
-def _span_label(span: dict[str, Any]) -> Text:
+def _span_label(span: dict[str, Any], service: str | None) -> Text:
+    """A span's line in the tree; ``service``, when given, is shown before its name (at
+    roots and where a span's service differs from its parent's, as Jaeger marks them)."""
     from rich.text import Text
 
     failed = bool(span["error_type"])
-    label = Text(span["name"], style="bold red" if failed else "bold")
+    label = Text()
+    if service:
+        label.append(f"[{service}] ", style="magenta")
+    label.append(span["name"], style="bold red" if failed else "bold")
     label.append(f"  {format_ms(span['duration_ms'])}", style="cyan")
     details = [f"+{format_ms(span['offset_ms'])}"]
     if span["child_count"]:
@@ -308,6 +364,9 @@ def _print_tree(report: dict[str, Any], console: Console) -> None:
     ]
     if report["job_id"]:
         facts.insert(0, f"job {report['job_id']}")
+    if report.get("services"):
+        names = report["services"]
+        facts.insert(0, f"service{'s' if len(names) != 1 else ''} {', '.join(names)}")
     console.print(header)
     console.print(Text(" · ".join(facts), style="dim"))
     if report["error_count"]:
@@ -322,9 +381,14 @@ def _print_tree(report: dict[str, Any], console: Console) -> None:
     # without recursion.
     forest = Tree(Text("spans", style="dim"), hide_root=True, guide_style="dim")
     stack: list[Tree] = [forest]
+    services: list[str | None] = [None]  # the service of each open node, as `stack`
     for span in report["spans"]:
         del stack[span["depth"] + 1 :]
-        stack.append(stack[-1].add(_span_label(span)))
+        del services[span["depth"] + 1 :]
+        service = span.get("service")
+        shown = service if service != services[-1] or span["depth"] == 0 else None
+        stack.append(stack[-1].add(_span_label(span, shown)))
+        services.append(service)
     console.print(forest)
     stats = report["stats"]
     if not stats:

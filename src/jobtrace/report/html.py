@@ -60,6 +60,7 @@ color:var(--muted);font-size:11px;white-space:nowrap}
 .toggle{flex:0 0 14px;border:0;background:none;color:var(--muted);padding:0;cursor:pointer;
 font-size:10px;width:14px}
 .name{overflow:hidden;text-overflow:ellipsis}
+.svc{color:var(--muted);margin-right:6px;white-space:nowrap}
 .row.err .name{color:var(--err);font-weight:600}
 .dur{margin-left:auto;color:var(--muted);padding-left:8px}
 .bar{position:absolute;top:5px;height:12px;min-width:1px;border-radius:2px;background:var(--bar)}
@@ -116,6 +117,8 @@ _SCRIPT = """
     meta.appendChild(item);
   }
   fact("trace", data.trace_id);
+  fact((data.services || []).length === 1 ? "service" : "services",
+       (data.services || []).join(", "));
   fact("job", data.job_id);
   fact("started", data.start);
   fact("duration", fmt(data.duration_ms));
@@ -137,6 +140,7 @@ _SCRIPT = """
 
   var rowsBox = document.getElementById("rows");
   var rows = [], toggles = [], collapsed = [], selected = -1;
+  var services = [];  // the service of the open span at each depth (spans are pre-order)
   spans.forEach(function (span, i) {
     var row = el("div", "row" + (span.error_type ? " err" : ""));
     row.setAttribute("role", "treeitem");
@@ -157,6 +161,12 @@ _SCRIPT = """
       });
     }
     label.appendChild(toggle);
+    // A span's service is shown at roots and where it differs from its parent's.
+    services.length = span.depth;
+    if (span.service && (span.depth === 0 || services[span.depth - 1] !== span.service)) {
+      label.appendChild(el("span", "svc", span.service));
+    }
+    services.push(span.service);
     label.appendChild(el("span", "name", span.name));
     label.appendChild(el("span", "dur mono", fmt(span.duration_ms)));
     var track = el("div", "track");
@@ -230,6 +240,7 @@ _SCRIPT = """
     item("duration", fmt(span.duration_ms));
     item("self", fmt(span.self_ms));
     item("children", span.child_count || null);
+    item("service", span.service);
     item("job", span.job_id);
     item("host", span.host);
     item("pid", span.pid);

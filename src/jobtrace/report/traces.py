@@ -4,7 +4,7 @@ JSON report and OSProfiler-compatible notifications.
 Every function here is pure: it takes the spans of one trace as dicts with the ``spans``
 table's keys (``trace_id``, ``span_id``, ``parent_id``, ``name``, ``start_ns``,
 ``duration_ns``, and optionally ``info``, ``error_type``, ``error_message``, ``job_id``,
-``host``, ``pid``, ``thread``) — what :meth:`jobtrace.store.Store.get_trace` returns.
+``host``, ``pid``, ``thread``, ``service``) — what :meth:`jobtrace.store.Store.get_trace` returns.
 
 The tree. A span whose parent is not among the spans (recorded by another service, or
 dropped) is the root of its subtree, as is a span caught in a parent cycle. Roots and
@@ -23,6 +23,8 @@ with self time and percentiles added::
       "trace_id": "0190f3…",           # 32 hex characters
       "name": "handle",                 # the root's name: the earliest parentless span,
                                         # else the earliest span
+      "service": "api" | null,          # the root's service
+      "services": ["api", "worker"],    # every service with a span in the trace
       "job_id": "01j…" | null,          # the root's job, else any span's
       "start": "2024-07-01T12:00:00.123456+00:00",   # earliest start, ISO 8601 UTC
       "start_ns": 1719835200123456789,
@@ -33,7 +35,8 @@ with self time and percentiles added::
         {"span_id": "…", "parent_id": "…" | null, "depth": 0, "child_count": 3,
          "name": "handle", "offset_ms": 0.0, "duration_ms": 12.5, "self_ms": 1.25,
          "start_ns": …, "duration_ns": …, "info": {…}, "error_type": null,
-         "error_message": null, "job_id": …, "host": …, "pid": …, "thread": …},
+         "error_message": null, "job_id": …, "host": …, "pid": …, "thread": …,
+         "service": "api" | null},
         …
       ],
       "stats": [                        # one entry per span name, by total_ms descending
@@ -313,6 +316,7 @@ def _node_json(node: SpanNode, trace_start: int) -> dict[str, Any]:
         "host": span.get("host"),
         "pid": span.get("pid"),
         "thread": span.get("thread"),
+        "service": span.get("service"),
     }
 
 
@@ -336,6 +340,8 @@ def trace_json(spans: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "trace_id": first["trace_id"],
         "name": first["name"],
+        "service": first.get("service"),
+        "services": sorted({str(n.span["service"]) for n in nodes if n.span.get("service")}),
         "job_id": job_id,
         "start": iso_utc(start),
         "start_ns": start,

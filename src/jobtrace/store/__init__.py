@@ -16,11 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobtrace.store.core import Store, describe_error
+    from jobtrace.store.trace_search import TraceSearch
 
-__all__ = ["Store", "describe_error"]
+__all__ = ["Store", "TraceSearch", "describe_error"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TraceSearch":
+        from jobtrace.store import trace_search
+
+        return trace_search.TraceSearch
     if name in __all__:
         from jobtrace.store import core
 

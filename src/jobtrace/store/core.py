@@ -21,6 +21,7 @@ from jobtrace.store.writer import BatchWriter, PartialWrite, PostgresWriter, SQL
 if TYPE_CHECKING:
     from jobtrace.batch.summary import BatchSummary
     from jobtrace.profiles.folded import JobProfile
+    from jobtrace.store.trace_search import TraceSearch
 
 __all__ = ["Store", "describe_error"]
 
@@ -176,12 +177,20 @@ class Store(StoreQueries):
         return result
 
     def list_traces(
-        self, *, job_id: str | None = None, limit: int | None = 50
+        self,
+        *,
+        job_id: str | None = None,
+        search: TraceSearch | None = None,
+        limit: int | None = 50,
     ) -> list[dict[str, Any]]:
-        """Summaries of the newest traces (root name, job, start, duration, span and error
-        counts), newest first; only traces with a span in job ``job_id`` if given."""
+        """Summaries of the newest traces (root name and service, job, start, duration,
+        span and error counts), newest first; only traces with a span in job ``job_id``,
+        and with a span meeting every condition of ``search``, if given::
+
+            store.list_traces(search=TraceSearch.parse(service="api", min_duration="250ms"))
+        """
         result: list[dict[str, Any]] = self._read(
-            trace_queries.list_traces, job_id=job_id, limit=limit
+            trace_queries.list_traces, job_id=job_id, search=search, limit=limit
         )
         return result
 

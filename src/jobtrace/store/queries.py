@@ -26,6 +26,7 @@ from jobtrace.store import traces as trace_queries
 from jobtrace.store.experiments import Experiment
 from jobtrace.store.metrics import JobMetrics, MetricPoint, MetricSummary
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page
+from jobtrace.store.trace_search import TraceSearch
 
 __all__ = ["StoreQueries"]
 
@@ -184,10 +185,18 @@ class StoreQueries:
     # -- traces ----------------------------------------------------------------------------
 
     def find_traces(
-        self, *, job_id: str | None = None, index: int = 0, limit: int | None = DEFAULT_PAGE_LENGTH
+        self,
+        *,
+        job_id: str | None = None,
+        search: TraceSearch | None = None,
+        index: int = 0,
+        limit: int | None = DEFAULT_PAGE_LENGTH,
     ) -> Page[dict[str, Any]]:
-        """Trace summaries (of job ``job_id`` if given), newest first, paged."""
-        return self._read(trace_queries.find_traces, job_id=job_id, index=index, limit=limit)
+        """Trace summaries (of job ``job_id``, matching ``search``, if given), newest
+        first, paged; see :func:`jobtrace.store.traces.list_traces`."""
+        return self._read(
+            trace_queries.find_traces, job_id=job_id, search=search, index=index, limit=limit
+        )
 
     # -- experiments -----------------------------------------------------------------------
 

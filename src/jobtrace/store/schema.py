@@ -102,9 +102,17 @@ spans = sa.Table(
     sa.Column("host", sa.String(256)),
     sa.Column("pid", sa.Integer),
     sa.Column("thread", sa.String(256)),
-    # No index on start time: trace ids begin with their creation time, so the primary key
-    # already lists recent traces in order, and every index costs SQLite write throughput.
+    # The process's service name (jobtrace.tracing.spans.service()); NULL from old clients.
+    sa.Column("service", sa.String(256)),
+    # No index on start time alone: trace ids begin with their creation time, so the
+    # primary key already lists recent traces in order (a search walks it newest first and
+    # stops at the page's last match), and every index costs SQLite write throughput.
     sa.Index("ix_spans_job_id", "job_id"),
+    # Trace search by service (Jaeger's search form starts from one): a service's traces,
+    # newest first, straight from the index, the walk stopping at the page's last match.
+    # Without it a service that last ran long ago, or never, means walking every span;
+    # with (service, start_ns) instead, a busy service's spans are all read and sorted.
+    sa.Index("ix_spans_service_trace_id", "service", "trace_id"),
 )
 
 items = sa.Table(

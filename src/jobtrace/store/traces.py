@@ -8,6 +8,7 @@ in SQL (one ``GROUP BY`` over the newest ``limit`` traces), never by loading spa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from jobtrace.errors import StoreError
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging
 from jobtrace.store.schema import spans
+from jobtrace.store.trace_search import TraceSearch, span_conditions
 
 __all__ = [
     "DROPPED_KEY",
@@ -91,19 +93,35 @@ def job_trace_ids(conn: sa.Connection, job_id: str) -> list[str]:
     return list(conn.execute(query).scalars())
 
 
-def list_traces(
-    conn: sa.Connection, *, job_id: str | None = None, limit: int | None = 50, offset: int = 0
-) -> list[dict[str, Any]]:
-    """Summaries of the newest traces (of job ``job_id`` if given), newest first.
+def _search(search: TraceSearch | None, job_id: str | None) -> TraceSearch:
+    search = search or TraceSearch()
+    if job_id is not None:
+        if search.job_id not in (None, job_id):
+            raise StoreError("give the job once: as job_id or in the search")
+        search = dataclasses.replace(search, job_id=job_id)
+    return search
 
-    Each summary holds ``trace_id``, ``name`` (the root span's: the earliest span without a
-    parent, else the earliest span), ``job_id`` (the root's, else any span's),
-    ``start_ns`` (earliest start), ``duration_ns`` (latest end minus earliest start),
-    ``spans``, ``errors`` (spans with an error type) and ``dropped_spans`` (counted by the
-    per-trace cap on the root). ``offset`` skips that many of the newest traces first.
+
+def list_traces(
+    conn: sa.Connection,
+    *,
+    job_id: str | None = None,
+    search: TraceSearch | None = None,
+    limit: int | None = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Summaries of the newest traces (of job ``job_id``, matching ``search``, if given),
+    newest first; a trace matches when one of its spans meets every condition.
+
+    Each summary holds ``trace_id``, ``name`` and ``service`` (the root span's: the
+    earliest span without a parent, else the earliest span), ``job_id`` (the root's, else
+    any span's), ``start_ns`` (earliest start), ``duration_ns`` (latest end minus earliest
+    start), ``spans``, ``errors`` (spans with an error type) and ``dropped_spans`` (counted
+    by the per-trace cap on the root). ``offset`` skips that many of the newest traces first.
     """
     if limit is not None and limit < 1:
         raise StoreError(f"limit must be at least 1, got {limit}")
+    search = _search(search, job_id)
     inner_root = spans.alias("inner_root")
     # The root of each trace, chosen per group by a correlated lookup on the primary key:
     # parentless spans first, then the earliest.
@@ -127,20 +145,36 @@ def list_traces(
         sa.func.min(spans.c.job_id).label("any_job_id"),
         root_span_id.label("root_span_id"),
     ).group_by(spans.c.trace_id)
-    if job_id is not None:
-        of_job = sa.select(spans.c.trace_id).where(spans.c.job_id == job_id)
-        summary = summary.where(spans.c.trace_id.in_(of_job))
+    if search:
+        # The page's trace ids first: a walk of the primary key from the newest trace
+        # down that stops at the page's last match (DISTINCT over an ordered index scan),
+        # then only those traces are summarised. An IN over every match would evaluate
+        # the conditions on every span of the store before summarising anything.
+        matching = spans.alias("matching")
+        ids = (
+            sa.select(matching.c.trace_id)
+            .where(*span_conditions(search, conn.dialect.name, matching))
+            .distinct()
+            .order_by(matching.c.trace_id.desc())
+        )
+        if limit is not None:
+            ids = ids.limit(limit)
+        if offset:
+            ids = ids.offset(offset)
+        summary = summary.where(spans.c.trace_id.in_(ids))
     summary = summary.order_by(spans.c.trace_id.desc())
-    if limit is not None:
-        summary = summary.limit(limit)
-    if offset:
-        summary = summary.offset(offset)
+    if not search:
+        if limit is not None:
+            summary = summary.limit(limit)
+        if offset:
+            summary = summary.offset(offset)
     top = summary.subquery("top")
     root = spans.alias("root")
     query = (
         sa.select(
             top.c.trace_id,
             root.c.name,
+            root.c.service,
             sa.func.coalesce(root.c.job_id, top.c.any_job_id).label("job_id"),
             top.c.start_ns,
             (top.c.end_ns - top.c.start_ns).label("duration_ns"),
@@ -169,16 +203,18 @@ def find_traces(
     conn: sa.Connection,
     *,
     job_id: str | None = None,
+    search: TraceSearch | None = None,
     index: int = 0,
     limit: int | None = DEFAULT_PAGE_LENGTH,
 ) -> Page[dict[str, Any]]:
     """A page of trace summaries (see :func:`list_traces`), newest first, from element
     ``index``; the trace id orders them totally, so pages never overlap or skip."""
     check_paging(index, limit)
-    count = sa.select(sa.func.count(sa.distinct(spans.c.trace_id)))
-    if job_id is not None:
-        count = count.where(spans.c.job_id == job_id)
+    search = _search(search, job_id)
+    count = sa.select(sa.func.count(sa.distinct(spans.c.trace_id))).where(
+        *span_conditions(search, conn.dialect.name)
+    )
     total = int(conn.execute(count).scalar_one())
     if index >= total:
         return Page([], index, limit, total)
-    return Page(list_traces(conn, job_id=job_id, limit=limit, offset=index), index, limit, total)
+    return Page(list_traces(conn, search=search, limit=limit, offset=index), index, limit, total)

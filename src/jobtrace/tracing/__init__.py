@@ -3,7 +3,8 @@
 The five ways to add a trace point (:func:`start`/:func:`stop`, :func:`trace`,
 :class:`Trace`, :func:`trace_cls`, :class:`TracedMeta`) are re-exported by ``jobtrace``;
 this package adds the helpers that carry the context where it does not follow by itself:
-to threads, executors and processes (:mod:`~jobtrace.tracing.propagation`), and between
+to threads, executors and processes (:mod:`~jobtrace.tracing.propagation`; for every
+plain thread and thread pool, :func:`propagate_threads`), and between
 services over HTTP, in signed headers (:mod:`~jobtrace.tracing.web`; the ``requests`` and
 ``httpx`` helpers load on first use).
 """
@@ -16,6 +17,7 @@ from jobtrace.tracing.api import Trace, TracedMeta, start, stop, trace, trace_cl
 from jobtrace.tracing.propagation import Thread, carrier, child_env, in_process, wrap
 from jobtrace.tracing.signing import TraceHeaderError, TraceSigner
 from jobtrace.tracing.spans import Span, current_span, parse_traceparent
+from jobtrace.tracing.threads import propagate_threads, stop_propagating_threads
 from jobtrace.tracing.web import ASGIMiddleware, WSGIMiddleware, headers, inject
 
 if TYPE_CHECKING:
@@ -54,8 +56,10 @@ __all__ = [
     "in_process",
     "inject",
     "parse_traceparent",
+    "propagate_threads",
     "start",
     "stop",
+    "stop_propagating_threads",
     "trace",
     "trace_cls",
     "traced_session",

@@ -7,22 +7,28 @@ Kept apart from :mod:`jobtrace.tracing.propagation` because importing
 from __future__ import annotations
 
 import concurrent.futures
-import contextvars
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from jobtrace.tracing.propagation import _InProcess, carrier
+from jobtrace.tracing.threads import pool_submit, submit_in_context
 
 T = TypeVar("T")
 
 
 class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs each submitted callable under the span current at ``submit`` time."""
+    """Runs each submitted callable under the span current at ``submit`` time (what every
+    ``concurrent.futures.ThreadPoolExecutor`` does after
+    :func:`~jobtrace.tracing.propagate_threads`, through the same function)."""
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        # The base class's own submit: under propagate_threads, not wrapped a second time.
+        future: concurrent.futures.Future[T] = submit_in_context(
+            pool_submit(), self, fn, *args, **kwargs
+        )
+        return future
 
 
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):

@@ -6,7 +6,8 @@ helpers carry it:
 
 - :func:`wrap` binds a callable to the current context (each call runs in a copy);
 - :class:`Thread` and the executors of :mod:`jobtrace.tracing.executors` do that for every
-  thread started or task submitted;
+  thread started or task submitted, and :func:`~jobtrace.tracing.propagate_threads` for
+  plain ``threading.Thread`` and ``ThreadPoolExecutor`` (see :mod:`~jobtrace.tracing.threads`);
 - :func:`child_env` gives a subprocess the environment that makes its spans join the
   current trace and job (``JOBTRACE_TRACEPARENT``, ``JOBTRACE_PARENT_JOB``), and
   :func:`in_process` wraps a function for ``multiprocessing`` so it runs, in the worker,
@@ -28,6 +29,7 @@ from jobtrace.tracing.spans import (
     current_span_var,
     parse_traceparent,
 )
+from jobtrace.tracing.threads import CONTEXT_ATTR, run_in_own_context
 
 T = TypeVar("T")
 
@@ -44,14 +46,16 @@ def wrap(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 class Thread(threading.Thread):
-    """A ``threading.Thread`` whose target runs under the span current when it was made."""
+    """A ``threading.Thread`` whose target runs under the span current when it was made
+    (:func:`~jobtrace.tracing.propagate_threads` does it for every thread, from ``start``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._jobtrace_context = contextvars.copy_context()
+        self.__dict__[CONTEXT_ATTR] = contextvars.copy_context()
 
     def run(self) -> None:
-        self._jobtrace_context.run(super().run)
+        # Under propagate_threads the thread already runs in it, and finds it taken.
+        run_in_own_context(self, super().run)
 
 
 def carrier() -> dict[str, str]:

@@ -21,13 +21,16 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobtrace import _config, model
 from jobtrace.jobs import _current as _current_job
+from jobtrace.jobs import on_first_job
 from jobtrace.recorder import get_recorder
 
 log = logging.getLogger("jobtrace.tracing")
@@ -317,6 +320,7 @@ def _record_row(
             _process.host,
             _process.pid,
             thread,
+            _settings.service,
         )
     )
 
@@ -399,12 +403,23 @@ _current_reset = current_span_var.reset
 class _Settings:
     """Tracing's share of the settings, decided once per configure, read on the hot path."""
 
-    __slots__ = ("enabled", "max_spans", "parent_job", "record", "remote_parent", "sample_rate")
+    __slots__ = (
+        "_configured_service",
+        "_framework_service",
+        "_job_service",
+        "enabled",
+        "max_spans",
+        "parent_job",
+        "record",
+        "remote_parent",
+        "sample_rate",
+        "service",
+    )
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Every change reaches the compiled hot path too (rare: configure, a worker's job).
         object.__setattr__(self, name, value)
-        if _c is not None:
+        if _c is not None and name[0] != "_":  # private: inputs to a public setting
             _c.set(name, value)
 
     def __init__(self) -> None:
@@ -417,6 +432,30 @@ class _Settings:
         self.record: Any = self._first_record
         self.remote_parent = _remote_parent_from_env()
         self.parent_job = os.environ.get(_config.ENV_PARENT_JOB) or None
+        # The service is a per-process constant the hot path copies into each record, like
+        # the host: decided here, on configure and when the process's first job changes.
+        self._configured_service = settings.service
+        self._framework_service: str | None = None
+        self._job_service: str | None = None
+        self.service = self._service()
+
+    def _service(self) -> str:
+        return (
+            self._configured_service
+            or self._framework_service
+            or self._job_service
+            or script_name()
+        )
+
+    def set_framework_service(self, name: str | None) -> None:
+        """The service a framework layer was given (OSProfiler's ``project``/``service``)."""
+        self._framework_service = name
+        self.service = self._service()
+
+    def set_job_service(self, name: str | None) -> None:
+        """The process's first running job is now ``name`` (None: none runs)."""
+        self._job_service = name
+        self.service = self._service()
 
     def _first_record(self, record: model.Record) -> None:
         recorder = get_recorder()
@@ -428,9 +467,37 @@ class _Settings:
         self.enabled = settings.enabled
         self.sample_rate = settings.trace_sample_rate
         self.max_spans = settings.trace_max_spans
+        self._configured_service = settings.service
+        self.service = self._service()
         # The bound method of the process's recorder, replaced on reconfigure.
         if self.record != self._first_record:
             self.record = get_recorder().record
+
+
+def script_name() -> str:
+    """The name of the program this process runs: its script's (``train`` for
+    ``python train.py``), its package's for ``python -m package``, else ``python``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 in {"", "-c", "-m"}:
+        return "python"
+    path = Path(argv0)
+    if path.stem == "__main__":  # python -m package: the package's directory names it
+        return path.absolute().parent.name or "python"
+    return path.stem or "python"
+
+
+def service() -> str:
+    """The service name this process's spans carry: ``configure(service=...)`` or
+    ``JOBTRACE_SERVICE``, else one given to a compatibility layer (OSProfiler's
+    ``project-service``), else the name of the first job running here, else
+    :func:`script_name`."""
+    return _settings.service
+
+
+def set_default_service(name: str | None) -> None:
+    """Name this process's service unless ``configure(service=...)`` or
+    ``JOBTRACE_SERVICE`` did (for compatibility layers given one; None forgets it)."""
+    _settings.set_framework_service(name or None)
 
 
 class _Clock:
@@ -491,6 +558,7 @@ def parse_traceparent(value: str) -> RemoteParent | None:
 _settings = _Settings()
 _process = _Process()
 _config.on_configure(_settings.apply)
+on_first_job(_settings.set_job_service)
 
 
 def _after_fork() -> None:

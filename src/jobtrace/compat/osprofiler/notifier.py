@@ -73,9 +73,19 @@ def create(connection_string: str, *args: Any, **kwargs: Any) -> Notifier:
     A jobtrace store URL becomes the store jobtrace records into, and the returned notifier
     does nothing more (the points are already stored); any other scheme, or a failure, is
     logged and gives the do-nothing notifier, as OSProfiler does for a driver that fails.
-    ``args`` and ``kwargs`` (OSProfiler's ``project``, ``service``, ``conf``…) are accepted
-    and unused.
+    OSProfiler's ``project`` and ``service`` (positional after the string, as its drivers
+    take them, or by keyword) name the process's service in the store as OSProfiler's OTLP
+    driver names it, ``project-service``, unless ``jobtrace.configure(service=...)`` or
+    ``JOBTRACE_SERVICE`` named it; the other ``args`` and ``kwargs`` (``host``, ``conf``…)
+    are accepted and unused.
     """
+    project = kwargs.get("project", args[0] if args else None)
+    service = kwargs.get("service", args[1] if len(args) > 1 else None)
+    named = "-".join(str(part) for part in (project, service) if part)
+    if named:
+        from jobtrace.tracing.spans import set_default_service
+
+        set_default_service(named)
     if connection_string not in _cache:
         _cache[connection_string] = _create(connection_string)
     return _cache[connection_string]

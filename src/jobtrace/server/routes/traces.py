@@ -11,6 +11,7 @@ from jobtrace.server.errors import APIError
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.wire import JSONBody, span_out, trace_summary_out
 from jobtrace.store import traces as trace_queries
+from jobtrace.store.trace_search import TraceSearch
 
 __all__ = ["router"]
 
@@ -21,7 +22,18 @@ TraceId = Annotated[
 ]
 
 
-@router.get("/traces", summary="Trace summaries, newest first (paged)")
+_DURATION_HELP = "a span's duration with a unit: 250ms, 1.5s, 2m (ns, us, ms, s, m, h, d)"
+_TIME_HELP = "an ISO 8601 time (2026-12-07T10:00:00Z) or a time ago (30m, 1h, 2d)"
+
+
+@router.get(
+    "/traces",
+    summary="Trace summaries, newest first (paged); searched like Jaeger's search form",
+    description=(
+        "A trace matches when one of its spans meets every condition given "
+        "(service, name, durations, error, time range, job)."
+    ),
+)
 def list_traces(
     request: Request,
     store: StoreDep,
@@ -29,8 +41,40 @@ def list_traces(
     job_id: Annotated[
         str | None, Query(alias="jobId", max_length=128, description="Only this job's traces.")
     ] = None,
+    service: Annotated[
+        str | None, Query(max_length=256, description="A span's service name.")
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=512, description="A span's name, a glob (* and ?; case-sensitive)."),
+    ] = None,
+    min_duration: Annotated[
+        str | None,
+        Query(alias="minDuration", max_length=40, description=f"At least {_DURATION_HELP}."),
+    ] = None,
+    max_duration: Annotated[
+        str | None,
+        Query(alias="maxDuration", max_length=40, description=f"At most {_DURATION_HELP}."),
+    ] = None,
+    error: Annotated[bool, Query(description="Only spans that ended with an error.")] = False,
+    since: Annotated[
+        str | None, Query(max_length=64, description=f"Spans started at or after {_TIME_HELP}.")
+    ] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description=f"Spans started at or before {_TIME_HELP}.")
+    ] = None,
 ) -> JSONBody:
-    found = store.find_traces(job_id=job_id, index=page.index, limit=page.page_length)
+    search = TraceSearch.parse(
+        service=service,
+        name=name,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        error=error,
+        since=since,
+        until=until,
+        job_id=job_id,
+    )
+    found = store.find_traces(search=search, index=page.index, limit=page.page_length)
     return JSONBody(envelope(request, found.map(trace_summary_out)))
 
 
