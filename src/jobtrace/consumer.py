@@ -81,6 +81,9 @@ class ConsumerStats:
     rejected_records: int = 0
     #: Messages ready in the queue at the last look (None before the first).
     lag: int | None = None
+    #: The store refused the last write for a reason of its own (down, full): the
+    #: message in hand is kept and retried.
+    store_down: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -90,10 +93,11 @@ class ConsumerStats:
     def line(self) -> str:
         """One line for a terminal: progress and lag."""
         lag = "?" if self.lag is None else f"{self.lag:,}"
+        down = " (store down: retrying)" if self.store_down else ""
         return (
             f"{self.queue}: {self.records:,} records stored ({self.rate():,.0f}/s) from "
             f"{self.messages:,} messages, {self.duplicates:,} duplicates, "
-            f"{self.dead_lettered:,} dead-lettered, lag {lag} messages"
+            f"{self.dead_lettered:,} dead-lettered, lag {lag} messages{down}"
         )
 
 
@@ -253,6 +257,8 @@ class Consumer:
             except StoreError as exc:
                 # The store is down (or refuses every write): keep the message and retry.
                 self._close_store()
+                self.stats.store_down = True
+                self._tick()
                 if not down:
                     down = True
                     log.warning(
@@ -270,6 +276,7 @@ class Consumer:
                 self._count("dead_lettered")
                 break
             if down:
+                self.stats.store_down = False
                 log.warning("jobtrace consume: the store is back")
             rejected = result.get("rejected") or []
             stored = result["records"] - len(rejected)
