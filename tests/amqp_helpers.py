@@ -81,9 +81,7 @@ def batch_records(job_id: str, batch: int, size: int) -> list[model.Record]:
         job = {"kind": "job", "id": job_id, "seq": 1, "name": "amqp-test", "status": "running"}
         records.append(model.from_dict({**job, "start_time": time.time()}))
     now = time.time()
-    records += [
-        ("metric", job_id, "loss", batch * size + i, 0.5, now) for i in range(size)
-    ]
+    records += [("metric", job_id, "loss", batch * size + i, 0.5, now) for i in range(size)]
     return records
 
 
@@ -118,6 +116,9 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 60.0) 
         time.sleep(0.05)
 
 
+_Pair = tuple[socket.socket, socket.socket]
+
+
 class TCPProxy:
     """Forwards 127.0.0.1:``port`` to ``target``; :meth:`drop` cuts every connection,
     :meth:`down` refuses new ones too until :meth:`up`."""
@@ -126,7 +127,7 @@ class TCPProxy:
         self.target = target
         self._listener = self._listen(0)
         self.port: int = self._listener.getsockname()[1]
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._pairs: list[_Pair] = []
         self._lock = threading.Lock()
         self._stopped = False
         self.connections = 0
@@ -206,7 +207,9 @@ class TCPProxy:
             self._pairs.append((client, server))
             self.connections += 1
 
-    def _forward(self, sock: socket.socket, pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    def _forward(
+        self, sock: socket.socket, pairs: list[tuple[socket.socket, socket.socket]]
+    ) -> None:
         for pair in pairs:
             if sock in pair:
                 other = pair[1] if sock is pair[0] else pair[0]
