@@ -10,7 +10,10 @@ queue, named by :func:`dead_letter_queue`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,6 +28,7 @@ __all__ = [
     "import_pika",
     "open_channel",
     "parse_url",
+    "quiet_pika",
 ]
 
 log = logging.getLogger("jobtrace.amqp")
@@ -58,7 +62,35 @@ def import_pika() -> Any:
         import pika
     except ImportError:
         raise ConfigurationError("amqp:// needs pika: pip install 'jobtrace[rabbitmq]'") from None
+    if not _filtered:
+        _filtered.append(True)
+        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+            if name.startswith("pika.") and isinstance(logger, logging.Logger):
+                logger.addFilter(_quiet_filter)
     return pika
+
+
+# pika logs every failed connection attempt at ERROR, with tracebacks: a job retrying a
+# broker that is down would fill its host program's log. jobtrace says it once per outage
+# itself, so pika's own records are dropped while jobtrace is the one calling it (on that
+# thread only: a program's own use of pika logs as it always did).
+_quiet = threading.local()
+_filtered: list[bool] = []
+
+
+def _quiet_filter(record: logging.LogRecord) -> bool:
+    return not getattr(_quiet, "active", False)
+
+
+@contextlib.contextmanager
+def quiet_pika() -> Iterator[None]:
+    """pika's log records dropped on this thread for the duration (see above)."""
+    previous = getattr(_quiet, "active", False)
+    _quiet.active = True
+    try:
+        yield
+    finally:
+        _quiet.active = previous
 
 
 def parse_url(url: str, queue: str | None = None) -> AMQPTarget:
@@ -125,6 +157,7 @@ def close_quietly(connection: Any) -> None:
     if connection is None:
         return
     try:
-        connection.close()
+        with quiet_pika():
+            connection.close()
     except Exception:  # pika's "already closed", or the socket is gone
         log.debug("jobtrace: closing a RabbitMQ connection failed", exc_info=True)

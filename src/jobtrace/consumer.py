@@ -162,6 +162,10 @@ class Consumer:
     def run(self, *, until_empty: bool = False) -> ConsumerStats:
         """Consume until :meth:`stop` (or, ``until_empty``, until the queue has nothing
         ready); returns the stats. Broker and store outages are waited out, not raised."""
+        with amqp.quiet_pika():  # failures are logged here, once per outage
+            return self._run(until_empty)
+
+    def _run(self, until_empty: bool) -> ConsumerStats:
         errors = self._pika.exceptions
         delay, down = 0.5, False
         try:

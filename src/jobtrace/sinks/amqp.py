@@ -73,6 +73,11 @@ class AMQPSink:
             message_id=batch_id,
             headers={RECORDS_HEADER: len(records)},
         )
+        with amqp.quiet_pika():
+            self._publish(body, properties, len(records))
+
+    def _publish(self, body: bytes, properties: Any, count: int) -> None:
+        pika = self._pika
         for attempt in range(2):
             channel = self._open()
             try:
@@ -100,7 +105,7 @@ class AMQPSink:
                     f"RabbitMQ at {self.target.safe_url} did not confirm the batch: {one_line(exc)}"
                 ) from None
             self.published += 1
-            self.records += len(records)
+            self.records += count
             return
 
     def service(self) -> None:
@@ -110,7 +115,8 @@ class AMQPSink:
         if connection is None:
             return
         try:
-            connection.process_data_events(0)
+            with amqp.quiet_pika():
+                connection.process_data_events(0)
         except Exception as exc:
             log.debug("jobtrace: RabbitMQ connection lost while idle (%s)", one_line(exc))
             self.close()
