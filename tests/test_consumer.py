@@ -191,3 +191,19 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(
     assert stored_counts(store_url, "job-term") == (sent, sent)
     assert stats.duplicates == 0
     assert b"records stored" in err
+
+
+def test_doctor_reports_the_queue_and_an_unreachable_broker(
+    rabbitmq_url: str, amqp_queue: str, tmp_path: Path
+) -> None:
+    publish_batches(queue_url(rabbitmq_url, amqp_queue), "job-doctor", 2, 10)
+    url = queue_url(rabbitmq_url, amqp_queue)
+    result = jobtrace_cli("doctor", "--json", "--store", url, cwd=tmp_path)
+    store = orjson.loads(result.stdout)["store"]
+    assert store["reachable"] is True
+    assert f"queue '{amqp_queue}' holds 2 message(s)" in store["detail"]
+    result = jobtrace_cli(
+        "doctor", "--json", "--store", "amqp://guest:guest@127.0.0.1:1/", cwd=tmp_path
+    )
+    store = orjson.loads(result.stdout)["store"]
+    assert store["reachable"] is False and "Connection refused" in store["detail"]

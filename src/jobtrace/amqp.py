@@ -18,13 +18,14 @@ from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jobtrace._config import mask_url
-from jobtrace.errors import ConfigurationError
+from jobtrace.errors import ConfigurationError, one_line
 
 __all__ = [
     "DEFAULT_QUEUE",
     "AMQPTarget",
     "close_quietly",
     "dead_letter_queue",
+    "describe",
     "import_pika",
     "open_channel",
     "parse_url",
@@ -161,3 +162,12 @@ def close_quietly(connection: Any) -> None:
             connection.close()
     except Exception:  # pika's "already closed", or the socket is gone
         log.debug("jobtrace: closing a RabbitMQ connection failed", exc_info=True)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a pika error: pika's connection errors say nothing themselves (their
+    text is empty), the attempt's own error says what happened (refused, refused login)."""
+    text = one_line(exc)
+    if text == type(exc).__name__ and exc.args:
+        return f"{text}: {repr(exc.args[0])[:300]}"
+    return text

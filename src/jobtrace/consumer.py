@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from jobtrace import amqp
-from jobtrace.errors import StoreError, one_line
+from jobtrace.errors import StoreError
 
 if TYPE_CHECKING:
     from jobtrace.store import Store
@@ -182,7 +182,7 @@ class Consumer:
                         log.warning(
                             "jobtrace consume: cannot reach RabbitMQ at %s (%s); retrying",
                             self.target.safe_url,
-                            one_line(exc),
+                            amqp.describe(exc),
                         )
                     self._pause(None, delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -200,7 +200,7 @@ class Consumer:
                     # come back as duplicates, the rest is stored.
                     log.warning(
                         "jobtrace consume: lost the connection to RabbitMQ (%s); reconnecting",
-                        one_line(exc),
+                        amqp.describe(exc),
                     )
                     down = True
                     finished = False
@@ -268,7 +268,7 @@ class Consumer:
                     log.warning(
                         "jobtrace consume: cannot write to the store (%s); keeping the "
                         "message and retrying",
-                        one_line(exc),
+                        amqp.describe(exc),
                     )
                 if not self._pause(channel.connection, delay):
                     return False

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from jobtrace import amqp
 from jobtrace._ids import time_ordered_id
-from jobtrace.errors import StoreError, one_line
+from jobtrace.errors import StoreError
 from jobtrace.model import Record
 from jobtrace.sinks.http import encode_batch
 
@@ -102,7 +102,7 @@ class AMQPSink:
             except (pika.exceptions.AMQPError, OSError) as exc:
                 self.close()
                 raise StoreError(
-                    f"RabbitMQ at {self.target.safe_url} did not confirm the batch: {one_line(exc)}"
+                    f"RabbitMQ at {self.target.safe_url} did not confirm the batch: {amqp.describe(exc)}"
                 ) from None
             self.published += 1
             self.records += count
@@ -118,7 +118,7 @@ class AMQPSink:
             with amqp.quiet_pika():
                 connection.process_data_events(0)
         except Exception as exc:
-            log.debug("jobtrace: RabbitMQ connection lost while idle (%s)", one_line(exc))
+            log.debug("jobtrace: RabbitMQ connection lost while idle (%s)", amqp.describe(exc))
             self.close()
 
     def close(self) -> None:
@@ -142,6 +142,6 @@ class AMQPSink:
             )
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise StoreError(
-                f"cannot reach RabbitMQ at {self.target.safe_url}: {one_line(exc)}"
+                f"cannot reach RabbitMQ at {self.target.safe_url}: {amqp.describe(exc)}"
             ) from None
         return self._channel
