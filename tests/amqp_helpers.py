@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import select
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from jobtrace import model
 from jobtrace.sinks.amqp import AMQPSink
 from jobtrace.store import Store, schema
+from tests.conftest import IN_CI
 
 __all__ = [
     "TCPProxy",
@@ -28,6 +31,7 @@ __all__ = [
     "drain",
     "publish_batches",
     "queue_url",
+    "rabbitmqctl",
     "stored_counts",
     "wait_until",
 ]
@@ -47,6 +51,16 @@ def amqp_queue(rabbitmq_url: str) -> Iterator[str]:
         channel.queue_delete(queue=f"{name}.dead")
     finally:
         connection.close()
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` (to stop and start the broker); skipped locally without it,
+    failed under CI=true."""
+    if shutil.which("rabbitmqctl") is None:
+        if IN_CI:
+            pytest.fail("rabbitmqctl must be installed under CI to restart the broker")
+        pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
 def queue_url(base: str, queue: str) -> str:

@@ -5,7 +5,6 @@ back, the broker restarted under a recording job and a running consumer."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +21,11 @@ from tests.amqp_helpers import (
     amqp_queue,
     publish_batches,
     queue_url,
+    rabbitmqctl,
     stored_counts,
     wait_until,
 )
 from tests.cli_helpers import cli_env
-from tests.conftest import IN_CI
 from tests.pg_private import PrivateDatabase
 
 __all__ = ["amqp_queue"]
@@ -130,17 +129,9 @@ def test_a_store_down_then_up_holds_the_message_and_loses_nothing(
     assert first[0] + later[0] == sent and first == (40 * SIZE, 40 * SIZE)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
 def test_a_broker_restarted_under_a_recording_job_and_a_consumer_loses_nothing(
     rabbitmq_url: str, amqp_queue: str, tmp_path: Path
 ) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        if IN_CI:
-            pytest.fail("rabbitmqctl must be installed under CI to restart the broker")
-        pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
     url = queue_url(rabbitmq_url, amqp_queue)
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     consumer = Consumer(url, store_url)
