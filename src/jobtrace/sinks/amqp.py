@@ -102,7 +102,8 @@ class AMQPSink:
             except (pika.exceptions.AMQPError, OSError) as exc:
                 self.close()
                 raise StoreError(
-                    f"RabbitMQ at {self.target.safe_url} did not confirm the batch: {amqp.describe(exc)}"
+                    f"RabbitMQ at {self.target.safe_url} did not confirm the batch: "
+                    f"{amqp.describe(exc)}"
                 ) from None
             self.published += 1
             self.records += count
