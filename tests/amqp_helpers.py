@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobtrace import model
+from jobtrace.errors import StoreError
 from jobtrace.sinks.amqp import AMQPSink
 from jobtrace.store import Store, schema
 from tests.conftest import IN_CI
@@ -32,6 +33,7 @@ __all__ = [
     "publish_batches",
     "queue_url",
     "rabbitmqctl",
+    "retried",
     "stored_counts",
     "wait_until",
 ]
@@ -68,21 +70,39 @@ def queue_url(base: str, queue: str) -> str:
     return f"{base}?queue={queue}"
 
 
+def retried(what: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> Any:
+    """``what()``, tried again for up to two minutes while it raises ``errors``: the broker
+    is shared, and another test run may restart it (``rabbitmqctl stop_app``) meanwhile."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return what()
+        except errors:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def drain(url: str, queue: str) -> list[tuple[Any, bytes]]:
     """Every message in ``queue`` as (properties, body), taken off it."""
     import pika
 
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    messages = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, body = channel.basic_get(queue=queue, auto_ack=True)
-            if method is None:
-                break
-            messages.append((properties, body))
-    finally:
-        connection.close()
+    messages: list[tuple[Any, bytes]] = []
+
+    def take() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = connection.channel()
+            while True:
+                method, properties, body = channel.basic_get(queue=queue, auto_ack=True)
+                if method is None:
+                    break
+                messages.append((properties, body))
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+
+    retried(take, (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed))
     return messages
 
 
@@ -104,7 +124,10 @@ def publish_batches(url: str, job_id: str, batches: int, size: int) -> int:
     sink = AMQPSink(url)
     try:
         for batch in range(batches):
-            sink.write(batch_records(job_id, batch, size), f"{job_id}-{batch}")
+            records = batch_records(job_id, batch, size)
+            # Published again under the same id if the broker restarts meanwhile, as the
+            # recorder replays a batch: the consumer stores it once either way.
+            retried(lambda: sink.write(records, f"{job_id}-{batch}"), (StoreError,))  # noqa: B023
     finally:
         sink.close()
     return batches * size

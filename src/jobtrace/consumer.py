@@ -226,9 +226,11 @@ class Consumer:
         return False
 
     def _look(self, channel: Any) -> None:
-        """Read the queue's depth (a declare of the existing queue answers it)."""
+        """Read the queue's depth (a passive declare answers it, whatever the queue's
+        arguments; a queue deleted meanwhile closes the channel: declared again on
+        reconnecting)."""
         self._next_look = time.monotonic() + LOOK_INTERVAL
-        declared = channel.queue_declare(queue=self.queue, durable=True)
+        declared = channel.queue_declare(queue=self.queue, passive=True)
         self.stats.lag = declared.method.message_count
         self._tick()
 
@@ -311,9 +313,13 @@ class Consumer:
         headers = dict(properties.headers or {})
         headers[ERROR_HEADER] = reason[:1000]
         headers["x-jobtrace-queue"] = self.queue
+        # mandatory: a dead-letter queue deleted meanwhile raises (the connection is then
+        # reopened, the queue declared again and the message redelivered) instead of the
+        # broker dropping the message quietly.
         channel.basic_publish(
             exchange="",
             routing_key=self.dead_letter_queue,
+            mandatory=True,
             body=body,
             properties=pika.BasicProperties(
                 delivery_mode=pika.DeliveryMode.Persistent,
