@@ -60,6 +60,15 @@ def _rabbitmq_reachable() -> str | None:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that talks to the shared broker runs on one xdist worker, one at a time
+    (``--dist loadgroup``): some restart the broker (``rabbitmqctl stop_app``), which must
+    not cut another test's connection mid-way."""
+    for item in items:
+        if "rabbitmq_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     """The real RabbitMQ broker (skipped locally when unreachable, never under CI=true)."""

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 from jobtrace.instruments import RabbitMQHandler, profile, profiler
-from tests.conftest import IN_CI
+from tests.amqp_helpers import amqp_queue, rabbitmqctl
+from tests.amqp_helpers import drain as drain_messages
 from tests.instruments_helpers import clean_instruments
 
-__all__ = ["clean_instruments"]
+__all__ = ["amqp_queue", "clean_instruments"]
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -28,50 +25,19 @@ def serve(n: int) -> int:
     return n
 
 
-@pytest.fixture
-def queue_name(rabbitmq_url: str) -> Iterator[str]:
-    import pika
-
-    name = f"jobtrace.test.{uuid.uuid4().hex[:12]}"
-    yield name
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    try:
-        connection.channel().queue_delete(queue=name)
-    finally:
-        connection.close()
-
-
 def drain(url: str, queue: str) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Every message in ``queue``: (message id, records), acknowledged."""
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    """Every message in ``queue``: (message id, records), taken off it."""
     messages = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, body = channel.basic_get(queue=queue, auto_ack=True)
-            if method is None:
-                break
-            assert properties.delivery_mode == 2  # persistent
-            messages.append((properties.message_id, orjson.loads(body)))
-    finally:
-        connection.close()
+    for properties, body in drain_messages(url, queue):
+        assert properties.delivery_mode == 2  # persistent
+        messages.append((properties.message_id, orjson.loads(body)))
     return messages
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
 def test_records_survive_a_broker_restart_and_none_is_lost_meanwhile(
-    rabbitmq_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+    rabbitmq_url: str, amqp_queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        if IN_CI:
-            pytest.fail("rabbitmqctl must be installed under CI to restart the broker")
-        pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
-    handler = RabbitMQHandler("rabbit", rabbitmq_url, queue_name)
+    handler = RabbitMQHandler("rabbit", rabbitmq_url, amqp_queue)
     profiler.add_handler(handler)
     for i in range(5):
         serve(i)
@@ -88,7 +54,7 @@ def test_records_survive_a_broker_restart_and_none_is_lost_meanwhile(
         rabbitmqctl("await_startup")
     assert profiler.flush()  # reconnects and republishes what was not confirmed
     assert handler.pending == 0
-    messages = drain(rabbitmq_url, queue_name)
+    messages = drain(rabbitmq_url, amqp_queue)
     unique = dict(messages)  # consumers drop duplicates by message id
     records = [r for batch in unique.values() for r in batch]
     assert len(records) == 12
@@ -98,25 +64,25 @@ def test_records_survive_a_broker_restart_and_none_is_lost_meanwhile(
 
 
 def test_a_deleted_queue_is_declared_again_and_nothing_is_lost(
-    rabbitmq_url: str, queue_name: str
+    rabbitmq_url: str, amqp_queue: str
 ) -> None:
     import pika
 
-    handler = RabbitMQHandler("rabbit", rabbitmq_url, queue_name)
+    handler = RabbitMQHandler("rabbit", rabbitmq_url, amqp_queue)
     profiler.add_handler(handler)
     serve(1)
     assert profiler.flush()
-    assert len(drain(rabbitmq_url, queue_name)) == 1
+    assert len(drain(rabbitmq_url, amqp_queue)) == 1
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     try:
-        connection.channel().queue_delete(queue=queue_name)  # an operator deletes it
+        connection.channel().queue_delete(queue=amqp_queue)  # an operator deletes it
     finally:
         connection.close()
     serve(2)
     assert not profiler.flush()  # unroutable: the queue is declared again, the record kept
     assert handler.pending == 1
     assert profiler.flush()
-    records = [r for _, batch in drain(rabbitmq_url, queue_name) for r in batch]
+    records = [r for _, batch in drain(rabbitmq_url, amqp_queue) for r in batch]
     assert len(records) == 1 and handler.pending == 0
     profiler.delete_handler("rabbit")
 

@@ -4,7 +4,9 @@ Environment variables (all optional):
 
 ``JOBTRACE_URL``
     Where records go: ``sqlite:///path.db`` (default ``sqlite:///$JOBTRACE_DIR/jobtrace.db``),
-    ``postgresql://user@host/db``, ``file:///path.jsonl`` or ``memory://name``.
+    ``postgresql://user@host/db``, ``http(s)://server:port``, ``amqp://user:pw@host/?queue=q``
+    (a RabbitMQ queue that ``jobtrace consume`` drains), ``file:///path.jsonl`` or
+    ``memory://name``.
 ``JOBTRACE_DIR``
     jobtrace's local directory for the default store, reports and the spool
     (default ``./.jobtrace``, made absolute when settings are resolved).

@@ -283,12 +283,26 @@ class Recorder:
             if self._closed:  # set by close() on another thread
                 break
             self.flush(timeout=None, retry=False)
+            self._service_sink()
             now = time.time()
             for ticker in self._tickers:
                 try:
                     ticker(now)
                 except Exception:
                     log.exception("jobtrace: recorder ticker %r failed", ticker)
+
+    def _service_sink(self) -> None:
+        """Let a sink with a connection to keep alive (``service()``: AMQP heartbeats) do
+        so on every tick, busy or idle; skipped while a flush on another thread holds it."""
+        service = getattr(self._sink, "service", None)
+        if service is None:
+            return
+        try:
+            with self._locked(0) as acquired:
+                if acquired:
+                    service()
+        except Exception:  # a bug in a sink must not stop the writer thread
+            log.exception("jobtrace: servicing the sink's connection failed")
 
     @contextlib.contextmanager
     def _locked(self, timeout: float | None) -> Iterator[bool]:

@@ -21,6 +21,7 @@ __all__ = ["cli", "main"]
 #: Subcommand name -> "module:attribute" of its click command, imported on first use.
 COMMANDS = {
     "batch": "jobtrace.cli.batch:batch",
+    "consume": "jobtrace.cli.consume:consume",
     "db": "jobtrace.cli.db:db",
     "doctor": "jobtrace.cli.doctor:doctor",
     "experiments": "jobtrace.cli.experiments:experiments",

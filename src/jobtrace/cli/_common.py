@@ -36,7 +36,8 @@ record_store_option = click.option(
     envvar="JOBTRACE_URL",
     show_envvar=True,
     help="Where the job's records go: sqlite:///path.db, postgresql://…, http(s)://host:port "
-    "(a jobtrace serve), file:///path.jsonl (JSON lines) or memory://name "
+    "(a jobtrace serve), amqp://user:pw@host/?queue=Q (a RabbitMQ queue, drained by "
+    "jobtrace consume), file:///path.jsonl (JSON lines) or memory://name "
     "[default: sqlite:///$JOBTRACE_DIR/jobtrace.db, JOBTRACE_DIR defaulting to ./.jobtrace]",
 )
 

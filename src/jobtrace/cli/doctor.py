@@ -52,6 +52,18 @@ def _check_store(url: str) -> tuple[bool, str]:
             with Client(url, timeout=5.0) as client:
                 health = client.health()
             detail = f"server answers ({health.get('status', 'ok')})"
+        elif scheme in {"amqp", "amqps"}:
+            from jobtrace import amqp
+
+            target = amqp.parse_url(url)
+            with amqp.quiet_pika():
+                connection, channel = amqp.open_channel(target.parameters, (target.queue,))
+                try:
+                    depth = channel.queue_declare(queue=target.queue, durable=True)
+                finally:
+                    amqp.close_quietly(connection)
+            waiting = depth.method.message_count
+            detail = f"RabbitMQ answers; queue {target.queue!r} holds {waiting:,} message(s)"
         elif scheme == "memory":
             return True, "in-process memory sink (nothing is kept after exit)"
         elif scheme == "file":
@@ -75,6 +87,10 @@ def _check_store(url: str) -> tuple[bool, str]:
                     jobs = store.find_jobs(limit=1).total
                     detail = f"store opens, schema current, {jobs:,} job(s)"
     except Exception as exc:  # every failure is the answer here
+        if scheme in {"amqp", "amqps"}:
+            from jobtrace.amqp import describe
+
+            return False, describe(exc)
         text = str(exc).strip().splitlines()
         return False, text[0] if text else type(exc).__name__
     return True, f"{detail} in {(time.perf_counter() - started) * 1000:.0f} ms"

@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any, Final, NamedTuple
 
 from jobtrace._config import mask_url
+from jobtrace.amqp import close_quietly, open_channel
 from jobtrace.instruments.handlers import BaseHandler, ProfileRecord, dumps_records
 from jobtrace.instruments.registry import process_source
 
@@ -179,21 +180,9 @@ class RabbitMQHandler(BaseHandler):
 
     def _connect(self) -> bool:
         pika = self._pika
-        connection = None
         try:
-            connection = pika.BlockingConnection(self._params)
-            channel = connection.channel()
-            channel.queue_declare(queue=self.queue, durable=True)
-            channel.confirm_delivery()
+            connection, channel = open_channel(self._params, (self.queue,), pika=pika)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            # Connected but the channel or the queue was refused (say, the queue exists
-            # with other arguments): close it, or every retry leaks a connection.
-            if connection is not None:
-                try:
-                    connection.close()
-                except Exception:
-                    log.debug("jobtrace: closing a refused RabbitMQ connection failed",
-                              exc_info=True)  # fmt: skip
             self._lost(exc)
             return False
         self._connection, self._channel = connection, channel
@@ -226,11 +215,7 @@ class RabbitMQHandler(BaseHandler):
 
     def _close_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:
-                log.debug("jobtrace: closing the RabbitMQ connection failed", exc_info=True)
+        close_quietly(connection)
 
     def _after_fork_in_child(self) -> None:
         """A forked child must not speak on the parent's connection (its frames would

@@ -64,6 +64,8 @@ _REGISTRY: dict[str, str] = {
     "memory": "jobtrace.sinks.memory:MemorySink",
     "http": "jobtrace.sinks.http:HTTPSink",
     "https": "jobtrace.sinks.http:HTTPSink",
+    "amqp": "jobtrace.sinks.amqp:AMQPSink",
+    "amqps": "jobtrace.sinks.amqp:AMQPSink",
 }
 
 
