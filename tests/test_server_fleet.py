@@ -1,0 +1,179 @@
+"""Many `jobtrace serve` processes over one PostgreSQL database, hammered by many clients.
+
+Two real servers (one of them with ``--workers 2``) share a store on the shared PostgreSQL
+server (a schema of the test's own). Client threads send batches to either, many jobs and
+metric keys shared between clients, some batches to both servers at once; the test then
+counts what the database holds against what was sent (every row exactly once, every
+latest value the largest step sent), expects every request to have succeeded (no 5xx: a
+deadlock or serialization failure between servers must be retried by the store, never
+answered), and asks both servers the same questions to get the same answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from jobtrace import model
+from jobtrace.sinks.http import BATCHES_PATH, encode_batch
+from jobtrace.store import Store
+from tests.server_helpers import ServeProcess
+
+pytestmark = pytest.mark.postgresql
+
+CLIENTS = 8
+BATCHES = 24  # per client
+JOBS = 3  # job ids every client writes to
+LOSS_POINTS = 40  # per batch, unique steps
+SHARED_POINTS = 10  # per batch, keys other clients write too
+SPANS = 20
+ITEMS = 10
+NOW = 1_700_000_000.0
+
+
+def job_record(job_id: str, seq: int) -> model.Record:
+    job = {
+        "id": job_id,
+        "seq": seq,
+        "name": job_id,
+        "experiment": "fleet",
+        "status": "running",
+        "start_time": NOW,
+        "last_heartbeat": NOW + seq,
+    }
+    return (model.JOB, *(job.get(f) for f in model.FIELDS[model.JOB]))
+
+
+def client_batch(client: int, index: int) -> list[model.Record]:
+    """One client's batch: snapshots of two shared jobs (in an order that differs between
+    clients, so servers writing at once lock the same rows in opposite batch orders),
+    metric points of both (some on keys other clients write as well, with the same value),
+    and spans and items of its own."""
+    first = (client + index) % JOBS
+    pair = [f"job-{first}", f"job-{(first + 1) % JOBS}"]
+    if client % 2:
+        pair.reverse()
+    job_id = pair[0]
+    records: list[model.Record] = [job_record(j, index * CLIENTS + client + 1) for j in pair]
+    base = client * 1_000_000 + index * LOSS_POINTS
+    records += [
+        (model.METRIC, j, "loss", step, step * 0.5, NOW + step)
+        for step in range(base, base + LOSS_POINTS)
+        for j in pair
+    ]
+    records += [
+        (model.METRIC, j, "shared", step, float(step), NOW + step)
+        for step in range(index * SHARED_POINTS, (index + 1) * SHARED_POINTS)
+        for j in pair
+    ]
+    trace_id = f"{client:016x}{index:016x}"
+    records += [
+        (model.SPAN, trace_id, f"{k + 1:016x}", None, "work", 10**18 + k, 5, {"k": k},
+         None, None, job_id, "h", client, "t")
+        for k in range(SPANS)
+    ]  # fmt: skip
+    records += [
+        (model.ITEM, f"c{client}-b{index}-{k}", job_id, f"f{k}", NOW, 0.1, 1, None, None,
+         "success", None, None, None, None)
+        for k in range(ITEMS)
+    ]  # fmt: skip
+    return records
+
+
+@pytest.fixture
+def fleet(postgres_url: str, tmp_path: Path) -> Iterator[list[ServeProcess]]:
+    """Two servers on one PostgreSQL store: one process, and one with two uvicorn workers."""
+    Store(postgres_url).close()  # migrated once, as `jobtrace db upgrade` would
+    servers = [
+        ServeProcess(postgres_url, tmp_path / "one"),
+        ServeProcess(postgres_url, tmp_path / "two", args=("--workers", "2")),
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def post(client: httpx.Client, server: ServeProcess, batch_id: str, body: bytes) -> int:
+    response = client.post(
+        server.url + BATCHES_PATH,
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code in {200, 201}, (server.url, response.text)
+    return response.status_code
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with Store(url) as store, store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def test_many_clients_through_two_servers_store_every_record_exactly_once(
+    fleet: list[ServeProcess], postgres_url: str
+) -> None:
+    statuses: dict[str, list[int]] = {}
+
+    def run_client(client: int) -> None:
+        with httpx.Client() as http, ThreadPoolExecutor(2) as both:
+            for index in range(BATCHES):
+                batch_id = f"c{client}-b{index}"
+                body = encode_batch(batch_id, client_batch(client, index))
+                if index % 4 == 0:
+                    # The same batch to both servers at once (a client's retry that went
+                    # to the other server behind a load balancer): stored once.
+                    answers = list(both.map(lambda s: post(http, s, batch_id, body), fleet))
+                else:
+                    answers = [post(http, fleet[(client + index) % 2], batch_id, body)]
+                statuses[batch_id] = answers
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(run_client, range(CLIENTS)))
+
+    sent = [client_batch(c, i) for c in range(CLIENTS) for i in range(BATCHES)]
+    records = list(itertools.chain.from_iterable(sent))
+    twice = [answers for answers in statuses.values() if len(answers) == 2]
+    assert twice and all(sorted(answers) == [200, 201] for answers in twice)
+
+    metric_keys = {(r[1], r[2], r[3]) for r in records if r[0] == model.METRIC}
+    assert rows(postgres_url, "SELECT count(*) FROM ingested_batches") == [(CLIENTS * BATCHES,)]
+    assert rows(postgres_url, "SELECT count(*) FROM metrics") == [(len(metric_keys),)]
+    spans = sum(r[0] == model.SPAN for r in records)
+    items = sum(r[0] == model.ITEM for r in records)
+    assert rows(postgres_url, "SELECT count(*) FROM spans") == [(spans,)]
+    assert rows(postgres_url, "SELECT count(*) FROM items") == [(items,)]
+    # The latest point of every key is the largest step sent, whichever server took it.
+    latest: dict[tuple[str, str], int] = {}
+    for job_id, name, step in metric_keys:
+        latest[job_id, name] = max(step, latest.get((job_id, name), -1))
+    stored = rows(postgres_url, "SELECT job_id, name, step FROM metric_latest")
+    assert {(j, n): s for j, n, s in stored} == latest
+    # Every job holds its newest snapshot.
+    newest: dict[str, int] = {}
+    for r in records:
+        if r[0] == model.JOB:
+            newest[r[1]] = max(r[2], newest.get(r[1], 0))
+    assert dict(rows(postgres_url, "SELECT id, seq FROM jobs")) == newest
+
+    # The same answers from every instance (and from every worker of the second).
+    questions = [
+        *(f"/api/v1/jobs/job-{j}/metrics" for j in range(JOBS)),
+        *(f"/api/v1/jobs/job-{j}/metrics/shared/snapshots?pageLength=1000" for j in range(JOBS)),
+        "/api/v1/experiments/fleet/metrics?pageLength=100",
+        f"/api/v1/traces/{3:016x}{5:016x}",
+    ]
+    for question in questions:
+        answers = [httpx.get(s.url + question, timeout=30) for s in fleet for _ in range(2)]
+        assert all(a.status_code == 200 for a in answers), question
+        assert all(a.json() == answers[0].json() for a in answers), question
