@@ -11,6 +11,7 @@ answered), and asks both servers the same questions to get the same answers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -104,7 +105,7 @@ def fleet(postgres_url: str, tmp_path: Path) -> Iterator[list[ServeProcess]]:
             server.stop()
 
 
-def post(client: httpx.Client, server: ServeProcess, batch_id: str, body: bytes) -> int:
+def post(client: httpx.Client, body: bytes, server: ServeProcess) -> int:
     response = client.post(
         server.url + BATCHES_PATH,
         content=body,
@@ -133,9 +134,9 @@ def test_many_clients_through_two_servers_store_every_record_exactly_once(
                 if index % 4 == 0:
                     # The same batch to both servers at once (a client's retry that went
                     # to the other server behind a load balancer): stored once.
-                    answers = list(both.map(lambda s: post(http, s, batch_id, body), fleet))
+                    answers = list(both.map(functools.partial(post, http, body), fleet))
                 else:
-                    answers = [post(http, fleet[(client + index) % 2], batch_id, body)]
+                    answers = [post(http, body, fleet[(client + index) % 2])]
                 statuses[batch_id] = answers
 
     with ThreadPoolExecutor(CLIENTS) as pool:
