@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,12 @@ import pytest
 import sqlalchemy as sa
 
 from jobtrace import model
-from jobtrace.sinks.http import BATCHES_PATH, encode_batch
+from jobtrace.errors import ConfigurationError
+from jobtrace.sinks.http import BATCHES_PATH, HTTPSink, encode_batch
 from jobtrace.store import Store
+from tests.cli_helpers import cli_env
 from tests.server_helpers import ServeProcess
+from tests.test_http_faults import STEADY_JOB, spooled_records, wait_for
 
 pytestmark = pytest.mark.postgresql
 
@@ -178,3 +184,98 @@ def test_many_clients_through_two_servers_store_every_record_exactly_once(
         answers = [httpx.get(s.url + question, timeout=30) for s in fleet for _ in range(2)]
         assert all(a.status_code == 200 for a in answers), question
         assert all(a.json() == answers[0].json() for a in answers), question
+
+
+# -- faults under load: a job's records counted as sent and as stored ----------------------------
+
+
+def run_steady_job(
+    tmp_path: Path, url: str, points: int, fault: Callable[[], None]
+) -> tuple[int, str]:
+    """tests/test_http_faults.py's steady job, sending to ``url``; ``fault()`` runs a third
+    of the way in, and the job goes on (its mark says so) once it returns. Returns the
+    records the job sent and its stderr."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "job.py"
+    script.write_text(STEADY_JOB)
+    job = subprocess.Popen(
+        [sys.executable, str(script), str(points), str(marks)],
+        cwd=tmp_path,
+        env=cli_env(tmp_path / ".jobtrace", JOBTRACE_URL=url, JOBTRACE_FLUSH_INTERVAL="0.1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(marks / str(points // 3 // 500 * 500), job)
+        fault()
+        (marks / "server-restarted").touch()
+        stdout, stderr = job.communicate(timeout=100)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert spooled_records(tmp_path / ".jobtrace" / "spool") == []
+    return int(stdout.split()[-1]), stderr
+
+
+def assert_stored_once(url: str, points: int, sent: int) -> None:
+    assert rows(url, "SELECT count(*), min(step), max(step) FROM metrics") == [
+        (points, 0, points - 1)
+    ]
+    assert rows(url, "SELECT status FROM jobs WHERE id = 'steady'") == [("succeeded",)]
+    # Each record under exactly one batch id: a batch stored twice would make the sum
+    # larger, a lost one smaller.
+    assert rows(url, "SELECT sum(records) FROM ingested_batches") == [(sent,)]
+
+
+def test_a_job_given_two_servers_fails_over_when_one_is_sigkilled_and_loses_nothing(
+    fleet: list[ServeProcess], postgres_url: str, tmp_path: Path
+) -> None:
+    points = 20_000
+    first, second = fleet
+    sent, stderr = run_steady_job(tmp_path, f"{first.url},{second.url}", points, first.kill)
+    assert first.process is None  # killed, never restarted: the second took over
+    assert "spooling" not in stderr  # nothing waited: the next server took each batch
+    assert_stored_once(postgres_url, points, sent)
+
+
+def test_database_connections_terminated_under_load_lose_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Only this test's connections are terminated (by their application name): the
+    # PostgreSQL server is shared with other tests.
+    name = f"jt_fleet_{uuid.uuid4().hex[:12]}"
+    url = f"{postgres_url}&application_name={name}"
+    Store(url).close()
+    servers = [ServeProcess(url, tmp_path / n) for n in ("one", "two")]
+    for server in servers:
+        server.start()
+
+    def terminate() -> None:
+        killed = rows(
+            postgres_url,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{name}'",
+        )
+        assert killed and all(ok for (ok,) in killed)
+
+    try:
+        points = 20_000
+        sent, _ = run_steady_job(tmp_path, ",".join(s.url for s in servers), points, terminate)
+    finally:
+        for server in servers:
+            server.stop()
+    assert_stored_once(postgres_url, points, sent)
+
+
+def test_a_bad_server_in_a_list_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"'ftp://b:1'.*comma-separated"):
+        HTTPSink("http://a:1,ftp://b:1")
+    assert [s.url for s in HTTPSink("http://a:1, https://b:2/x").servers] == [
+        "http://a:1",
+        "https://b:2/x",
+    ]
