@@ -33,7 +33,8 @@ from tests.cli_helpers import cli_env
 from tests.server_helpers import ServeProcess
 from tests.test_http_faults import STEADY_JOB, spooled_records, wait_for
 
-pytestmark = pytest.mark.postgresql
+# Real servers, jobs and PostgreSQL on a shared 2-core machine: minutes when it is busy.
+pytestmark = [pytest.mark.postgresql, pytest.mark.timeout(600)]
 
 CLIENTS = 8
 BATCHES = 24  # per client

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from jobtrace.instruments.registry import SOURCE_SERIES
@@ -28,6 +29,7 @@ def rows(store_url: str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sa.text(sql))]
 
 
+@pytest.mark.timeout(600)
 def test_sigterm_to_a_multi_worker_service_writes_every_span_and_final_series(
     tmp_path: Path,
 ) -> None:
