@@ -15,6 +15,7 @@ import functools
 import itertools
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -279,4 +280,37 @@ def test_a_bad_server_in_a_list_is_refused_naming_it() -> None:
     assert [s.url for s in HTTPSink("http://a:1, https://b:2/x").servers] == [
         "http://a:1",
         "https://b:2/x",
+    ]
+
+
+def test_a_batch_takes_the_rows_it_upserts_in_key_order(postgres_url: str) -> None:
+    """The deadlock two servers would meet: a batch holding job-1 while it waits for job-0,
+    and another transaction holding job-0 while it waits for job-1. Written in key order,
+    the batch waits for job-0 before it touches job-1, so the other transaction takes
+    job-1 without waiting at all (its lock timeout, far below PostgreSQL's deadlock
+    check, would fail it otherwise)."""
+    import psycopg
+
+    name = f"jt_order_{uuid.uuid4().hex[:12]}"
+    store = Store(f"{postgres_url}&application_name={name}")
+    store.write([job_record("job-0", 1), job_record("job-1", 1)])
+    with psycopg.connect(postgres_url) as other, ThreadPoolExecutor(1) as pool:
+        other.execute("SET lock_timeout = '500ms'")
+        other.execute("UPDATE jobs SET name = 'held' WHERE id = 'job-0'")
+        # Batch order job-1, job-0: without key order it would lock job-1 first.
+        writing = pool.submit(store.write, [job_record("job-1", 2), job_record("job-0", 2)])
+        deadline = time.monotonic() + 60
+        waiting = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}' "
+        waiting += "AND wait_event_type = 'Lock'"
+        while rows(postgres_url, waiting) != [(1,)]:
+            assert not writing.done(), writing.exception()
+            assert time.monotonic() < deadline, "the batch never waited for job-0"
+            time.sleep(0.01)
+        other.execute("UPDATE jobs SET name = 'held' WHERE id = 'job-1'")  # not held by it
+        other.commit()
+        assert writing.result(timeout=60) is True
+    store.close()
+    assert rows(postgres_url, "SELECT id, seq FROM jobs ORDER BY id") == [
+        ("job-0", 2),
+        ("job-1", 2),
     ]
