@@ -92,22 +92,30 @@ def series_row_count(store_url: str) -> int:
 
 
 class Service:
-    """tests/metrics_service.py under ``uvicorn --workers N``, recording to ``store_url``."""
+    """tests/metrics_service.py (or another ``app``) under ``uvicorn --workers N``,
+    recording to ``store_url``; ``env`` adds settings."""
 
-    def __init__(self, store_url: str, directory: Path, workers: int) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        directory: Path,
+        workers: int,
+        app: str = "tests.metrics_service:app",
+        **env: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True, exist_ok=True)
         self.log = (directory / "service.log").open("ab")
-        env = cli_env(directory, JOBTRACE_URL=store_url, JOBTRACE_FLUSH_INTERVAL="0.2")
+        settings = {"JOBTRACE_URL": store_url, "JOBTRACE_FLUSH_INTERVAL": "0.2", **env}
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "uvicorn", "tests.metrics_service:app"),
+                *(sys.executable, "-m", "uvicorn", app),
                 *("--workers", str(workers), "--port", str(self.port)),
                 *("--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"),
             ],
             cwd=REPO,
-            env=env,
+            env=cli_env(directory, **settings),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -323,6 +323,30 @@ def publish(registry: InstrumentRegistry | None = None, *, final: bool = False) 
     SeriesPublisher(registry).tick(time.time(), final=final)
 
 
+def shutdown_flush(*, only_if_recording: bool = False) -> bool:
+    """What a server worker does as it shuts down gracefully (an ASGI lifespan's
+    shutdown, see :class:`jobtrace.tracing.ASGIMiddleware`): its instruments' last series,
+    marked final, and every record still buffered (the last requests' spans), written now.
+
+    uvicorn's workers die by a SIGTERM re-raised after the shutdown, under the handlers it
+    restores, so neither the recorder's SIGTERM flush nor an exit hook can be counted on
+    there. ``only_if_recording``: do nothing in a process that never recorded (no
+    recorder is created just to flush it). Never raises; False if the sink did not take
+    everything in time (the rest is spooled, as at any exit).
+    """
+    from jobtrace import recorder
+
+    if only_if_recording and recorder._recorder is None:
+        return True
+    try:
+        if _publisher._installed:
+            _publisher.tick(time.time(), final=True)
+        return recorder.flush()
+    except Exception:
+        log.exception("jobtrace: the shutdown flush failed")
+        return False
+
+
 def default_publisher() -> SeriesPublisher:
     return _publisher
 

@@ -12,6 +12,7 @@ of workers and instances can share one PostgreSQL store.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from jobtrace import __version__
+from jobtrace.instruments.registry import shutdown_flush
 from jobtrace.server.auth import AuthSettings, Guard, authorize
 from jobtrace.server.docs import install_docs
 from jobtrace.server.errors import BodyLimit, install_handlers
@@ -67,6 +69,9 @@ def create_app(
         yield
         await retirer.stop()
         store.close()
+        # A deployment that records in the server's own process (its instruments, a
+        # tracing middleware around the app) gets its last series and spans written.
+        await asyncio.to_thread(shutdown_flush, only_if_recording=True)
 
     app = FastAPI(
         title="jobtrace",

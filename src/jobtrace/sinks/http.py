@@ -37,6 +37,12 @@ it was committing is acknowledged as a duplicate on the replay.
   once a process with an accepted token replays the spool.
 - Any other 4xx (wrong URL, a proxy refusing): raised, so the batch is kept in the spool.
 
+Several servers. ``http://a:8000,http://b:8000`` (comma-separated URLs of servers sharing
+one store): the sink sends to one while it answers and, on a connection error, a 5xx or a
+429, tries the next at once (then waits and goes round again, as above); after a request
+that timed out, the recorder's replay goes to the next one. A batch resent to another
+server is stored once: the batch id is claimed in the store they share.
+
 The token is ``JOBTRACE_TOKEN``, read when the sink is opened and sent as
 ``Authorization: Bearer …``.
 """
@@ -49,7 +55,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 from jobtrace import __version__, _config
@@ -117,24 +123,42 @@ class _Deadline(Exception):
     """The write's time ran out."""
 
 
+class _Server(NamedTuple):
+    """One server of the sink's URL list."""
+
+    url: str
+    https: bool
+    host: str
+    port: int | None
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> _Server:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigurationError(
+                f"server URL {mask_url(url)!r} needs a host, e.g. http://127.0.0.1:8000 "
+                "(several servers: comma-separated URLs)"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigurationError(f"server URL {mask_url(url)!r} must not have a query")
+        path = parts.path.rstrip("/") + BATCHES_PATH
+        return cls(url, parts.scheme == "https", parts.hostname, parts.port, path)
+
+
 class HTTPSink:
-    """Posts batches to a jobtrace server over one keep-alive connection."""
+    """Posts batches to a jobtrace server over one keep-alive connection; given several
+    servers (comma-separated URLs), fails over to the next when one does not answer."""
 
     accepts_batch_id: ClassVar[bool] = True
 
     def __init__(self, url: str, *, timeout: float | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigurationError(f"server URL {url!r} needs a host, e.g. http://127.0.0.1:8000")
-        if parts.query or parts.fragment:
-            raise ConfigurationError(f"server URL {mask_url(url)!r} must not have a query")
         self.url = url
+        #: The servers, in the order given; the sink stays with one while it answers.
+        self.servers = [_Server.parse(part.strip()) for part in url.split(",")]
+        self._server = 0
         #: Most seconds one write() may take (the ``http_timeout`` setting unless given).
         self.timeout = _config.current().http_timeout if timeout is None else timeout
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path.rstrip("/") + BATCHES_PATH
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -238,11 +262,12 @@ class HTTPSink:
         delay = FIRST_DELAY
         problem = ""
         attempt = 0
+        failed = 0  # servers that failed one after the other in this round
         while attempt < ATTEMPTS:
             reused = self._conn is not None
             try:
                 conn = self._connection()
-                conn.request("POST", self._path, body, self._headers)
+                conn.request("POST", self.servers[self._server].path, body, self._headers)
                 _set_timeout(conn, self._remaining())
                 response = conn.getresponse()
                 _set_timeout(conn, self._remaining())
@@ -257,7 +282,7 @@ class HTTPSink:
                 # The server took the request and did not answer in time: it may still be
                 # storing it. Sending it again now would only queue a second copy behind
                 # the first; the recorder replays it later under the same id.
-                self.close()
+                self._fail_over()  # the replay goes to the next server, if any
                 raise _Deadline(f"no answer: {exc or 'timed out'}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
@@ -267,6 +292,13 @@ class HTTPSink:
                     # Resending is safe: the batch id makes the request idempotent.
                     attempt += 1
                     continue
+            # The batch id makes the request idempotent on any server of one store: a
+            # server that died after committing it answers the resend as a duplicate.
+            self._fail_over()
+            failed += 1
+            if failed < len(self.servers):
+                continue  # the next server, at once
+            failed = 0
             attempt += 1
             if attempt < ATTEMPTS:
                 if self._remaining() <= delay:
@@ -274,6 +306,11 @@ class HTTPSink:
                 time.sleep(delay)
                 delay *= 2
         raise StoreError(f"cannot reach {mask_url(self.url)}: {problem}")
+
+    def _fail_over(self) -> None:
+        """Close the connection and move on to the next server (with one: the same)."""
+        self.close()
+        self._server = (self._server + 1) % len(self.servers)
 
     def _remaining(self) -> float:
         left = self._deadline - time.monotonic()
@@ -285,14 +322,15 @@ class HTTPSink:
         conn = self._conn
         if conn is None:
             timeout = min(CONNECT_TIMEOUT, self._remaining())
-            if self._https:
+            server = self.servers[self._server]
+            if server.https:
                 import ssl
 
                 conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=timeout, context=ssl.create_default_context()
+                    server.host, server.port, timeout=timeout, context=ssl.create_default_context()
                 )
             else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+                conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
             try:
                 conn.connect()
             except TimeoutError:

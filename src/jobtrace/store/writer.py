@@ -39,6 +39,8 @@ log = logging.getLogger("jobtrace.store")
 # SQLite's busy handler is unfair under contention (median wait 2 ms, worst over a second),
 # so after it gives up we retry the whole transaction with jittered backoff.
 _LOCK_RETRIES = 20
+# PostgreSQL: new connections tried after one died mid-transaction, before giving up.
+_RECONNECTS = 2
 
 Row = tuple[Any, ...]
 
@@ -236,7 +238,10 @@ class TablePlan:
         # One temporary table per plan: two plans may fill the same table in one transaction.
         self.temp_table = f"_jt_{spec.table}_{'upsert' if spec.update else 'insert'}"
         if dialect == "postgresql":
-            source = f"SELECT {cols} FROM {self.temp_table}"
+            # In key order: two servers upserting the same rows (one job's snapshots, its
+            # latest metrics) then lock them in the same order, and cannot deadlock.
+            order = ", ".join(map(_q, spec.keys))
+            source = f"SELECT {cols} FROM {self.temp_table} ORDER BY {order}"
             self.sql = f"INSERT INTO {_q(spec.table)} ({cols}) {source} {conflict}"
         else:
             marks = [f"?{position[c] + 1}" for c in self.columns if c != "special" or split]
@@ -532,11 +537,23 @@ class BatchWriter:
         claim = None
         if batch_id is not None:
             claim = (self._batches, [(batch_id, time.time(), len(records))])
+        lost = 0
         for attempt in range(_LOCK_RETRIES):
             try:
                 return self._run(work, claim, commit)
             except Exception as exc:
-                if not sqlite.is_locked(exc) or attempt == _LOCK_RETRIES - 1:
+                if attempt == _LOCK_RETRIES - 1:
+                    raise
+                if _is_connection_lost(exc):
+                    # A backend terminated (a failover, pg_terminate_backend, an idle
+                    # timeout) between the pool's ping and the commit: the transaction
+                    # died with it, so writing it again on a new connection is safe (and
+                    # if the commit did land, the batch id makes the retry a no-op). A
+                    # database that stays down fails fast instead: the caller spools.
+                    lost += 1
+                    if lost > _RECONNECTS:
+                        raise
+                elif not (sqlite.is_locked(exc) or _is_contention(exc)):
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -766,3 +783,23 @@ def _is_data_error(exc: BaseException) -> bool:
 def _is_unique_violation(exc: BaseException) -> bool:
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(exc, psycopg.errors.UniqueViolation)
+
+
+def _is_contention(exc: BaseException) -> bool:
+    """True when PostgreSQL gave up on the transaction because of another one (a deadlock,
+    a serialization failure): the same transaction, run again, succeeds."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(
+        exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+    )
+
+
+def _is_connection_lost(exc: BaseException) -> bool:
+    """True when PostgreSQL's connection died under the transaction (its backend was
+    terminated or the server restarted), as opposed to a refusal to connect at all."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+        return False
+    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CrashShutdown):
+        return True
+    return "server closed the connection" in str(exc) or "consuming input failed" in str(exc)

@@ -385,7 +385,10 @@ class ASGIMiddleware:
         self.new_traces = new_traces
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # websocket and lifespan pass through untouched
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _flushing_at_shutdown(send))
+            return
+        if scope["type"] != "http":  # websockets pass through untouched
             await self.app(scope, receive, send)
             return
         info = mac = traceparent = None
@@ -429,3 +432,21 @@ class ASGIMiddleware:
         finally:
             joined_trace_var.reset(joined)
             current_span_var.reset(token)
+
+
+def _flushing_at_shutdown(send: Send) -> Send:
+    """``send`` for a lifespan scope: once the app has shut down, and before the server
+    hears so (and lets the process die), the last series and spans are written."""
+
+    async def send_after_flush(message: Message) -> None:
+        if message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
+            import asyncio
+
+            from jobtrace.instruments.registry import shutdown_flush
+
+            # Off the event loop: the flush waits for the sink (bounded by the flush
+            # timeout), and other apps of the process may still be shutting down.
+            await asyncio.to_thread(shutdown_flush)
+        await send(message)
+
+    return send_after_flush
