@@ -133,8 +133,9 @@ class OTLPReceiver:
         handler.send_response(answer.status)
         for name, value in answer.headers.items():
             handler.send_header(name, value)
-        handler.send_header("Content-Type", "application/json" if json_encoded else (
-            "application/x-protobuf"))
+        handler.send_header(
+            "Content-Type", "application/json" if json_encoded else ("application/x-protobuf")
+        )
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)

@@ -19,8 +19,8 @@ import jobtrace
 from jobtrace import _config, model
 from jobtrace.errors import ConfigurationError, StoreError
 from jobtrace.recorder import get_recorder
-from jobtrace.sinks import refused_records
 from jobtrace.sinks import http as http_sink
+from jobtrace.sinks import refused_records
 from jobtrace.sinks.memory import MemorySink
 from jobtrace.sinks.otlp import OTLPSink
 from jobtrace.sinks.otlp_encoding import (
@@ -82,10 +82,13 @@ def test_a_jobs_trace_arrives_with_its_ids_links_timings_and_identity(
     receiver: OTLPReceiver,
 ) -> None:
     store = export_to(receiver)
-    with jobtrace.job("train", experiment="nightly", report=False, profile=False) as job:
-        with jobtrace.Trace("outer", info={"db": {"rows": 3, "table": "t"}, "path": "/x"}):
-            with jobtrace.Trace("inner"):
-                pass
+    info = {"db": {"rows": 3, "table": "t"}, "path": "/x"}
+    with (
+        jobtrace.job("train", experiment="nightly", report=False, profile=False) as job,
+        jobtrace.Trace("outer", info=info),
+        jobtrace.Trace("inner"),
+    ):
+        pass
     assert jobtrace.flush(timeout=30)
 
     stored = {r[2]: r for r in store.of_kind(model.SPAN)}
@@ -396,9 +399,8 @@ def test_otlp_as_the_only_sink_sends_spans_and_ignores_other_records(
     receiver: OTLPReceiver,
 ) -> None:
     _config.configure(url=receiver.url, install_signal_handlers=False)
-    with jobtrace.job("solo", report=False, profile=False):
-        with jobtrace.Trace("only"):
-            pass
+    with jobtrace.job("solo", report=False, profile=False), jobtrace.Trace("only"):
+        pass
     assert jobtrace.flush(timeout=30)
     ((resource, sent),) = receiver.spans()
     assert sent.name == "only" and resource["service.name"] == "solo"
