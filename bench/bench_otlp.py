@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 from _common import Verdicts, banner, format_table, interleave, load_note, median, parse_args
-
 from jobtrace import model
 
 #: jobtrace must be at least this many times cheaper per span than the SDK path.
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 [f"ratio (SDK / jobtrace), {n} spans", f"{ratio:.1f}x", "", word],
             ],
-        )  # fmt: skip
+        )
     )
     return verdicts.report(args.strict)
 
