@@ -15,7 +15,7 @@ an outgoing request's (``url.full``), ``INTERNAL`` otherwise.
 
 Resources. Spans are grouped per (service, host, pid, job): one ``ResourceSpans`` each, with
 ``service.name`` (the span's ``service`` when the record has one, else its job's name, else
-this process's script), ``host.name``, ``process.pid``, ``jobtrace.job.id``,
+this process's script name, as a job with no name is named), ``host.name``, ``process.pid``, ``jobtrace.job.id``,
 ``jobtrace.job.name`` and ``jobtrace.experiment`` (name and experiment come from the job
 records the sink has seen), and one ``ScopeSpans`` of scope ``jobtrace`` at its version.
 The job is part of the key because one process may run many jobs one after another.
@@ -87,8 +87,9 @@ def span_kind(info: Mapping[str, Any] | None) -> int:
 
 
 def _script_service() -> str:
-    """This process's fallback ``service.name``: its script's file name."""
-    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    """This process's fallback ``service.name``: its script's name without the suffix, as
+    a job started with no name is named (so a job's processes agree on it)."""
+    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
     return name if name and name != "-c" else "unknown_service:python"
 
 
