@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,6 +35,7 @@ from jobtrace.sinks.otlp_encoding import (
     RecordEncoder,
     span_kind,
 )
+from tests.cli_helpers import jobtrace_cli
 from tests.otlp_receiver import Answer, OTLPReceiver, any_value, attributes, otlp_receiver
 
 
@@ -404,3 +407,59 @@ def test_otlp_as_the_only_sink_sends_spans_and_ignores_other_records(
     assert jobtrace.flush(timeout=30)
     ((resource, sent),) = receiver.spans()
     assert sent.name == "only" and resource["service.name"] == "solo"
+
+
+# -- the command line and the recorder ------------------------------------------------------
+
+
+def test_jobtrace_run_export_sends_the_scripts_spans_before_it_exits(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(
+        "import jobtrace\n"
+        "for i in range(3):\n"
+        "    with jobtrace.Trace('item', info={'i': i}):\n"
+        "        pass\n"
+    )
+    jobtrace_cli("run", "--export", receiver.url, str(script), cwd=tmp_path, check=True)
+    spans = receiver.spans()
+    assert sorted(s.name for _, s in spans) == ["item"] * 3
+    assert {resource["service.name"] for resource, _ in spans} == {"work"}
+    assert {resource["jobtrace.job.name"] for resource, _ in spans} == {"work"}
+
+
+def test_a_bad_export_url_is_a_one_line_error(tmp_path: Path) -> None:
+    script = tmp_path / "ok.py"
+    script.write_text("print('ran')\n")
+    bad = "otlp+http://collector:4318?protocol=grpc"
+    result = jobtrace_cli("run", "--export", bad, str(script), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "protocol must be one of" in result.stderr
+
+
+def test_the_recorder_waits_for_a_retry_after_before_trying_again() -> None:
+    recorder = get_recorder()
+    error = StoreError("busy")
+    error.retry_after = 90.0
+    before = time.monotonic()
+    recorder._on_sink_failure(error)
+    assert recorder._retry_at >= before + 90.0
+    recorder._on_sink_failure(StoreError("down"))  # no Retry-After: the backoff alone
+    assert recorder._retry_at < before + 90.0
+
+
+def test_reconfiguring_replaces_the_export_and_turning_it_off_stops_it(
+    receiver: OTLPReceiver,
+) -> None:
+    export_to(receiver)
+    first = get_recorder().export
+    assert first is not None
+    export_to(receiver)  # the same settings: the same export
+    assert get_recorder().export is first
+    _config.configure(url="memory://otlp-store", export="", install_signal_handlers=False)
+    assert get_recorder().export is None
+    with jobtrace.Trace("after"):
+        pass
+    assert jobtrace.flush(timeout=30)
+    assert receiver.spans() == []
