@@ -64,7 +64,8 @@ def span(n: int, name: str = "step", info: Any = None, **fields: Any) -> model.R
         "thread": "MainThread",
         **fields,
     }
-    return (model.SPAN, *(values[f] for f in model.FIELDS[model.SPAN]))
+    # By name: a field added to spans later (a service) is None here.
+    return (model.SPAN, *(values.get(f) for f in model.FIELDS[model.SPAN]))
 
 
 def export_to(receiver: OTLPReceiver, query: str = "", **kwargs: Any) -> MemorySink:

@@ -15,10 +15,11 @@ an outgoing request's (``url.full``), ``INTERNAL`` otherwise.
 
 Resources. Spans are grouped per (service, host, pid, job): one ``ResourceSpans`` each, with
 ``service.name`` (the span's ``service`` when the record has one, else its job's name, else
-this process's script name, as a job with no name is named), ``host.name``, ``process.pid``, ``jobtrace.job.id``,
-``jobtrace.job.name`` and ``jobtrace.experiment`` (name and experiment come from the job
-records the sink has seen), and one ``ScopeSpans`` of scope ``jobtrace`` at its version.
-The job is part of the key because one process may run many jobs one after another.
+this process's script name, as a job with no name is named), ``host.name``,
+``process.pid``, ``jobtrace.job.id``, ``jobtrace.job.name`` and ``jobtrace.experiment``
+(name and experiment come from the job records the sink has seen), and one ``ScopeSpans``
+of scope ``jobtrace`` at its version. The job is part of the key because one process may
+run many jobs one after another.
 
 Metrics. A :func:`jobtrace.log_metric` point becomes a data point of an OTLP ``Gauge``
 named as the metric, at the point's timestamp, with its job's resource. The step is not an
@@ -144,14 +145,42 @@ def _key_values(pairs: Iterable[tuple[Any, Any]], depth: int) -> list[dict[str, 
     return out
 
 
+def _is_mapping(value: Any) -> bool:
+    # A plain dict answers at C speed; the ABC check (slow) only for anything else.
+    return type(value) is dict or (
+        not isinstance(value, str | int | float | list | tuple) and isinstance(value, Mapping)
+    )
+
+
 def _flatten(info: Mapping[Any, Any], prefix: str, out: dict[str, Any], depth: int) -> None:
     """``info``'s leaves into ``out`` under dotted keys (``{"a": {"b": 1}}`` -> ``a.b``)."""
     for key, value in info.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and depth < _MAX_DEPTH:
+        if value is None:
+            continue
+        name = key if not prefix and type(key) is str else f"{prefix}{key}"
+        if _is_mapping(value) and value and depth < _MAX_DEPTH:
             _flatten(value, name + ".", out, depth + 1)
-        elif value is not None:
+        else:
             out[name] = value
+
+
+def _add_attributes(add: Any, items: Iterable[tuple[str, Any]]) -> None:
+    """Append ``items`` to a repeated ``KeyValue`` field (its ``add``): the common scalar
+    types set in place (the cheapest way into a message), the rest via :func:`_any_value`."""
+    for key, value in items:
+        kind = type(value)
+        if kind is str:
+            add(key=key).value.string_value = value[:MAX_VALUE_CHARS]
+        elif kind is int and -_INT64 <= value < _INT64:
+            add(key=key).value.int_value = value
+        elif kind is float:
+            add(key=key).value.double_value = value
+        elif kind is bool:
+            add(key=key).value.bool_value = value
+        else:
+            any_value = _any_value(value)
+            if any_value is not None:
+                add(key=key, value=any_value)
 
 
 class RecordEncoder:
@@ -276,27 +305,34 @@ def _add_span(add: Any, record: Record) -> None:
     s = _S
     start = record[s["start_ns"]]
     info = record[s["info"]]
+    if info is not None and not _is_mapping(info):
+        info = None
     attributes: dict[str, Any] = {}
-    if isinstance(info, Mapping) and info:
+    if info:
         _flatten(info, "", attributes, 0)
     thread = record[s["thread"]]
     if thread is not None:
         attributes.setdefault("thread.name", thread)
     items = list(attributes.items())
-    dropped = max(0, len(items) - MAX_ATTRIBUTES)
+    trace_id, span_id, parent_id = (
+        record[s["trace_id"]],
+        record[s["span_id"]],
+        record[s["parent_id"]],
+    )
     span = add(
-        trace_id=_id_bytes(record[s["trace_id"]], 16),
-        span_id=_id_bytes(record[s["span_id"]], 8),
-        parent_span_id=_id_bytes(record[s["parent_id"]], 8),
+        # Ints from the hot path (the common case) converted inline; hex via _id_bytes.
+        trace_id=trace_id.to_bytes(16, "big") if type(trace_id) is int else _id_bytes(trace_id, 16),
+        span_id=span_id.to_bytes(8, "big") if type(span_id) is int else _id_bytes(span_id, 8),
+        parent_span_id=(
+            parent_id.to_bytes(8, "big") if type(parent_id) is int else _id_bytes(parent_id, 8)
+        ),
         name=str(record[s["name"]]),
-        kind=span_kind(info if isinstance(info, Mapping) else None),
+        kind=span_kind(info),
         start_time_unix_nano=start,
         end_time_unix_nano=start + (record[s["duration_ns"]] or 0),
-        dropped_attributes_count=dropped,
+        dropped_attributes_count=max(0, len(items) - MAX_ATTRIBUTES),
     )
-    add_attribute = span.attributes.add
-    for kv in _key_values(items[:MAX_ATTRIBUTES], 0):
-        add_attribute(**kv)
+    _add_attributes(span.attributes.add, items[:MAX_ATTRIBUTES])
     error_type = record[s["error_type"]]
     error_message = record[s["error_message"]]
     if error_type is not None or error_message is not None:
@@ -304,12 +340,11 @@ def _add_span(add: Any, record: Record) -> None:
         span.status.message = str(error_message or error_type)[:MAX_VALUE_CHARS]
         event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
         if error_type is not None:
-            event.attributes.add(key="exception.type", value={"string_value": str(error_type)})
+            event.attributes.add(key="exception.type").value.string_value = str(error_type)
         if error_message is not None:
-            event.attributes.add(
-                key="exception.message",
-                value={"string_value": str(error_message)[:MAX_VALUE_CHARS]},
-            )
+            event.attributes.add(key="exception.message").value.string_value = str(error_message)[
+                :MAX_VALUE_CHARS
+            ]
 
 
 #: Fields of OTLP/JSON that hold ids: hex there, where protobuf's JSON mapping has base64.
