@@ -292,6 +292,14 @@ class HTTPPoster:
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """One request, retried on connection errors and transient statuses while there
         are attempts and time left; raises _Deadline when the time is up."""
+        try:
+            return self._post(path, body, headers)
+        except _Deadline:
+            # Out of time maybe mid-answer: this connection's state is unknown, drop it.
+            self.close()
+            raise
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         delay = FIRST_DELAY
         problem = ""
         retry_after: float | None = None
