@@ -27,6 +27,7 @@ SCRIPTS = (
     "bench_compat_phanos.py",
     "bench_scrape.py",
     "bench_persist.py",
+    "bench_otlp.py",
     "bench_limits.py",
     "bench_metrics.py",
     "bench_server.py",

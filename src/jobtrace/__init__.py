@@ -120,6 +120,7 @@ def configure(
     flush_timeout: float | None = None,
     profile: bool | None = None,
     sample_hz: float | None = None,
+    export: str | None = None,
 ) -> Settings:
     """Point this process's recording somewhere; nothing needs configuring for the default.
 
@@ -132,6 +133,9 @@ def configure(
     ``service`` names this process in traces (``jobtrace trace list --service``), like
     OpenTelemetry's ``service.name``; by default the name of the job it runs, else its
     script's name (``JOBTRACE_SERVICE`` sets it from outside).
+    ``export`` (``JOBTRACE_EXPORT``) sends a copy of what the store took to a second
+    destination, e.g. ``export="otlp+http://collector:4318"`` for an OpenTelemetry
+    collector (``""`` turns an exported environment setting off).
     """
     from jobtrace import _config
 
@@ -148,6 +152,7 @@ def configure(
         "trace_sample_rate": trace_sample_rate,
         "trace_max_spans": trace_max_spans,
         "reports_keep": reports_keep,
+        "export": export,
         "http_timeout": http_timeout,
         "spool_max_bytes": spool_max_bytes,
         "flush_timeout": flush_timeout,

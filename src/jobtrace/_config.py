@@ -7,6 +7,11 @@ Environment variables (all optional):
     ``postgresql://user@host/db``, ``http(s)://server:port``, ``amqp://user:pw@host/?queue=q``
     (a RabbitMQ queue that ``jobtrace consume`` drains), ``file:///path.jsonl`` or
     ``memory://name``.
+``JOBTRACE_EXPORT``
+    A second destination that gets a copy of every batch the store took, typically an
+    OpenTelemetry collector: ``otlp+http://collector:4318`` (spans and metrics over OTLP;
+    see :mod:`jobtrace.sinks.otlp`). It has its own buffer, spool and retries, so a
+    collector that is down or slow never holds up the store. Any sink URL works.
 ``JOBTRACE_DIR``
     jobtrace's local directory for the default store, reports and the spool
     (default ``./.jobtrace``, made absolute when settings are resolved).
@@ -94,6 +99,7 @@ from typing import Any, NamedTuple
 from jobtrace.errors import ConfigurationError
 
 ENV_URL = "JOBTRACE_URL"
+ENV_EXPORT = "JOBTRACE_EXPORT"
 ENV_DIR = "JOBTRACE_DIR"
 ENV_JOB_ID = "JOBTRACE_JOB_ID"
 ENV_EXPERIMENT = "JOBTRACE_EXPERIMENT"
@@ -183,6 +189,8 @@ class Settings(NamedTuple):
     memory: str = "approximate"
     profile: bool = True
     sample_hz: float = 100.0
+    #: A second sink URL that receives a copy of what the store took (``JOBTRACE_EXPORT``).
+    export: str | None = None
 
     @property
     def reports_dir(self) -> Path:
@@ -258,6 +266,10 @@ def normalize_url(url: str) -> str:
         if not path:
             raise ConfigurationError(f"store URL {url!r} has no file path")
         return f"file://{Path(path).expanduser().absolute()}"
+    if scheme.startswith("otlp+"):
+        from jobtrace.sinks.otlp import check_url
+
+        check_url(url)  # its options and OTEL_EXPORTER_OTLP_HEADERS, now rather than later
     return url
 
 
@@ -281,6 +293,7 @@ def resolve(
     memory: str | None = None,
     profile: bool | None = None,
     sample_hz: float | None = None,
+    export: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings: explicit arguments win, then environment variables, then defaults."""
@@ -295,6 +308,14 @@ def resolve(
         service=_service(service, env),
         enabled=(not disabled) if enabled is None else enabled,
     )
+    raw_export = (export if export is not None else env.get(ENV_EXPORT, "")).strip()
+    if raw_export:
+        settings = settings._replace(export=normalize_url(raw_export))
+        if settings.export == settings.url:
+            raise ConfigurationError(
+                f"the export URL {mask_url(raw_export)!r} is the store URL itself; "
+                f"set {ENV_EXPORT} to another destination (e.g. otlp+http://collector:4318)"
+            )
     if profile is None:
         profile = env.get(ENV_PROFILE, "").strip().lower() not in {"0", "false", "no", "off"}
     settings = settings._replace(profile=profile)
@@ -347,9 +368,9 @@ def current() -> Settings:
 def configure(**kwargs: Any) -> Settings:
     """Resolve new settings and point the process's recorder at them.
 
-    Records buffered before the call are flushed to the previous sink first. The store URL
-    and directory are also exported to ``os.environ``, so that processes this one starts
-    (subprocesses, spawned workers) record into the same place.
+    Records buffered before the call are flushed to the previous sink first. The store URL,
+    the export URL and the directory are also exported to ``os.environ``, so that
+    processes this one starts (subprocesses, spawned workers) record into the same place.
     """
     global _current
     settings = resolve(**kwargs)
@@ -357,6 +378,10 @@ def configure(**kwargs: Any) -> Settings:
         _current = settings
     os.environ[ENV_URL] = settings.url
     os.environ[ENV_DIR] = str(settings.directory)
+    if settings.export:
+        os.environ[ENV_EXPORT] = settings.export
+    else:
+        os.environ.pop(ENV_EXPORT, None)
     from jobtrace.recorder import get_recorder
 
     get_recorder().reconfigure(settings)

@@ -34,6 +34,10 @@ class ConfigurationError(JobtraceError, ValueError):
 class StoreError(JobtraceError):
     """A store could not be opened, migrated, read or written."""
 
+    #: Seconds the destination asked to wait before it is tried again (an HTTP server's
+    #: ``Retry-After``), or None: the recorder waits at least that long.
+    retry_after: float | None = None
+
 
 class StoreNotFoundError(StoreError):
     """A reader (``create=False``) was pointed at a SQLite file that does not exist."""

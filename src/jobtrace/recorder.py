@@ -24,6 +24,12 @@ mark, and hands each batch to the sink.
   write) to the spool, so everything recorded before it is delivered or on disk.
 - Exit: ``atexit`` flushes; SIGTERM and SIGINT flush, then chain to the handler the program
   had installed (or to the default action, so the exit status stays truthful).
+- Export (``JOBTRACE_EXPORT``, ``configure(export=…)``): every batch the sink took is
+  handed, the kinds the export's sink uses, to a second recorder for the export URL: its
+  own buffer, writer thread, spool and backoff, so a collector that is down or slow never
+  holds up the store, and the store being down means nothing is exported that it did not
+  take. Explicit flushes (:func:`flush`, exit, SIGTERM) flush the export after the store,
+  within the same time.
 - ``fork``: the child starts with an empty buffer and its own thread and sink connections,
   so nothing recorded before the fork is written twice; ``multiprocessing`` children flush
   when they exit too, although they leave through ``os._exit``.
@@ -53,7 +59,7 @@ from jobtrace._losses import Losses
 from jobtrace.backlog import Backlog, Batch, SpooledFile
 from jobtrace.errors import BatchRefusedError, one_line
 from jobtrace.model import JOB, Record
-from jobtrace.sinks import Sink, open_sink, write_batch
+from jobtrace.sinks import Sink, kinds_taken, open_sink, write_batch
 from jobtrace.spool import Spool
 
 #: The compiled ``record`` (an Appender), or None: then Recorder._record does the work.
@@ -90,6 +96,10 @@ class Recorder:
         self._previous_handlers: dict[int, Any] = {}
         self._mp_hooked = False
         self._held_for_fork = False
+        #: The export's recorder (settings.export), fed from _write.
+        self._export: Recorder | None = None
+        #: The record kinds this recorder's sink uses (None: all), when it is an export.
+        self._kinds: frozenset[str] | None = None
         self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         self._init_process_state()
         self._apply(settings)
@@ -141,6 +151,7 @@ class Recorder:
         self._interval = min(settings.flush_interval, settings.heartbeat_interval)
         self._spool = Spool(settings.spool_dir, settings.url, settings.spool_max_bytes)
         self._backlog.spool = self._spool
+        self._apply_export(settings)
         # Decide once: a disabled recorder's `record` is a no-op bound at configure time.
         if not settings.enabled:
             self.record = _record_nothing
@@ -150,6 +161,38 @@ class Recorder:
             self.record = self._appender
         else:
             self.record = self._record
+
+    def _apply_export(self, settings: Settings) -> None:
+        """Open, keep or replace the export's recorder for ``settings.export``."""
+        wanted = (
+            settings._replace(url=settings.export, export=None, install_signal_handlers=False)
+            if settings.export
+            else None
+        )
+        export = self._export
+        if export is not None and export.settings == wanted:
+            return
+        self._export = None
+        if export is not None:
+            export.close()  # flushed by reconfigure() already; this stops its thread
+        if wanted is not None:
+            export = Recorder(wanted)
+            export._kinds = kinds_taken(wanted.url)
+            self._export = export
+
+    @property
+    def export(self) -> Recorder | None:
+        """The recorder of the export URL (``JOBTRACE_EXPORT``), or None."""
+        return self._export
+
+    def forward(self, records: Sequence[Record]) -> None:
+        """Queue the records of a batch another recorder's sink took (those of the kinds
+        this recorder's sink uses): the export's entry. Never blocks, never raises."""
+        record = self.record
+        kinds = self._kinds
+        for rec in records:
+            if kinds is None or rec[0] in kinds:
+                record(rec)
 
     @property
     def settings(self) -> Settings:
@@ -356,10 +399,16 @@ class Recorder:
                     self._backlog.spill_until(target, self._chunk)
                 if not self._refresh_snapshots():
                     break
-            return done
         except Exception:  # a bug in a sink or the spool must not reach the caller
             log.exception("jobtrace: recorder flush failed")
-            return False
+            done = False
+        export = self._export
+        if retry and export is not None:
+            # An explicit flush (not the writer's tick): the export gets what the store just
+            # took, within the time left (none left: its spool keeps it for later).
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = export.flush(left) and done
+        return done
 
     def spool_if_down(self) -> None:
         """With the sink down, move what waits in memory to the spool now, as the exit
@@ -459,6 +508,9 @@ class Recorder:
             sink = self._sink = open_sink(self._settings.url)
         with _losses.attributing(self.losses):
             write_batch(sink, batch, batch_id)
+        export = self._export
+        if export is not None:
+            export.forward(batch)
 
     def _on_sink_failure(self, exc: BaseException) -> None:
         self._close_sink()
@@ -473,7 +525,9 @@ class Recorder:
             )
         else:
             self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
-        self._retry_at = now + self._retry_delay
+        # A server that said when to come back (HTTP Retry-After) is not asked sooner.
+        asked = getattr(exc, "retry_after", None) or 0.0
+        self._retry_at = now + max(self._retry_delay, asked)
 
     def _mark_up(self) -> None:
         log.warning(
@@ -570,6 +624,8 @@ class Recorder:
             if acquired:
                 self._close_sink()
         self._backlog.release()
+        if self._export is not None:
+            self._export.close()
 
     def _at_exit(self) -> None:
         if os.getpid() != self._pid:
@@ -583,13 +639,19 @@ class Recorder:
                     self._settings.flush_timeout,
                     self._spool.directory,
                 )
-            self._closed = True
-            with self._locked(0) as acquired:
-                if acquired:
-                    self._close_sink()
-            self._backlog.release()
+            self._finish()
         except Exception:
             log.exception("jobtrace: final flush failed")
+
+    def _finish(self) -> None:
+        """After the exit flush: stop, close the sinks, let go of the spool."""
+        self._closed = True
+        with self._locked(0) as acquired:
+            if acquired:
+                self._close_sink()
+        self._backlog.release()
+        if self._export is not None:
+            self._export._finish()
 
     def _before_fork(self) -> None:
         # The writer opens its sink under the write lock, importing the sink's modules the
@@ -599,6 +661,8 @@ class Recorder:
         # program's fork for long, and a write is then more likely I/O than an import).
         if self._lock_owner != threading.get_ident():
             self._held_for_fork = self._write_lock.acquire(timeout=_FORK_WAIT)
+        if self._export is not None:
+            self._export._before_fork()
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None and not self._mp_hooked:
             # multiprocessing children leave through os._exit, skipping atexit; its own
@@ -616,6 +680,8 @@ class Recorder:
         if self._held_for_fork:
             self._held_for_fork = False
             self._write_lock.release()
+        if self._export is not None:
+            self._export._after_fork_in_parent()
 
     def _after_fork_in_child(self) -> None:
         self._held_for_fork = False  # the child gets a lock of its own
@@ -625,6 +691,8 @@ class Recorder:
         if after_fork is not None:
             # Drop inherited connections without closing the parent's sockets.
             after_fork()
+        if self._export is not None:
+            self._export._after_fork_in_child()
 
 
 _lock = threading.Lock()

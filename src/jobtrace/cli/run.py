@@ -180,6 +180,13 @@ class _RunCommand(click.Command):
     help="Profile samples per second [default: $JOBTRACE_SAMPLE_HZ, else 100].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary line at the end.")
+@click.option(
+    "--export",
+    "export_url",
+    metavar="URL",
+    help="Also send the job's spans and metrics to URL, e.g. otlp+http://collector:4318 "
+    "[default: $JOBTRACE_EXPORT].",
+)
 @record_store_option
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="[SCRIPT] [ARGS]...")
 def run(
@@ -195,6 +202,7 @@ def run(
     no_profile: bool,
     sample_hz: float | None,
     quiet: bool,
+    export_url: str | None,
     store_url: str | None,
     target: tuple[str, ...],
 ) -> None:
@@ -227,7 +235,7 @@ def run(
             fail(f"can't open file {str(path.absolute())!r}: {reason}", 2)
     try:
         # Also exports the store URL, so child processes record into the same store.
-        settings = _config.configure(url=store_url, experiment=experiment)
+        settings = _config.configure(url=store_url, experiment=experiment, export=export_url)
         job = Job(
             name or module or Path(script or "job").stem,
             experiment=settings.experiment,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from jobtrace import _losses
@@ -28,11 +28,13 @@ __all__ = [
     "BatchIdSink",
     "Sink",
     "count_refused",
+    "kinds_taken",
     "known_schemes",
     "open_sink",
     "refused_records",
     "register_sink",
     "scheme_of",
+    "sink_class",
 ]
 
 
@@ -66,6 +68,8 @@ _REGISTRY: dict[str, str] = {
     "https": "jobtrace.sinks.http:HTTPSink",
     "amqp": "jobtrace.sinks.amqp:AMQPSink",
     "amqps": "jobtrace.sinks.amqp:AMQPSink",
+    "otlp+http": "jobtrace.sinks.otlp:OTLPSink",
+    "otlp+https": "jobtrace.sinks.otlp:OTLPSink",
 }
 
 
@@ -99,12 +103,24 @@ def sink_module(url: str) -> str:
     return _REGISTRY[scheme_of(url)].partition(":")[0]
 
 
+def sink_class(url: str) -> Callable[[str], Sink]:
+    """Import the scheme's module; the class that implements ``url``'s sink."""
+    module_name, _, class_name = _REGISTRY[scheme_of(url)].partition(":")
+    found: Callable[[str], Sink] = getattr(importlib.import_module(module_name), class_name)
+    return found
+
+
 def open_sink(url: str) -> Sink:
     """Import the scheme's module and open a sink for ``url``."""
-    module_name, _, class_name = _REGISTRY[scheme_of(url)].partition(":")
-    sink_class = getattr(importlib.import_module(module_name), class_name)
-    sink: Sink = sink_class(url)
+    sink: Sink = sink_class(url)(url)
     return sink
+
+
+def kinds_taken(url: str) -> frozenset[str] | None:
+    """The record kinds ``url``'s sink uses (its ``kinds`` attribute), or None: every kind.
+    An export queues only these (an OTLP collector has no use for profiles)."""
+    kinds: frozenset[str] | None = getattr(sink_class(url), "kinds", None)
+    return kinds
 
 
 _refused: dict[str, int] = {}

@@ -27,8 +27,10 @@ server skips those it has. A server slower than the timeout still makes progress
 it was committing is acknowledged as a duplicate on the replay.
 
 - Connection errors, 5xx and 429: retried (:data:`ATTEMPTS` at most, with a short
-  exponential backoff) while time is left; a request that timed out is not retried here
-  (the server may still be working on it): the recorder's replay does that, later.
+  exponential backoff, or after the server's ``Retry-After`` when that is longer) while
+  time is left (:class:`HTTPPoster`, which the ``otlp+http://`` sink uses too); a request
+  that timed out is not retried here (the server may still be working on it): the
+  recorder's replay does that, later, and no sooner than a ``Retry-After`` asked.
 - 413 (the body is over the server's limit): the batch is halved, each half sent under an
   id derived from the batch's, until it fits; a single record too large by itself is
   dropped (counted and logged, as above).
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import os
 import socket
 import time
@@ -71,10 +74,16 @@ __all__ = [
     "ATTEMPTS",
     "BATCHES_PATH",
     "CONNECT_TIMEOUT",
+    "MAX_DELAY",
+    "MAX_RETRY_AFTER",
     "REQUEST_RECORDS",
     "WRITE_TIMEOUT",
+    "Answer",
+    "HTTPPoster",
     "HTTPSink",
+    "deadline_error",
     "encode_batch",
+    "parse_retry_after",
 ]
 
 log = logging.getLogger("jobtrace.sinks.http")
@@ -91,8 +100,13 @@ WRITE_TIMEOUT = _config.DEFAULT_HTTP_TIMEOUT
 CONNECT_TIMEOUT = 2.0
 #: Most attempts per request (each also limited by the time left).
 ATTEMPTS = 4
-#: First pause between attempts (doubled after each).
+#: First pause between attempts (doubled after each, up to MAX_DELAY).
 FIRST_DELAY = 0.1
+#: Longest pause between two attempts of one request, unless the server's Retry-After asks
+#: for longer (the write's time still bounds it: past that, the recorder retries later).
+MAX_DELAY = 2.0
+#: Longest Retry-After honoured: a server asking for more is retried after this many seconds.
+MAX_RETRY_AFTER = 300.0
 #: Most records per request. At the slowest server ingest measured (~8,000 spans/s) this is
 #: well under a second of work, so a healthy server always answers within WRITE_TIMEOUT.
 REQUEST_RECORDS = 5_000
@@ -119,33 +133,6 @@ def encode_batch(batch_id: str, records: Sequence[Record]) -> bytes:
         return orjson.dumps(body, default=repr, option=option)
 
 
-class _Deadline(Exception):
-    """The write's time ran out."""
-
-
-class _Server(NamedTuple):
-    """One server of the sink's URL list."""
-
-    url: str
-    https: bool
-    host: str
-    port: int | None
-    path: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Server:
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigurationError(
-                f"server URL {mask_url(url)!r} needs a host, e.g. http://127.0.0.1:8000 "
-                "(several servers: comma-separated URLs)"
-            )
-        if parts.query or parts.fragment:
-            raise ConfigurationError(f"server URL {mask_url(url)!r} must not have a query")
-        path = parts.path.rstrip("/") + BATCHES_PATH
-        return cls(url, parts.scheme == "https", parts.hostname, parts.port, path)
-
-
 class HTTPSink:
     """Posts batches to a jobtrace server over one keep-alive connection; given several
     servers (comma-separated URLs), fails over to the next when one does not answer."""
@@ -153,12 +140,20 @@ class HTTPSink:
     accepts_batch_id: ClassVar[bool] = True
 
     def __init__(self, url: str, *, timeout: float | None = None) -> None:
+        urls = [part.strip() for part in url.split(",")]
+        for part in urls:
+            parts = urlsplit(part)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ConfigurationError(
+                    f"server URL {mask_url(part)!r} needs a host, e.g. http://127.0.0.1:8000 "
+                    "(several servers: comma-separated URLs)"
+                )
+            if parts.query or parts.fragment:
+                raise ConfigurationError(f"server URL {mask_url(part)!r} must not have a query")
         self.url = url
-        #: The servers, in the order given; the sink stays with one while it answers.
-        self.servers = [_Server.parse(part.strip()) for part in url.split(",")]
-        self._server = 0
         #: Most seconds one write() may take (the ``http_timeout`` setting unless given).
         self.timeout = _config.current().http_timeout if timeout is None else timeout
+        self._poster = HTTPPoster(urls)
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -168,8 +163,6 @@ class HTTPSink:
         token = os.environ.get(ENV_TOKEN, "").strip()
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._conn: http.client.HTTPConnection | None = None
-        self._deadline = 0.0
         #: Records dropped because the server refused them for good.
         self.rejected = 0
         self._logged: set[tuple[Any, Any]] = set()
@@ -181,7 +174,7 @@ class HTTPSink:
         if not records:
             return
         batch_id = batch_id or time_ordered_id()
-        self._deadline = time.monotonic() + self.timeout
+        self._poster.begin(self.timeout)
         try:
             if len(records) <= REQUEST_RECORDS:
                 self._send(list(records), batch_id)
@@ -191,21 +184,19 @@ class HTTPSink:
             for part, start in enumerate(range(0, len(records), REQUEST_RECORDS)):
                 self._send(list(records[start : start + REQUEST_RECORDS]), f"{batch_id}/{part}")
         except _Deadline as exc:
-            self.close()
-            raise StoreError(
-                f"{mask_url(self.url)} did not take the batch within {self.timeout:g} s "
-                f"({exc}); set {ENV_HTTP_TIMEOUT} to wait longer"
-            ) from None
+            raise deadline_error(self.url, self.timeout, exc) from None
+
+    @property
+    def servers(self) -> list[_Server]:
+        """The servers, in the order given; the sink stays with one while it answers."""
+        return self._poster.servers
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._poster.close()
 
     def after_fork(self) -> None:
-        """Forget the parent's connection (closing our copy of its socket is harmless,
-        but the child must not speak on it)."""
-        self._conn = None
+        """Forget the parent's connection (the child must not speak on it)."""
+        self._poster.after_fork()
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -257,32 +248,128 @@ class HTTPSink:
         )
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
-        """One request, retried on connection errors and transient statuses while there
-        are attempts and time left; raises _Deadline when the time is up."""
+        answer = self._poster.post(BATCHES_PATH, body, self._headers)
+        return answer.status, answer.body
+
+
+class Answer(NamedTuple):
+    """A server's final answer to one POST (after the retries :class:`HTTPPoster` made)."""
+
+    status: int
+    body: bytes
+    #: Seconds the server asked to wait (``Retry-After``), or None.
+    retry_after: float | None
+
+
+class _Deadline(Exception):
+    """The write's time ran out (``retry_after``: what the server last asked to wait)."""
+
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after = retry_after
+
+
+class _Server(NamedTuple):
+    """One server of a poster's list: where to connect, and the path its URL starts with."""
+
+    url: str
+    https: bool
+    host: str
+    port: int | None
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> _Server:
+        parts = urlsplit(url)
+        return cls(
+            url,
+            parts.scheme.endswith("https"),
+            parts.hostname or "",
+            parts.port,
+            parts.path.rstrip("/"),
+        )
+
+
+class HTTPPoster:
+    """POSTs to a server over one keep-alive connection, for a sink's writes.
+
+    Given several servers (of one store), it stays with one while it answers and moves on
+    to the next, at once, when it fails (a connection error, a retried status, no answer in
+    time); the pause below comes once every server failed in turn.
+
+    Each request is retried on connection errors and on ``retry_statuses`` while attempts
+    (:data:`ATTEMPTS`) and the write's time (:meth:`begin`) are left, after a pause that
+    doubles from :data:`FIRST_DELAY` up to :data:`MAX_DELAY`, or longer when the server's
+    ``Retry-After`` asks for it. Past the time, :class:`_Deadline` is raised; out of attempts,
+    :class:`~jobtrace.errors.StoreError` (both carry the last ``Retry-After``, so the
+    recorder waits at least that long before its next try). The transport the ``http://``
+    and ``otlp+http://`` sinks share; only the writer thread uses it.
+    """
+
+    def __init__(
+        self, urls: str | Sequence[str], *, retry_statuses: frozenset[int] = _RETRY_STATUSES
+    ) -> None:
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        self.url = ",".join(urls)
+        #: The servers, in the order given; posts go to ``servers[self.current]``.
+        self.servers = [_Server.parse(url) for url in urls]
+        self.current = 0
+        self._retry_statuses = retry_statuses
+        self._conn: http.client.HTTPConnection | None = None
+        self._deadline = 0.0
+
+    def begin(self, timeout: float) -> None:
+        """Start a write that may take ``timeout`` seconds, every request and retry included."""
+        self._deadline = time.monotonic() + timeout
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def after_fork(self) -> None:
+        """Forget the parent's connection (closing our copy of its socket is harmless,
+        but the child must not speak on it)."""
+        self._conn = None
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """One request to ``path`` (under the server URL's own path), retried on connection
+        errors and transient statuses while there are attempts and time left; raises
+        _Deadline when the time is up."""
+        try:
+            return self._post(path, body, headers)
+        except _Deadline:
+            # Out of time maybe mid-answer: this connection's state is unknown, drop it.
+            self.close()
+            raise
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         delay = FIRST_DELAY
         problem = ""
+        retry_after: float | None = None
         attempt = 0
         failed = 0  # servers that failed one after the other in this round
         while attempt < ATTEMPTS:
             reused = self._conn is not None
             try:
                 conn = self._connection()
-                conn.request("POST", self.servers[self._server].path, body, self._headers)
+                conn.request("POST", self.servers[self.current].prefix + path, body, headers)
                 _set_timeout(conn, self._remaining())
                 response = conn.getresponse()
                 _set_timeout(conn, self._remaining())
                 data = response.read()
-                if response.status not in _RETRY_STATUSES:
+                retry_after = parse_retry_after(response.getheader("Retry-After"))
+                if response.status not in self._retry_statuses:
                     if response.will_close:
                         self.close()
-                    return response.status, data
+                    return Answer(response.status, data, retry_after)
                 problem = f"HTTP {response.status}"
                 self.close()
             except TimeoutError as exc:
                 # The server took the request and did not answer in time: it may still be
                 # storing it. Sending it again now would only queue a second copy behind
-                # the first; the recorder replays it later under the same id.
-                self._fail_over()  # the replay goes to the next server, if any
+                # the first; the recorder replays it later (to the next server, if any).
+                self._fail_over()
                 raise _Deadline(f"no answer: {exc or 'timed out'}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
@@ -292,7 +379,7 @@ class HTTPSink:
                     # Resending is safe: the batch id makes the request idempotent.
                     attempt += 1
                     continue
-            # The batch id makes the request idempotent on any server of one store: a
+            # A sink's batch id makes the request idempotent on any server of one store: a
             # server that died after committing it answers the resend as a duplicate.
             self._fail_over()
             failed += 1
@@ -301,16 +388,20 @@ class HTTPSink:
             failed = 0
             attempt += 1
             if attempt < ATTEMPTS:
-                if self._remaining() <= delay:
-                    raise _Deadline(problem)
-                time.sleep(delay)
-                delay *= 2
-        raise StoreError(f"cannot reach {mask_url(self.url)}: {problem}")
+                # The server's Retry-After wins over our backoff when it asks for longer.
+                pause = max(delay, retry_after or 0.0)
+                if self._remaining() <= pause:
+                    raise _Deadline(problem, retry_after)
+                time.sleep(pause)
+                delay = min(delay * 2, MAX_DELAY)
+        error = StoreError(f"cannot reach {mask_url(self.url)}: {problem}")
+        error.retry_after = retry_after
+        raise error
 
     def _fail_over(self) -> None:
         """Close the connection and move on to the next server (with one: the same)."""
         self.close()
-        self._server = (self._server + 1) % len(self.servers)
+        self.current = (self.current + 1) % len(self.servers)
 
     def _remaining(self) -> float:
         left = self._deadline - time.monotonic()
@@ -322,7 +413,7 @@ class HTTPSink:
         conn = self._conn
         if conn is None:
             timeout = min(CONNECT_TIMEOUT, self._remaining())
-            server = self.servers[self._server]
+            server = self.servers[self.current]
             if server.https:
                 import ssl
 
@@ -342,10 +433,42 @@ class HTTPSink:
         return conn
 
 
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date), or None;
+    never negative, at most :data:`MAX_RETRY_AFTER`."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def _set_timeout(conn: http.client.HTTPConnection, seconds: float) -> None:
     sock: socket.socket | None = conn.sock
     if sock is not None:
         sock.settimeout(seconds)
+
+
+def deadline_error(url: str, timeout: float, exc: _Deadline) -> StoreError:
+    """The error a sink raises when a write ran out of time, carrying the server's last
+    ``Retry-After`` for the recorder's next try."""
+    error = StoreError(
+        f"{mask_url(url)} did not take the batch within {timeout:g} s "
+        f"({exc}); set {ENV_HTTP_TIMEOUT} to wait longer"
+    )
+    error.retry_after = exc.retry_after
+    return error
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
