@@ -30,7 +30,9 @@ from tests.pg_private import PrivateDatabase
 
 __all__ = ["amqp_queue"]
 
-pytestmark = pytest.mark.rabbitmq
+# Each moves 120,000 records or more through a broker, a consumer and a store, some with
+# restarts: minutes on a loaded machine, past the suite's default timeout.
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(600)]
 
 BATCHES, SIZE = 120, 1_000
 
