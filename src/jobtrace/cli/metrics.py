@@ -21,8 +21,8 @@ from jobtrace.cli.jobs import local_time
 from jobtrace.model import encode_float
 
 if TYPE_CHECKING:
-    from jobtrace.store import Store
     from jobtrace.store.metrics import MetricPoint, MetricSummary
+    from jobtrace.store.reader import Reader
 
 #: Columns taken by the chart's y-axis labels and their separator.
 _AXIS_WIDTH = 12
@@ -118,7 +118,7 @@ def show_metrics(
             _show_history(store, job, name, height, max_points, as_json)
 
 
-def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
+def _show_latest(store: Reader, job: dict[str, Any], as_json: bool) -> None:
     points = store.latest_metrics(job["id"])
     if as_json:
         print_json({"jobId": job["id"], "metrics": [point_json(p) for p in points]})
@@ -142,7 +142,7 @@ def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
 
 
 def _show_history(
-    store: Store,
+    store: Reader,
     job: dict[str, Any],
     name: str,
     height: int,
