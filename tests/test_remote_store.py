@@ -4,6 +4,9 @@ from the JSON-lines file the records were first written to."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ from jobtrace.store.paging import Page
 from jobtrace.store.reader import Reader, open_reader
 from jobtrace.store.remote import RemoteStore
 from jobtrace.wire import experiment_out, job_metrics_out, job_out, metric_summary_out, point_out
-from tests.cli_helpers import jobtrace_cli
+from tests.cli_helpers import cli_env, jobtrace_cli
 from tests.server_helpers import assert_error, free_port, thread_server
 
 #: More metric points and batch items than one API page holds (1000): reads must page.
@@ -464,3 +467,24 @@ def test_route_summarises_a_metric(http: httpx.Client, recorded: Recorded) -> No
     with Store(recorded.sqlite) as store:
         assert summary == metric_summary_out(store.metric_summary(recorded.job, "odd/name"))
     assert_error(http.get("/jobs/nosuch/metrics/loss/summary"), 404)
+
+
+# -- the README ------------------------------------------------------------------------------
+
+
+def test_the_readme_reading_snippets_run_verbatim(recorded: Recorded, tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Reading from a server or a file", 1)[1].split("\n### ", 1)[0]
+    shell = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copy(recorded.jsonl.removeprefix("file://"), tmp_path / "records.jsonl")
+    env = cli_env(
+        tmp_path / ".jobtrace", JOBTRACE_URL=recorded.server, JOBTRACE_TOKEN=recorded.token
+    )
+    for command in (["bash", "-euo", "pipefail", "-c", shell], [sys.executable, "-c", python]):
+        result = subprocess.run(
+            command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert recorded.job in result.stdout
+    assert f"{recorded.job} train {STEPS} {1 / STEPS}" in result.stdout
