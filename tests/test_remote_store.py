@@ -314,6 +314,28 @@ def test_remote_store_returns_the_store_types_and_values(
     assert profile_to_json(profile) == profile_to_json(local.job_profile(job))
 
 
+def test_a_server_on_either_database_answers_as_the_database(
+    recorded: Recorded, store_url: str
+) -> None:
+    with Store(store_url) as local:
+        local.write_partial(list(read_lines(Path(recorded.jsonl.removeprefix("file://")))))
+        with thread_server(store_url) as url, open_reader(url) as remote:
+            assert wire(remote.get_job(recorded.job_prefix)) == wire(local.get_job(recorded.job))
+            summary, stored = (
+                remote.batch_summary(recorded.batch),
+                local.batch_summary(recorded.batch),
+            )
+            assert summary is not None and stored is not None
+            assert summary.to_dict() == stored.to_dict()
+            assert remote.list_items(recorded.batch, status="error", limit=50) == (
+                local.list_items(recorded.batch, status="error", limit=50)
+            )
+            assert wire(remote.metric_summary(recorded.job, "loss")) == wire(
+                local.metric_summary(recorded.job, "loss")
+            )
+            assert remote.get_trace(recorded.trace[:6]) == local.get_trace(recorded.trace)
+
+
 def test_remote_store_pages_past_the_servers_longest_page(
     readers: tuple[Reader, Reader], recorded: Recorded
 ) -> None:

@@ -204,9 +204,9 @@ def job_metrics_in(doc: dict[str, Any]) -> JobMetrics:
 
 
 def metric_summary_out(summary: MetricSummary) -> dict[str, Any]:
-    """A metric's history in figures (``GET …/metrics/{name}/summary``)."""
+    """A metric's history in figures (``GET …/metrics/{name}/summary``, and the
+    ``summary`` of ``jobtrace metrics show JOB NAME --json``)."""
     return {
-        "name": summary.name,
         "count": summary.count,
         "firstStep": summary.first_step,
         "lastStep": summary.last_step,
@@ -218,13 +218,14 @@ def metric_summary_out(summary: MetricSummary) -> dict[str, Any]:
     }
 
 
-def metric_summary_in(doc: dict[str, Any]) -> MetricSummary:
-    """The :class:`~jobtrace.store.metrics.MetricSummary` :func:`metric_summary_out` wrote."""
+def metric_summary_in(doc: dict[str, Any], name: str) -> MetricSummary:
+    """The :class:`~jobtrace.store.metrics.MetricSummary` of metric ``name`` that
+    :func:`metric_summary_out` wrote."""
     from jobtrace.store.metrics import MetricSummary
 
     latest = doc.get("latest")
     return MetricSummary(
-        name=doc["name"],
+        name=name,
         count=int(doc["count"]),
         first_step=doc.get("firstStep"),
         last_step=doc.get("lastStep"),

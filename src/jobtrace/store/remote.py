@@ -242,7 +242,8 @@ class RemoteStore:
 
     def metric_summary(self, job_id: str, name: str) -> MetricSummary:
         """Count, step range, min/max and NaN/Inf counts of a metric's history."""
-        return metric_summary_in(self._get(self._path("jobs", job_id, "metrics", name, "summary")))
+        path = self._path("jobs", job_id, "metrics", name, "summary")
+        return metric_summary_in(self._get(path), name)
 
     def experiment_metrics(
         self,
