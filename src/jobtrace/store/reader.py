@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from jobtrace.store.core import Store
     from jobtrace.store.remote import RemoteStore
 
-__all__ = ["DATABASE_SCHEMES", "SERVER_SCHEMES", "Reader", "open_reader", "scheme"]
+__all__ = ["DATABASE_SCHEMES", "Reader", "SERVER_SCHEMES", "open_reader", "scheme"]
 
 #: Stores a server can run on (and so hold its tokens, and be migrated).
 DATABASE_SCHEMES: Final = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
