@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobtrace import model
-from jobtrace.errors import StoreError
+from jobtrace.errors import QueryError, StoreError
 from jobtrace.store import Store, schema
 from jobtrace.store.migrate import MIGRATIONS_DIR
 from jobtrace.store.versions import HEAD, VERSION_TABLE
@@ -228,7 +228,7 @@ def test_get_job_accepts_a_unique_prefix(store: Store) -> None:
     store.write([job_record("01abc"), job_record("01abd"), job_record("02x")])
     assert store.get_job("02", now=time.time())["id"] == "02x"  # type: ignore[index]
     assert store.get_job("zzz") is None
-    with pytest.raises(StoreError, match="ambiguous"):
+    with pytest.raises(QueryError, match="ambiguous"):
         store.get_job("01ab")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from jobtrace.errors import StoreError
+from jobtrace.errors import QueryError, StoreError
 from jobtrace.model import FIELDS, SPAN
 from jobtrace.report.traces import (
     build_tree,
@@ -114,7 +114,7 @@ def test_get_trace_accepts_a_unique_prefix(store: Store) -> None:
 
 def test_get_trace_refuses_an_ambiguous_prefix(store: Store) -> None:
     store.write([record(s) for s in three_traces()])
-    with pytest.raises(StoreError, match="ambiguous"):
+    with pytest.raises(QueryError, match="ambiguous"):
         store.get_trace("01907a")
 
 

@@ -480,9 +480,7 @@ class TracesCollection(_Collection):
         self, page_length: int = 100, job_id: str | None = None, **search: Any
     ) -> Iterator[JSONDict]:
         """Every matching trace summary, page by page (``search`` as for :meth:`get`)."""
-        return self._client.iter_items(
-            self.get(page_length=page_length, job_id=job_id, **search)
-        )
+        return self._client.iter_items(self.get(page_length=page_length, job_id=job_id, **search))
 
     def get_by_id(self, trace_id: str) -> JSONDict:
         """Every span of one trace (``{"traceId": …, "spans": […]}``)."""

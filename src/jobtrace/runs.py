@@ -22,9 +22,9 @@ from jobtrace import model
 from jobtrace.errors import QueryError
 
 if TYPE_CHECKING:
-    from jobtrace.store import Store
     from jobtrace.store.metrics import JobMetrics
     from jobtrace.store.paging import Page
+    from jobtrace.store.reader import Reader
 
 __all__ = ["RUN_FIELDS", "Column", "column_value", "parse_columns", "search_runs"]
 
@@ -152,7 +152,7 @@ def search_runs(
     query: str | None = None,
     *,
     experiment: str | None = None,
-    store: str | Store | None = None,
+    store: str | Reader | None = None,
     columns: str | Sequence[str] | None = None,
     max_results: int | None = 1000,
     order_by: str | Sequence[str] | None = None,
@@ -170,8 +170,8 @@ def search_runs(
     ``"metrics.loss < 0.5 AND params.lr = '0.1'"``. ``order_by`` is one field, MLflow's
     way: ``"metrics.loss"`` or ``["metrics.loss DESC"]`` (a job field, a metric, a param
     or a tag; default newest first). At most ``max_results`` rows (None: every match).
-    ``store`` is a store URL or an open :class:`~jobtrace.store.Store` (default: the one
-    ``jobtrace.configure``/``JOBTRACE_URL`` names).
+    ``store`` is a store URL (a database, a jobtrace server or a JSON-lines file) or an open
+    store (default: the one ``jobtrace.configure``/``JOBTRACE_URL`` names).
 
     Example::
 
@@ -185,7 +185,7 @@ def search_runs(
     chosen = None if columns is None else parse_columns(columns)
     sort_by, descending = _order(order_by)
 
-    def read(reader: Store) -> Page[JobMetrics]:
+    def read(reader: Reader) -> Page[JobMetrics]:
         return reader.find_job_metrics(
             experiment=experiment,
             search=query,
@@ -195,10 +195,9 @@ def search_runs(
         )
 
     if store is None or isinstance(store, str):
-        from jobtrace import _config
-        from jobtrace.store import Store
+        from jobtrace.store.reader import open_reader
 
-        with Store(_config.resolve(url=store).url, create=False) as opened:
+        with open_reader(store) as opened:
             page = read(opened)
     else:
         page = read(store)

@@ -321,7 +321,7 @@ class Spool:
         read at all (a damaged JSON line is logged and skipped)."""
         name = path.name.split(_CLAIM, 1)[0]
         if name.endswith(_JSONL):
-            return list(_read_lines(path))
+            return list(read_lines(path))
         return _decode(path.read_bytes())
 
     @staticmethod
@@ -490,7 +490,9 @@ def _count(path: Path) -> int | None:
     return int(_HEADER.unpack(head)[1])
 
 
-def _read_lines(path: Path) -> Iterator[Record]:
+def read_lines(path: Path) -> Iterator[Record]:
+    """The records of a JSON-lines file (a spool's, or a ``file://`` sink's), one at a
+    time; a damaged line is logged and skipped."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

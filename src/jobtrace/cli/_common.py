@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from jobtrace.errors import JobtraceError
+from jobtrace.store.reader import DATABASE_SCHEMES, scheme
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from jobtrace.store import Store
+    from jobtrace.store.reader import Reader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +26,8 @@ store_option = click.option(
     metavar="URL",
     envvar="JOBTRACE_URL",
     show_envvar=True,
-    help="Store to use: sqlite:///path.db or postgresql://… "
+    help="Store to read: sqlite:///path.db, postgresql://…, http(s)://host:port (a jobtrace "
+    "serve; JOBTRACE_TOKEN is sent) or file:///path.jsonl (what the file sink wrote) "
     "[default: sqlite:///$JOBTRACE_DIR/jobtrace.db, JOBTRACE_DIR defaulting to ./.jobtrace]",
 )
 
@@ -64,17 +67,13 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: Stores a server can run on (and so hold its tokens).
-DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
-
-
 def database_url(store_url: str | None, command: str) -> str:
     """The store URL resolved as every command does, or a one-line error naming
     ``command`` if it is not a database (e.g. an http:// JOBTRACE_URL)."""
     from jobtrace import _config
 
     url = _config.resolve(url=store_url).url
-    if url.split("://", 1)[0].lower() not in DATABASE_SCHEMES:
+    if scheme(url) not in DATABASE_SCHEMES:
         fail(
             f"{command} needs a database store (--store sqlite:///… or postgresql://…), "
             f"not {_config.mask_url(url)!r}"
@@ -94,14 +93,21 @@ def plain_console() -> Console:
     return Console(emoji=False, highlight=False, markup=False)
 
 
-def open_store(url: str | None) -> Store:
-    """Open the store for reading (a missing SQLite file is an error, not a new store);
-    use it as ``with open_store(url) as store:`` so it is closed."""
-    from jobtrace import _config
+def open_store(url: str | None) -> Reader:
+    """Open the store for reading, from a database, a server or a JSON-lines file (see
+    :func:`~jobtrace.store.reader.open_reader`); use it as ``with open_store(url) as
+    store:`` so it is closed."""
+    from jobtrace.store.reader import open_reader
+
+    return open_reader(url)
+
+
+def open_database(url: str | None, command: str) -> Store:
+    """Open a database store (not a server, not a file) that must exist, for ``command``
+    (admin commands: tokens); a one-line error for any other URL."""
     from jobtrace.store import Store
 
-    settings = _config.resolve(url=url)
-    return Store(settings.url, create=False)
+    return Store(database_url(url, command), create=False)
 
 
 def json_bytes(data: Any, *, indent: bool = True) -> bytes:

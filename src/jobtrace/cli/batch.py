@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from jobtrace.batch.summary import BatchSummary
-    from jobtrace.store import Store
+    from jobtrace.store.reader import Reader
 
 from jobtrace.cli._common import (
     fail,
@@ -47,7 +47,7 @@ def batch() -> None:
     """
 
 
-def _resolve(store: Store, batch_id: str) -> str:
+def _resolve(store: Reader, batch_id: str) -> str:
     full_id = store.resolve_batch_id(batch_id)
     if full_id is None:
         fail(f"no batch {batch_id!r} in {store.safe_url}")

@@ -27,8 +27,8 @@ from jobtrace.report.result import human_duration
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from jobtrace.store import Store
     from jobtrace.store.metrics import MetricSummary
+    from jobtrace.store.reader import Reader
 
 __all__ = ["compare"]
 
@@ -131,7 +131,7 @@ def compare(
             _print_overlay(store, jobs, name, height)
 
 
-def _resolve(store: Store, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+def _resolve(store: Reader, job_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The jobs named (ids or unique prefixes), each once, in the order given."""
     jobs: dict[str, dict[str, Any]] = {}
     for job_id in job_ids:
@@ -264,7 +264,7 @@ def _best_index(values: Sequence[float | None], maximize: bool) -> int | None:
     return next(i for v, i in numbers if v == value)
 
 
-def _print_overlay(store: Store, jobs: Sequence[dict[str, Any]], name: str, height: int) -> None:
+def _print_overlay(store: Reader, jobs: Sequence[dict[str, Any]], name: str, height: int) -> None:
     from rich.text import Text
 
     from jobtrace.cli.chart import render_overlay

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobtrace.cli._common import handle_errors, store_option
+from jobtrace.cli._common import database_url, handle_errors, store_option
 
 
 @click.group()
@@ -17,11 +17,9 @@ def db() -> None:
 @handle_errors
 def upgrade(store_url: str | None) -> None:
     """Create the store if needed and apply pending schema migrations."""
-    from jobtrace import _config
     from jobtrace.store import Store
 
-    settings = _config.resolve(url=store_url)
-    with Store(settings.url, migrate=False) as store:
+    with Store(database_url(store_url, "jobtrace db upgrade"), migrate=False) as store:
         before = store.revision()
         after = store.upgrade()
     if before == after:

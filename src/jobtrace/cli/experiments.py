@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jobtrace._clock import iso
 from jobtrace.cli._common import (
     handle_errors,
     json_option,
@@ -16,20 +15,18 @@ from jobtrace.cli._common import (
     store_option,
 )
 from jobtrace.cli.jobs import local_time
+from jobtrace.wire import experiment_out
 
 if TYPE_CHECKING:
     from jobtrace.store.experiments import Experiment
 
 
 def experiment_json(experiment: Experiment) -> dict[str, Any]:
-    """An experiment as JSON, with its creation time as ISO-8601."""
-    return {
-        "name": experiment.name,
-        "description": experiment.description,
-        "tags": experiment.tags,
-        "createdAt": iso(experiment.created_at),
-        "jobCount": experiment.job_count,
-    }
+    """An experiment as JSON: the API's form (creation time as ISO-8601) without its ``id``,
+    which is the name again."""
+    out = experiment_out(experiment)
+    del out["id"]
+    return out
 
 
 @click.group()

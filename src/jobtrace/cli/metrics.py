@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jobtrace._clock import iso
 from jobtrace.cli._common import (
     fail,
     handle_errors,
@@ -19,6 +18,7 @@ from jobtrace.cli._common import (
 )
 from jobtrace.cli.jobs import local_time
 from jobtrace.model import encode_float
+from jobtrace.wire import metric_summary_out, point_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from jobtrace.store import Store
-    from jobtrace.store.metrics import MetricPoint, MetricSummary
+    from jobtrace.store.reader import Reader
 
 #: Columns taken by the chart's y-axis labels and their separator.
 _AXIS_WIDTH = 12
@@ -40,34 +39,6 @@ def format_value(value: float | None) -> str:
     if not math.isfinite(value):
         return str(encode_float(value))
     return f"{value:.6g}"
-
-
-def point_json(point: MetricPoint) -> dict[str, Any]:
-    """A point as JSON: specials as ``"nan"``/``"inf"``/``"-inf"``, ISO-8601 timestamp."""
-    return {
-        "name": point.name,
-        "value": encode_float(point.value),
-        "step": point.step,
-        "timestamp": iso(point.timestamp),
-    }
-
-
-def summary_json(summary: MetricSummary) -> dict[str, Any]:
-    def number(value: float | None) -> float | str | None:
-        return None if value is None else encode_float(value)
-
-    return {
-        "count": summary.count,
-        "firstStep": summary.first_step,
-        "lastStep": summary.last_step,
-        "min": number(summary.min),
-        "minStep": summary.min_step,
-        "max": number(summary.max),
-        "maxStep": summary.max_step,
-        "nanCount": summary.nan_count,
-        "infCount": summary.inf_count,
-        "latest": None if summary.latest is None else point_json(summary.latest),
-    }
 
 
 @click.group()
@@ -153,10 +124,10 @@ def print_chart(
     console.print(" " * _AXIS_WIDTH + first + last.rjust(max(1, width - len(first))))
 
 
-def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
+def _show_latest(store: Reader, job: dict[str, Any], as_json: bool) -> None:
     points = store.latest_metrics(job["id"])
     if as_json:
-        print_json({"jobId": job["id"], "metrics": [point_json(p) for p in points]})
+        print_json({"jobId": job["id"], "metrics": [point_out(p) for p in points]})
         return
     from rich.table import Table
     from rich.text import Text
@@ -177,7 +148,7 @@ def _show_latest(store: Store, job: dict[str, Any], as_json: bool) -> None:
 
 
 def _show_history(
-    store: Store,
+    store: Reader,
     job: dict[str, Any],
     name: str,
     height: int,
@@ -198,8 +169,8 @@ def _show_history(
             {
                 "jobId": job_id,
                 "name": name,
-                "summary": summary_json(summary),
-                "points": [point_json(p) for p in points],
+                "summary": metric_summary_out(summary),
+                "points": [point_out(p) for p in points],
             }
         )
         return

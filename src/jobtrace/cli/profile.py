@@ -1,15 +1,13 @@
 """``jobtrace profile``: a job's wall-time, CPU-time or peak-memory profile as a table of
 top functions, folded stacks, a speedscope file or the HTML report.
 
-The profile is read from a database store or, with an ``http(s)://`` store, from a
-jobtrace server's REST API, so it can be looked at long after the job's process is gone.
+The profile is read from the store (a database, a jobtrace server's REST API or a
+JSON-lines file), so it can be looked at long after the job's process is gone.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +18,16 @@ from jobtrace.profiles.folded import KINDS, JobProfile, Profile
 
 __all__ = ["load_job", "profile"]
 
-_JOB_TIMES = ("start_time", "end_time", "last_heartbeat")
-
-
-def _is_server(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in {"http", "https"}
-
-
-def _job_from_api(doc: dict[str, Any]) -> dict[str, Any]:
-    """A job as the REST API returns it (camelCase, ISO times) in the store's shape."""
-    # The server's own camelCase helper would load FastAPI; the rule is one line.
-    job = {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): v for k, v in doc.items()}
-    for key in _JOB_TIMES:
-        value = job.get(key)
-        if isinstance(value, str):
-            job[key] = datetime.fromisoformat(value).timestamp()
-    return job
-
 
 def load_job(store_url: str | None, job_id: str) -> tuple[dict[str, Any], JobProfile]:
-    """The job ``job_id`` (a unique prefix will do with a database store) and its profile.
+    """The job ``job_id`` (a unique prefix will do) and its profile, from any store a
+    reader opens (a database, a jobtrace server, a JSON-lines file).
 
     Raises :class:`~jobtrace.errors.JobNotFoundError` for an unknown job."""
-    from jobtrace import _config
-    from jobtrace.errors import JobNotFoundError, NotFoundError
+    from jobtrace.cli._common import open_store
+    from jobtrace.errors import JobNotFoundError
 
-    url = _config.resolve(url=store_url).url
-    if _is_server(url):
-        from urllib.parse import quote
-
-        from jobtrace.report.job_report import http_request, profile_from_server
-
-        try:
-            doc = http_request(f"{url.rstrip('/')}/api/v1/jobs/{quote(job_id, safe='')}")
-        except NotFoundError:
-            raise JobNotFoundError(job_id) from None
-        return _job_from_api(doc), profile_from_server(url, job_id)
-
-    from jobtrace.cli._common import database_url, open_store
-
-    with open_store(database_url(url, "this command")) as store:
+    with open_store(store_url) as store:
         job = store.get_job(job_id)
         if job is None:
             raise JobNotFoundError(job_id)

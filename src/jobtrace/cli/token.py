@@ -66,10 +66,10 @@ def revoke(name: str, store_url: str | None) -> None:
     Records a job sends with it afterwards are spooled by the job, not lost; they are
     delivered by the next process of the same JOBTRACE_DIR that has a live token.
     """
-    from jobtrace.cli._common import open_store
+    from jobtrace.cli._common import open_database
     from jobtrace.store import tokens
 
-    with open_store(database_url(store_url, "jobtrace token revoke")) as store:
+    with open_database(store_url, "jobtrace token revoke") as store:
         tokens.revoke(store, name)
     click.echo(f"Revoked token {name!r}.")
 
@@ -81,11 +81,11 @@ def revoke(name: str, store_url: str | None) -> None:
 def list_tokens(as_json: bool, store_url: str | None) -> None:
     """List tokens, live and revoked, oldest first (never their secrets)."""
     from jobtrace._clock import iso
-    from jobtrace.cli._common import open_store, plain_console
+    from jobtrace.cli._common import open_database, plain_console
     from jobtrace.cli.jobs import local_time
     from jobtrace.store import tokens
 
-    with open_store(database_url(store_url, "jobtrace token list")) as store:
+    with open_database(store_url, "jobtrace token list") as store:
         found = tokens.list_tokens(store)
     if as_json:
         print_json(

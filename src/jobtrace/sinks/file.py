@@ -41,11 +41,16 @@ def _encode_one(record: Record, dumps: Any, option: int) -> bytes:
         return bytes(dumps(to_dict(cap_record(record)), default=repr, option=option))
 
 
+def path_of(url: str) -> Path:
+    """The file a ``file://`` URL names: ``file:///abs/x.jsonl`` or ``file://rel/x.jsonl``."""
+    return Path(url.split("://", 1)[1])
+
+
 class FileSink:
     """Appends records as JSON lines to the URL's path (parent directories are created)."""
 
     def __init__(self, url: str) -> None:
-        self.path = Path(url.split("://", 1)[1])
+        self.path = path_of(url)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, records: Sequence[Record]) -> None:

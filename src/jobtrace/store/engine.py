@@ -52,7 +52,10 @@ def create_engine(url: str) -> sa.Engine:
         # statistics exist it made a 4 ms trace listing take 175 ms.
         event.listen(engine, "connect", _postgres_on_connect)
         return engine
-    raise ConfigurationError(f"{url!r} is not a database URL (sqlite:/// or postgresql://)")
+    raise ConfigurationError(
+        f"{url!r} is not a database URL (sqlite:/// or postgresql://); to read a server or a "
+        "JSON-lines file, open it with jobtrace.store.reader.open_reader(url)"
+    )
 
 
 def _postgres_on_connect(dbapi_conn: object, _record: object) -> None:

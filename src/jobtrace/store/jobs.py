@@ -102,7 +102,7 @@ def get_job(conn: sa.Connection, job_id: str, *, now: float | None = None) -> di
         prefix = sa.func.substr(jobs.c.id, 1, len(job_id))
         found = conn.execute(sa.select(jobs).where(prefix == job_id).limit(2)).all()
         if len(found) > 1:
-            raise StoreError(f"job id prefix {job_id!r} is ambiguous; give more characters")
+            raise QueryError(f"job id prefix {job_id!r} is ambiguous; give more characters")
         row = found[0] if found else None
     return None if row is None else _to_dict(row, now)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobtrace.errors import StoreError
+from jobtrace.errors import QueryError, StoreError
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging
 from jobtrace.store.schema import spans
 from jobtrace.store.trace_search import TraceSearch, span_conditions
@@ -48,7 +48,7 @@ def _prefix_filter(prefix: str) -> Any:
 def resolve_trace_id(conn: sa.Connection, trace_id: str) -> str | None:
     """The full id of the trace ``trace_id`` names (itself or a unique prefix), or ``None``.
 
-    Raises :class:`StoreError` when a prefix matches more than one trace.
+    Raises :class:`QueryError` when a prefix matches more than one trace.
     """
     if not trace_id:
         return None
@@ -65,7 +65,7 @@ def resolve_trace_id(conn: sa.Connection, trace_id: str) -> str | None:
         .all()
     )
     if len(matches) > 1:
-        raise StoreError(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
+        raise QueryError(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
     return matches[0] if matches else None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from jobtrace.server.routes import batches, experiments, health, jobs, profiles, traces
+from jobtrace.server.routes import batches, experiments, health, items, jobs, profiles, traces
 from jobtrace.server.routes import metrics as metric_routes
 
 __all__ = ["ROUTERS"]
@@ -20,5 +20,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     metric_routes.router,
     traces.router,
     batches.router,
+    items.router,
     profiles.router,
 )

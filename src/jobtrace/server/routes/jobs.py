@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, field_validator
 
 from jobtrace import _ids, model
+from jobtrace.errors import JobNotFoundError
 from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
@@ -79,9 +80,24 @@ def create_job(
     return JSONBody(job_out(created), status_code=201, headers={"Location": location})
 
 
-@router.get("/jobs/{job_id}", summary="One job", response_class=JSONBody)
-def get_job(job_id: JobId, store: StoreDep) -> JSONBody:
-    return JSONBody(job_out(store.job_by_id(job_id)))
+@router.get(
+    "/jobs/{job_id}",
+    summary="One job",
+    description="With `prefix=true`, `job_id` may be a unique prefix of the id, as the CLI "
+    "takes it (an ambiguous prefix is a 400).",
+    response_class=JSONBody,
+)
+def get_job(
+    job_id: JobId,
+    store: StoreDep,
+    prefix: Annotated[bool, Query(description="Accept a unique prefix of the id.")] = False,
+) -> JSONBody:
+    if not prefix:
+        return JSONBody(job_out(store.job_by_id(job_id)))
+    found = store.get_job(job_id)
+    if found is None:
+        raise JobNotFoundError(job_id)
+    return JSONBody(job_out(found))
 
 
 @router.get(

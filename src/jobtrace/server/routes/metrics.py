@@ -25,10 +25,11 @@ from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy
 from jobtrace.server.routes.experiments import ExperimentId
 from jobtrace.server.routes.jobs import JobId
-from jobtrace.server.wire import JSONBody, job_metrics_out, parse_time, point_out, summary_out
+from jobtrace.server.wire import JSONBody
 from jobtrace.store.jobs import require_job
 from jobtrace.store.metrics import MIN_SERIES_POINTS, MetricPoint
 from jobtrace.store.paging import Page
+from jobtrace.wire import job_metrics_out, metric_summary_out, parse_time, point_out
 
 __all__ = ["MAX_SERIES_POINTS", "MetricIn", "router"]
 
@@ -131,7 +132,9 @@ def latest_metrics(job_id: JobId, store: StoreDep) -> JSONBody:
     response_class=JSONBody,
 )
 def metric_summaries(job_id: JobId, store: StoreDep) -> JSONBody:
-    return JSONBody([summary_out(s) for s in store.metric_summaries(job_id)])
+    return JSONBody(
+        [{"name": s.name, **metric_summary_out(s)} for s in store.metric_summaries(job_id)]
+    )
 
 
 @router.get(
@@ -176,6 +179,18 @@ def metric_snapshots(
     series = [point_out(p) for p in store.metric_series(job_id, name, max_points=max_points)]
     whole = Page(series, 0, None, len(series))
     return JSONBody(envelope(request, whole, page.page_length))
+
+
+@router.get(
+    "/jobs/{job_id}/metrics/{name:path}/summary",
+    summary="A metric's history in figures",
+    description="`count`, `firstStep`, `lastStep`, `min` and `max` (±infinity included, NaN "
+    "not; null when no point is a number), `nanCount`, `infCount` and `latest`, the point "
+    "at the highest step. An unknown name of a known job has `count` 0.",
+    response_class=JSONBody,
+)
+def metric_summary(job_id: JobId, name: MetricName, store: StoreDep) -> JSONBody:
+    return JSONBody(metric_summary_out(store.metric_summary(job_id, name)))
 
 
 @router.get(
