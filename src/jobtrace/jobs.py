@@ -157,6 +157,8 @@ class Job:
         self.exit_code: int | None = None
         self.error_type: str | None = None
         self.error_message: str | None = None
+        #: The formatted traceback of the exception the job failed with (its end kept).
+        self.traceback: str | None = None
         self.report_dir: str | None = None
         self.result: ReportResult | None = None
         self._lock = threading.RLock()
@@ -369,7 +371,9 @@ class Job:
             self.exit_code = exit_code
             if error is not None:
                 if isinstance(error, BaseException):
-                    error_type, message = model.error_type_name(error), str(error)
+                    error_type, message = model.error_type_name(error), _message(error)
+                    if not isinstance(error, SystemExit):  # sys.exit(2) is no crash
+                        self.traceback = model.traceback_text(error)
                 else:
                     error_type, message = error
                 self.error_type = model.clean_text(error_type, _MAX_SHORT)
@@ -470,6 +474,7 @@ class Job:
             self._heartbeat_interval,
             self.report_dir,
             self.records_dropped,
+            self.traceback,
         )
 
     def _emit(self) -> None:
@@ -622,6 +627,14 @@ def job(
         profile=profile,
         sample_hz=sample_hz,
     )
+
+
+def _message(error: BaseException) -> str:
+    """``str(error)``, or a note when the exception's own ``__str__`` fails."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}'s message could not be read>"
 
 
 def _iso(epoch: float | None) -> str:
