@@ -44,7 +44,14 @@ Environment variables (all optional):
     W3C ``traceparent`` of a span in a parent process: root spans here join its trace.
     Set for child processes by :func:`jobtrace.tracing.child_env`.
 ``JOBTRACE_PARENT_JOB``
-    Job id that spans and metrics of this process belong to when no job runs here.
+    Job id that spans and metrics of this process belong to when no job runs here. Set
+    by a running job for the processes it starts (with ``JOBTRACE_TRACEPARENT``,
+    ``JOBTRACE_URL`` and ``JOBTRACE_DIR``; see :mod:`jobtrace.tracing.propagation`).
+``JOBTRACE_METRIC_PREFIX``
+    Put before the names of the metrics this process logs into its parent's job
+    (``JOBTRACE_PARENT_JOB``); empty for none. Default: the program's name and a slash
+    (``step/`` for ``python step.py``), or the ``multiprocessing`` process name in a
+    multiprocessing child, so that a child's points never replace its parent's.
 ``JOBTRACE_TOKEN``
     API token sent as ``Authorization: Bearer …`` by the ``http(s)://`` sink and by
     :class:`jobtrace.client.Client` (make one with ``jobtrace token create NAME``).
@@ -103,6 +110,7 @@ ENV_TRACE_SAMPLE_RATE = "JOBTRACE_TRACE_SAMPLE_RATE"
 ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
 ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
+ENV_METRIC_PREFIX = "JOBTRACE_METRIC_PREFIX"
 ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
 ENV_TOKEN = "JOBTRACE_TOKEN"
 ENV_AUTH_READS = "JOBTRACE_AUTH_READS"

@@ -176,6 +176,8 @@ class Job:
         self._pid = 0
         self._host = ""
         self._enabled = True
+        # What the job puts in os.environ for the processes it starts, while it runs.
+        self._child_env: dict[str, str] | None = None
 
     def _clone(self) -> Job:
         return Job(
@@ -249,6 +251,8 @@ class Job:
             self._last_heartbeat = self.start_time
             self.status = "running"
             _active = (*_active, self)
+            self._child_env = _child_environment(self.id, settings)
+            _export_for_children()
 
         rec = self._recorder = get_recorder()
         _hook(rec)
@@ -359,6 +363,7 @@ class Job:
             # Leave the active set first, so no heartbeat races the final snapshot.
             with _active_lock:
                 _active = tuple(j for j in _active if j is not self)
+                _export_for_children()
             if self._profiler is not None:
                 self._profiler.finish()  # the profile's last records precede the snapshot
             # The duration comes from the monotonic clock; the end time follows from it.
@@ -656,6 +661,26 @@ def _hook(rec: Recorder) -> None:
         _hooked_recorders.add(id(rec))
     rec.add_ticker(_tick)
     rec.add_terminate_listener(_on_terminate)
+
+
+def _child_environment(job_id: str, settings: _config.Settings) -> dict[str, str] | None:
+    from jobtrace.tracing.propagation import job_environment
+
+    try:
+        return job_environment(job_id, settings)
+    except Exception:  # the job runs on; its children just do not join it
+        _internal_log.debug("jobtrace: no environment for job %s's children", job_id, exc_info=True)
+        return None
+
+
+def _export_for_children() -> None:
+    """Give the processes started from now on the environment of the newest job running in
+    this process (restored to what it was when none runs). Called with ``_active_lock``."""
+    from jobtrace.tracing.propagation import export_for_children
+
+    pid = os.getpid()
+    running = [j._child_env for j in _active if j._pid == pid and j._child_env is not None]
+    export_for_children(running[-1] if running else None)
 
 
 def _tick(now: float) -> None:

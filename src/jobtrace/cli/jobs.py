@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.text import Text
 
 from jobtrace._clock import iso
@@ -202,7 +204,27 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
         if value is None or value == "":
             continue
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
-    plain_console().print(table)
+    console = plain_console()
+    console.print(table)
+    if row.get("traceback"):
+        _print_traceback(console, row["traceback"])
+
+
+def _print_traceback(console: Console, text: str) -> None:
+    """A failed job's traceback under its fields: highlighted on a terminal, and as
+    stored (lines whole, for grep and copy) anywhere else."""
+    console.print()
+    from rich.text import Text
+
+    console.print(Text("traceback", style="bold"))
+    if not console.is_terminal:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    from rich.syntax import Syntax
+
+    syntax = Syntax(text, "pytb", theme="ansi_dark", word_wrap=True, background_color="default")
+    console.print(syntax)
 
 
 def _cpu(row: dict[str, Any]) -> str | None:

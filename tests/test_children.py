@@ -1,0 +1,173 @@
+"""Children belong to the job: a Python process a job starts — through ``subprocess``, a
+shell, or a ``multiprocessing`` spawn — logs its metrics and spans into the job and its
+trace, with its metric names prefixed so they never replace the parent's points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobtrace
+from jobtrace import _config
+from jobtrace.store import Store
+from tests.cli_helpers import cli_env, jobtrace_cli
+
+STEP = """\
+import jobtrace
+jobtrace.log_metric("rows", 42)
+with jobtrace.Trace("child-work"):
+    pass
+"""
+
+
+def run_parent(tmp_path: Path, code: str, **extra: str) -> str:
+    """Run ``code`` (a parent program) in a fresh interpreter; return its stdout."""
+    (tmp_path / "step.py").write_text(STEP)
+    (tmp_path / "parent.py").write_text(textwrap.dedent(code))
+    done = subprocess.run(
+        [sys.executable, "parent.py"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path / ".jobtrace", **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "outside a job" not in done.stderr
+    return done.stdout
+
+
+def store_of(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / '.jobtrace' / 'jobtrace.db'}")
+
+
+def metrics_of(store: Store, job_id: str) -> dict[str, float]:
+    return {p.name: p.value for p in store.latest_metrics(job_id)}
+
+
+def spans_of(store: Store, job_id: str) -> list[dict[str, Any]]:
+    return [span for t in store.job_trace_ids(job_id) for span in store.get_trace(t) or []]
+
+
+def test_a_python_subprocess_joins_the_job_and_the_span_that_started_it(tmp_path: Path) -> None:
+    out = run_parent(
+        tmp_path,
+        """
+        import subprocess, sys, jobtrace
+        with jobtrace.job("pipeline") as job:
+            jobtrace.log_metric("rows", 1)
+            with jobtrace.Trace("run-step"):
+                subprocess.run([sys.executable, "step.py"], check=True)
+        print(job.id)
+        """,
+    )
+    job_id = out.strip()
+    with store_of(tmp_path) as store:
+        # Same name, same step, two processes: both points kept, the child's prefixed.
+        assert metrics_of(store, job_id) == {"rows": 1.0, "step/rows": 42.0}
+        spans = {s["name"]: s for s in spans_of(store, job_id)}
+    assert set(spans) == {"run-step", "child-work"}
+    parent, child = spans["run-step"], spans["child-work"]
+    assert child["trace_id"] == parent["trace_id"]
+    assert child["parent_id"] == parent["span_id"]
+    assert child["job_id"] == parent["job_id"] == job_id
+    assert child["pid"] != parent["pid"]
+
+
+def test_a_shell_script_that_runs_python_joins_the_job(tmp_path: Path) -> None:
+    (tmp_path / "step.sh").write_text(f'#!/bin/sh\nset -e\n"{sys.executable}" step.py\n')
+    out = run_parent(
+        tmp_path,
+        """
+        import subprocess, jobtrace
+        with jobtrace.job("pipeline") as job:
+            subprocess.run(["sh", "step.sh"], check=True)
+            subprocess.run("sh -c 'exec \\"$PYTHON\\" step.py'", shell=True, check=True,
+                           env={**__import__("os").environ, "JOBTRACE_METRIC_PREFIX": "again/"})
+        print(job.id)
+        """,
+        PYTHON=sys.executable,
+    )
+    job_id = out.strip()
+    with store_of(tmp_path) as store:
+        assert metrics_of(store, job_id) == {"step/rows": 42.0, "again/rows": 42.0}
+        assert [s["job_id"] for s in spans_of(store, job_id)] == [job_id, job_id]
+
+
+def test_a_multiprocessing_spawn_child_joins_the_job(tmp_path: Path) -> None:
+    (tmp_path / "work.py").write_text(
+        "import jobtrace\n\ndef work(n):\n    jobtrace.log_metric('n', n)\n"
+    )
+    out = run_parent(
+        tmp_path,
+        """
+        import multiprocessing, jobtrace, work
+        if __name__ == "__main__":
+            with jobtrace.job("spawner") as job:
+                ctx = multiprocessing.get_context("spawn")
+                p = ctx.Process(target=work.work, args=(7,), name="loader")
+                p.start()
+                p.join()
+                assert p.exitcode == 0
+            print(job.id)
+        """,
+    )
+    job_id = out.strip()
+    with store_of(tmp_path) as store:
+        assert metrics_of(store, job_id) == {"loader/n": 7.0}
+
+
+def test_jobtrace_run_children_join_the_job_with_their_own_names(tmp_path: Path) -> None:
+    (tmp_path / "step.py").write_text(STEP)
+    (tmp_path / "parent.py").write_text(
+        "import subprocess, sys, jobtrace\n"
+        "jobtrace.log_metric('rows', 1)\n"
+        "subprocess.run([sys.executable, 'step.py'], check=True)\n"
+        "subprocess.run([sys.executable, 'step.py'], check=True,\n"
+        "               env={**__import__('os').environ, 'JOBTRACE_METRIC_PREFIX': ''})\n"
+    )
+    done = jobtrace_cli("run", "-q", "parent.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with store_of(tmp_path) as store:
+        (job,) = store.list_jobs()
+        # The empty prefix opts out: the child's point replaced the parent's, as documented.
+        assert metrics_of(store, job["id"]) == {"rows": 42.0, "step/rows": 42.0}
+
+
+def test_the_environment_carries_the_running_job_and_is_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(_config.ENV_PARENT_JOB, "grandparent")
+    before = {name: os.environ.get(name) for name in ("JOBTRACE_URL", "JOBTRACE_DIR")}
+    with jobtrace.job("outer") as outer:
+        assert os.environ[_config.ENV_PARENT_JOB] == outer.id
+        with jobtrace.Trace("inner-span") as span, jobtrace.job("inner") as inner:
+            assert os.environ[_config.ENV_PARENT_JOB] == inner.id
+            assert os.environ[_config.ENV_TRACEPARENT] == span.traceparent()
+        assert os.environ[_config.ENV_PARENT_JOB] == outer.id
+        assert _config.ENV_TRACEPARENT not in os.environ
+    assert os.environ[_config.ENV_PARENT_JOB] == "grandparent"
+    assert {name: os.environ.get(name) for name in before} == before
+
+
+def test_a_child_given_its_own_env_is_left_alone(tmp_path: Path) -> None:
+    out = run_parent(
+        tmp_path,
+        """
+        import os, subprocess, sys, jobtrace
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRACE_")}
+        with jobtrace.job("pipeline") as job:
+            with jobtrace.Trace("run-step"):
+                done = subprocess.run([sys.executable, "-c", "import os;print(sorted(k for k in os.environ if k.startswith('JOBTRACE_')))"],
+                                      env=clean, check=True, capture_output=True, text=True)
+        print(done.stdout.strip())
+        """,
+    )
+    assert out.strip() == "[]"
