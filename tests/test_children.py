@@ -165,8 +165,9 @@ def test_a_child_given_its_own_env_is_left_alone(tmp_path: Path) -> None:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRACE_")}
         with jobtrace.job("pipeline") as job:
             with jobtrace.Trace("run-step"):
-                done = subprocess.run([sys.executable, "-c", "import os;print(sorted(k for k in os.environ if k.startswith('JOBTRACE_')))"],
-                                      env=clean, check=True, capture_output=True, text=True)
+                show = "import os; print(sorted(k for k in os.environ if 'JOBTRACE_' in k))"
+                done = subprocess.run([sys.executable, "-c", show], env=clean, check=True,
+                                      capture_output=True, text=True)
         print(done.stdout.strip())
         """,
     )
