@@ -143,10 +143,32 @@ def load_extension(name: str) -> ModuleType | None:
     try:
         module = importlib.import_module(f"jobtrace.{name}")
     except ImportError as exc:  # no compiler at install time: the Python code does the same
-        extension_problems[name] = f"not built or not loadable ({exc})"
+        extension_problems[name] = _why_not_loaded(name, exc)
         return None
     extension_problems.pop(name, None)
     return module
+
+
+#: The note the build (setup.py) leaves in the package when an optional C extension failed
+#: to compile: {"jobtrace._speedups": "the compiler's error", ...}.
+BUILD_PROBLEMS_FILE = "_build_problems.json"
+
+
+def _why_not_loaded(name: str, exc: ImportError) -> str:
+    """Why ``jobtrace.<name>`` did not import, in words that say what to do."""
+    fix = "install a C compiler and the Python headers (gcc, python3-dev) and reinstall jobtrace"
+    try:
+        import json
+
+        note = Path(__file__).with_name(BUILD_PROBLEMS_FILE)
+        failed = json.loads(note.read_text("utf-8")).get(f"jobtrace.{name}")
+    except (OSError, ValueError, AttributeError):
+        failed = None
+    if failed:
+        return f"not built: compiling it failed when jobtrace was installed ({failed}); {fix}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == f"jobtrace.{name}":
+        return f"never built (this install has no compiled jobtrace.{name}); {fix}"
+    return f"built but not loadable ({exc}); reinstalling jobtrace rebuilds it"
 
 
 DEFAULT_DIR = ".jobtrace"
