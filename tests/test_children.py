@@ -5,6 +5,7 @@ trace, with its metric names prefixed so they never replace the parent's points.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,58 @@ def test_a_child_given_its_own_env_is_left_alone(tmp_path: Path) -> None:
         """,
     )
     assert out.strip() == "[]"
+
+
+# -- the README's example ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def section() -> str:
+    text = README.read_text()
+    return text.split("### Failed jobs and child processes", 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_readme_children_example_runs_verbatim(tmp_path: Path) -> None:
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", section(), flags=re.DOTALL)
+    files = {code.split("\n", 1)[0].lstrip("# "): code for kind, code in blocks if kind == "python"}
+    assert set(files) == {"pipeline.py", "step.py"}
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    (commands,) = [code for kind, code in blocks if kind == "bash"]
+    env = cli_env(tmp_path / ".jobtrace")
+    # `python` in the shell script is this interpreter, as in the reader's environment.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exit status 1" in done.stdout
+    assert "outside a job" not in done.stderr
+    rows = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^(\S*rows)\s+(\S+)\s+0 ", done.stdout, flags=re.MULTILINE)
+    }
+    assert rows == {"rows": 1000.0, "step/rows": 950.0, "again/rows": 950.0}
+    shown = done.stdout.split("\ntraceback\n", 1)[1]
+    assert shown.startswith("Traceback (most recent call last):\n")
+    assert "subprocess.CalledProcessError: Command '[" in shown and "'--fail']'" in shown
+
+    with Store(f"sqlite:///{tmp_path / '.jobtrace' / 'jobtrace.db'}") as store:
+        job = store.get_job("nightly-1")
+        spans = [s for t in store.job_trace_ids("nightly-1") for s in store.get_trace(t) or []]
+    assert job is not None and job["status"] == "failed"
+    assert job["traceback"] == shown.rstrip("\n") + "\n"
+    prepare = next(s for s in spans if s["name"] == "prepare")
+    cleans = [s for s in spans if s["name"] == "clean"]
+    assert len(cleans) == 3 and all(s["job_id"] == "nightly-1" for s in cleans)
+    under_prepare = [s for s in cleans if s["parent_id"] == prepare["span_id"]]
+    assert len(under_prepare) == 1 and under_prepare[0]["trace_id"] == prepare["trace_id"]
+    failed = [s for s in cleans if s["error_type"]]
+    assert len(failed) == 1 and failed[0]["error_type"] == "SystemExit"
