@@ -82,6 +82,26 @@ def test_a_python_subprocess_joins_the_job_and_the_span_that_started_it(tmp_path
     assert child["pid"] != parent["pid"]
 
 
+def test_subprocess_imported_after_the_job_started_still_places_the_child(
+    tmp_path: Path,
+) -> None:
+    out = run_parent(
+        tmp_path,
+        """
+        import sys, jobtrace
+        with jobtrace.job("late") as job:
+            assert "subprocess" not in sys.modules  # jobtrace does not import it
+            import subprocess
+            with jobtrace.Trace("run-step"):
+                subprocess.run([sys.executable, "step.py"], check=True)
+        print(job.id)
+        """,
+    )
+    with store_of(tmp_path) as store:
+        spans = {s["name"]: s for s in spans_of(store, out.strip())}
+    assert spans["child-work"]["parent_id"] == spans["run-step"]["span_id"]
+
+
 def test_a_shell_script_that_runs_python_joins_the_job(tmp_path: Path) -> None:
     (tmp_path / "step.sh").write_text(f'#!/bin/sh\nset -e\n"{sys.executable}" step.py\n')
     out = run_parent(

@@ -183,15 +183,25 @@ def _set(values: Mapping[str, str | None]) -> None:
             os.environ[name] = value
 
 
+_patching = False
+
+
 def _patch_subprocess() -> None:
     """Make ``subprocess`` start a child that inherits this environment under the span
     current in the thread starting it (``os.environ`` holds the job's trace, from its
-    start). Once per process, on the first job's start: ``import jobtrace`` patches
-    nothing, and a child given ``env=`` is left alone (it is the caller's to fill, e.g.
-    with :func:`child_env`)."""
-    import subprocess
+    start). Once per process, on the first job's start, and only when the program imports
+    ``subprocess`` (jobtrace does not import it); a child given ``env=`` is left alone (it
+    is the caller's to fill, e.g. with :func:`child_env`)."""
+    global _patching
+    if not _patching:
+        _patching = True
+        from jobtrace._import_hooks import when_imported
 
-    popen: Any = subprocess.Popen
+        when_imported("subprocess", _patch_popen)
+
+
+def _patch_popen(module: Any) -> None:
+    popen: Any = module.Popen
     original = popen._execute_child
     if getattr(original, "__jobtrace_wrapped__", False):
         return
