@@ -16,6 +16,8 @@ import pytest
 
 import jobtrace
 from jobtrace import _config
+from jobtrace.model import METRIC
+from jobtrace.sinks.memory import MemorySink
 from jobtrace.store import Store
 from tests.cli_helpers import cli_env, jobtrace_cli
 
@@ -162,6 +164,24 @@ def test_jobtrace_run_children_join_the_job_with_their_own_names(tmp_path: Path)
         assert metrics_of(store, job["id"]) == {"rows": 42.0, "step/rows": 42.0}
 
 
+def test_log_metric_without_a_job_logs_into_the_parent_job_under_its_prefix(
+    memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobtrace import metrics
+    from jobtrace.tracing import spans
+
+    monkeypatch.setattr(spans._settings, "parent_job", "parent-1")
+    monkeypatch.setenv(_config.ENV_METRIC_PREFIX, "kid/")
+    metrics._forget_parent()
+    jobtrace.log_metric("loss", 0.5, step=3, timestamp=1.0)
+    jobtrace.log_metric("", 0.5)  # a mistake is still one: dropped, not prefixed into a name
+    jobtrace.flush()
+    assert memory_sink.of_kind(METRIC) == [(METRIC, "parent-1", "kid/loss", 3, 0.5, 1.0)]
+    monkeypatch.setattr(spans._settings, "parent_job", None)
+    jobtrace.log_metric("loss", 0.25)
+    assert metrics.rejected_metrics().get("no_job", 0) >= 1
+
+
 def test_the_environment_carries_the_running_job_and_is_restored_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +196,13 @@ def test_the_environment_carries_the_running_job_and_is_restored_after(
         assert _config.ENV_TRACEPARENT not in os.environ
     assert os.environ[_config.ENV_PARENT_JOB] == "grandparent"
     assert {name: os.environ.get(name) for name in before} == before
+
+
+def test_a_store_configured_during_a_job_stays_exported_after_it(tmp_path: Path) -> None:
+    with jobtrace.job("reconfigured"):
+        _config.configure(url="memory://later", install_signal_handlers=False)
+    assert os.environ[_config.ENV_URL] == "memory://later"
+    assert _config.ENV_PARENT_JOB not in os.environ
 
 
 def test_a_child_given_its_own_env_is_left_alone(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
         if job is None:
             _reject("no_job", "jobtrace: log_metric(%r) outside a job; dropped", name)
             return
-        if type(name) is str:
+        if type(name) is str and name.strip():  # an empty name stays a mistake
             name = job.prefix + name
     recorder = job._recorder
     if recorder is None:  # recording is off: the job is inert, and so are its metrics
@@ -110,7 +110,7 @@ class _ParentJob:
 
 # (job id, its stand-in): rebuilt when the parent job changes (a multiprocessing task run
 # by jobtrace.tracing.in_process) or the settings do.
-_parent: tuple[str, _ParentJob] | None = None
+_parent: tuple[str, _ParentJob | None] | None = None
 
 
 def _parent_job() -> _ParentJob | None:
@@ -125,10 +125,14 @@ def _parent_job() -> _ParentJob | None:
     cached = _parent
     if cached is not None and cached[0] == job_id:
         return cached[1]
-    from jobtrace.recorder import get_recorder
+    try:
+        from jobtrace.recorder import get_recorder
 
-    recorder = get_recorder() if _config.current().enabled else None
-    stand_in = _ParentJob(job_id, recorder, child_prefix())
+        recorder = get_recorder() if _config.current().enabled else None
+        stand_in = _ParentJob(job_id, recorder, _child_prefix())
+    except Exception:  # bad settings in the environment: dropped, never raised
+        log.warning("jobtrace: cannot log into the parent's job %s", job_id, exc_info=True)
+        stand_in = None
     _parent = (job_id, stand_in)
     return stand_in
 
@@ -138,10 +142,10 @@ def _forget_parent(_settings: Any = None) -> None:
     _parent = None
 
 
-def child_prefix() -> str:
+def _child_prefix() -> str:
     """What this process puts before the names of the metrics it logs into the job of the
-    process that started it, so that its points never replace the parent's (nor a sibling's)
-    at the same name and step: ``$JOBTRACE_METRIC_PREFIX`` when set (empty: no prefix),
+    process that started it, so that its points never replace the parent's at the same
+    name and step: ``$JOBTRACE_METRIC_PREFIX`` when set (empty: no prefix),
     else the ``multiprocessing`` process name (``SpawnPoolWorker-2/``) in a multiprocessing
     child, else the program's name (``step/`` for ``python step.py``, also through
     ``sh -c``; the module's last part for ``python -m``)."""

@@ -162,8 +162,16 @@ def export_for_children(env: Mapping[str, str] | None) -> None:
     try:
         with _lock:
             if env is None:
-                if _saved is not None:
-                    _set(_saved)
+                if _saved is not None and _exported is not None:
+                    # What the program changed meanwhile (configure(url=...)) stays.
+                    exported = _exported
+                    _set(
+                        {
+                            name: value
+                            for name, value in _saved.items()
+                            if os.environ.get(name) == exported.get(name)
+                        }
+                    )
                 _saved = _exported = None
                 return
             if _saved is None:
