@@ -54,6 +54,7 @@ def job_record(job_id: str, *, name: str = "nightly-etl", status: str = "succeed
         "heartbeat_interval": 10.0,
         "report_dir": None,
         "records_dropped": None,
+        "traceback": None,
     }
     return (model.JOB, *(fields[f] for f in model.FIELDS[model.JOB]))
 

@@ -93,13 +93,16 @@ def test_the_positional_codec_refuses_a_wrong_field_count() -> None:
         model.from_list(["metric", "j", "loss", 0])
 
 
-def test_a_job_record_from_before_records_dropped_existed_still_decodes() -> None:
+@pytest.mark.parametrize("missing", [1, 2], ids=["before-traceback", "before-records_dropped"])
+def test_a_job_record_from_before_its_last_fields_existed_still_decodes(missing: int) -> None:
     from jobtrace.model import FIELDS, JOB, RecordError, from_list
 
-    old = [JOB, *range(len(FIELDS[JOB]) - 1)]
-    assert from_list(old)[-1] is None
+    old = [JOB, *range(len(FIELDS[JOB]) - missing)]
+    decoded = from_list(old)
+    assert len(decoded) == len(FIELDS[JOB]) + 1
+    assert decoded[-missing:] == (None,) * missing
     with pytest.raises(RecordError):
-        from_list(old[:-1])
+        from_list([JOB, *range(len(FIELDS[JOB]) - 3)])
 
 
 @pytest.mark.parametrize("compiled", [True, False])

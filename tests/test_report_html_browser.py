@@ -155,3 +155,24 @@ def test_the_cpu_and_memory_flamegraphs_are_a_click_away(page: Any) -> None:
 def test_markup_in_frame_names_is_shown_as_text(page: Any) -> None:
     assert page.locator("#flame b").count() == 0
     assert frame(page, "score").inner_text() == SCORE
+
+
+def test_a_failed_jobs_traceback_is_shown_as_text(browser: Any, tmp_path: Path) -> None:
+    records = profile_records("j2")
+    profile = load_job_profile([(r[3], r[4], r[5], r[6]) for r in records])
+    job = dict(zip(model.FIELDS[model.JOB], job_record("j2", status="failed")[1:], strict=True))
+    traceback = 'Traceback (most recent call last):\n  File "<b>etl.py</b>", line 3\nKeyError: 1\n'
+    job.update(error_type="KeyError", error_message="1", traceback=traceback)
+    path = tmp_path / "report.html"
+    path.write_text(render_profile_html(job, profile), encoding="utf-8")
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    page.goto(path.as_uri())
+    assert page.locator("#failure").is_visible()
+    assert page.locator("#traceback").inner_text() == traceback
+    assert page.locator("#traceback b").count() == 0
+    context.close()
+
+
+def test_a_succeeded_jobs_page_has_no_traceback_section(page: Any) -> None:
+    assert not page.locator("#failure").is_visible()

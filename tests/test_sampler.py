@@ -371,7 +371,7 @@ def test_multiprocessing_spawn_is_hooked_when_imported_after_the_job_starts(
             """
             import sys
             import jobtrace
-            from jobtrace.profiles.children import _SpawnFinder
+            from jobtrace._import_hooks import PatchingFinder
 
             with jobtrace.job("late", report=False):
                 assert "multiprocessing.spawn" not in sys.modules
@@ -379,7 +379,8 @@ def test_multiprocessing_spawn_is_hooked_when_imported_after_the_job_starts(
                 data = multiprocessing.spawn.get_preparation_data("x")
                 print(multiprocessing.spawn.get_preparation_data.__jobtrace_wrapped__,
                       "jobtrace_profile" in data,
-                      any(isinstance(f, _SpawnFinder) for f in sys.meta_path))
+                      any(isinstance(f, PatchingFinder) and f.name == "multiprocessing.spawn"
+                          for f in sys.meta_path))
             """
         )
     )

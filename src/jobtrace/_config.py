@@ -55,7 +55,14 @@ Environment variables (all optional):
     OpenTelemetry's ``OTEL_SERVICE_NAME``; default: the name of the job the process runs,
     else the script's name.
 ``JOBTRACE_PARENT_JOB``
-    Job id that spans and metrics of this process belong to when no job runs here.
+    Job id that spans and metrics of this process belong to when no job runs here. Set
+    by a running job for the processes it starts (with ``JOBTRACE_TRACEPARENT``,
+    ``JOBTRACE_URL`` and ``JOBTRACE_DIR``; see :mod:`jobtrace.tracing.propagation`).
+``JOBTRACE_METRIC_PREFIX``
+    Put before the names of the metrics this process logs into its parent's job
+    (``JOBTRACE_PARENT_JOB``); empty for none. Default: the program's name and a slash
+    (``step/`` for ``python step.py``), or the ``multiprocessing`` process name in a
+    multiprocessing child, so that a child's points never replace its parent's.
 ``JOBTRACE_TOKEN``
     API token sent as ``Authorization: Bearer …`` by the ``http(s)://`` sink and by
     :class:`jobtrace.client.Client` (make one with ``jobtrace token create NAME``).
@@ -116,6 +123,7 @@ ENV_TRACE_MAX_SPANS = "JOBTRACE_TRACE_MAX_SPANS"
 ENV_TRACEPARENT = "JOBTRACE_TRACEPARENT"
 ENV_PARENT_JOB = "JOBTRACE_PARENT_JOB"
 ENV_SERVICE = "JOBTRACE_SERVICE"
+ENV_METRIC_PREFIX = "JOBTRACE_METRIC_PREFIX"
 ENV_NO_EXTENSIONS = "JOBTRACE_NO_EXTENSIONS"
 ENV_TOKEN = "JOBTRACE_TOKEN"
 ENV_AUTH_READS = "JOBTRACE_AUTH_READS"
@@ -148,10 +156,32 @@ def load_extension(name: str) -> ModuleType | None:
     try:
         module = importlib.import_module(f"jobtrace.{name}")
     except ImportError as exc:  # no compiler at install time: the Python code does the same
-        extension_problems[name] = f"not built or not loadable ({exc})"
+        extension_problems[name] = _why_not_loaded(name, exc)
         return None
     extension_problems.pop(name, None)
     return module
+
+
+#: The note the build (setup.py) leaves in the package when an optional C extension failed
+#: to compile: {"jobtrace._speedups": "the compiler's error", ...}.
+BUILD_PROBLEMS_FILE = "_build_problems.json"
+
+
+def _why_not_loaded(name: str, exc: ImportError) -> str:
+    """Why ``jobtrace.<name>`` did not import, in words that say what to do."""
+    fix = "install a C compiler and the Python headers (gcc, python3-dev) and reinstall jobtrace"
+    try:
+        import json
+
+        note = Path(__file__).with_name(BUILD_PROBLEMS_FILE)
+        failed = json.loads(note.read_text("utf-8")).get(f"jobtrace.{name}")
+    except (OSError, ValueError, AttributeError):
+        failed = None
+    if failed:
+        return f"not built: compiling it failed when jobtrace was installed ({failed}); {fix}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == f"jobtrace.{name}":
+        return f"never built (this install has no compiled jobtrace.{name}); {fix}"
+    return f"built but not loadable ({exc}); reinstalling jobtrace rebuilds it"
 
 
 DEFAULT_DIR = ".jobtrace"

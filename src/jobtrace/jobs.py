@@ -157,6 +157,8 @@ class Job:
         self.exit_code: int | None = None
         self.error_type: str | None = None
         self.error_message: str | None = None
+        #: The formatted traceback of the exception the job failed with (its end kept).
+        self.traceback: str | None = None
         self.report_dir: str | None = None
         self.result: ReportResult | None = None
         self._lock = threading.RLock()
@@ -174,6 +176,8 @@ class Job:
         self._pid = 0
         self._host = ""
         self._enabled = True
+        # What the job puts in os.environ for the processes it starts, while it runs.
+        self._child_env: dict[str, str] | None = None
 
     def _clone(self) -> Job:
         return Job(
@@ -247,6 +251,8 @@ class Job:
             self._last_heartbeat = self.start_time
             self.status = "running"
             _active = (*_active, self)
+            self._child_env = _child_environment(self.id, settings)
+            _export_for_children()
             first = _active[0].name
         _notify_first_job(first)
 
@@ -359,6 +365,7 @@ class Job:
             # Leave the active set first, so no heartbeat races the final snapshot.
             with _active_lock:
                 _active = tuple(j for j in _active if j is not self)
+                _export_for_children()
                 first = _active[0].name if _active else None
             _notify_first_job(first)
             if self._profiler is not None:
@@ -373,7 +380,9 @@ class Job:
             self.exit_code = exit_code
             if error is not None:
                 if isinstance(error, BaseException):
-                    error_type, message = model.error_type_name(error), str(error)
+                    error_type, message = model.error_type_name(error), _message(error)
+                    if not isinstance(error, SystemExit):  # sys.exit(2) is no crash
+                        self.traceback = model.traceback_text(error)
                 else:
                     error_type, message = error
                 self.error_type = model.clean_text(error_type, _MAX_SHORT)
@@ -474,6 +483,7 @@ class Job:
             self._heartbeat_interval,
             self.report_dir,
             self.records_dropped,
+            self.traceback,
         )
 
     def _emit(self) -> None:
@@ -628,6 +638,14 @@ def job(
     )
 
 
+def _message(error: BaseException) -> str:
+    """``str(error)``, or a note when the exception's own ``__str__`` fails."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}'s message could not be read>"
+
+
 def _iso(epoch: float | None) -> str:
     from jobtrace._clock import iso
 
@@ -647,6 +665,26 @@ def _hook(rec: Recorder) -> None:
         _hooked_recorders.add(id(rec))
     rec.add_ticker(_tick)
     rec.add_terminate_listener(_on_terminate)
+
+
+def _child_environment(job_id: str, settings: _config.Settings) -> dict[str, str] | None:
+    from jobtrace.tracing.propagation import job_environment
+
+    try:
+        return job_environment(job_id, settings)
+    except Exception:  # the job runs on; its children just do not join it
+        _internal_log.debug("jobtrace: no environment for job %s's children", job_id, exc_info=True)
+        return None
+
+
+def _export_for_children() -> None:
+    """Give the processes started from now on the environment of the newest job running in
+    this process (restored to what it was when none runs). Called with ``_active_lock``."""
+    from jobtrace.tracing.propagation import export_for_children
+
+    pid = os.getpid()
+    running = [j._child_env for j in _active if j._pid == pid and j._child_env is not None]
+    export_for_children(running[-1] if running else None)
 
 
 def _tick(now: float) -> None:

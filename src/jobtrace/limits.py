@@ -17,6 +17,9 @@ source/name/labels)         different things.
 **other text** (span, job   longer than the limit → **truncated** to the limit, ending in
 and item names, hosts,      :data:`TRUNCATED`.
 error types and messages)
+**tracebacks** (a failed    longer than :data:`MAX_TRACEBACK` → the **start** is cut (at a
+job's ``traceback``)        line) behind a marker line: the innermost frames and the error
+                            itself are at the end, and that is what a reader needs.
 **NUL characters**          **replaced** by :data:`NUL_REPLACEMENT` (U+FFFD) in every string
                             (names, text, document keys and values): PostgreSQL cannot store
                             NUL, and dropping it (as before) made ``"a\\0b"`` and ``"ab"`` the
@@ -64,6 +67,7 @@ __all__ = [
     "MAX_SERIES_PER_NAME",
     "MAX_SERIES_PER_SOURCE",
     "MAX_TEXT",
+    "MAX_TRACEBACK",
     "MIN_EPOCH",
     "NUL_REPLACEMENT",
     "SHORT_DOC",
@@ -74,6 +78,7 @@ __all__ = [
     "cap_doc",
     "cap_record",
     "cap_text",
+    "cap_text_tail",
     "doc_dumper",
     "epoch_problem",
     "may_break_bounds",
@@ -88,6 +93,8 @@ NUL_REPLACEMENT: Final = "\ufffd"
 
 #: Free text without a column width (error messages, descriptions, item names).
 MAX_TEXT: Final = 65_536
+#: Longest traceback kept (its end: see :func:`cap_text_tail`).
+MAX_TRACEBACK: Final = 65_536
 #: Deepest nesting kept in a JSON document (info, tags, params, series data).
 MAX_DEPTH: Final = 32
 #: Most keys of one object (or elements of one array) kept in a document.
@@ -125,6 +132,7 @@ TEXT_LIMITS: Final[dict[str, dict[str, tuple[int, bool]]]] = {
         "error_message": (MAX_TEXT, False),
         "host": (_NAME, False),
         "report_dir": (MAX_TEXT, False),
+        "traceback": (MAX_TRACEBACK, False),
     },
     "metric": {"job_id": (_ID, True), "name": (_NAME, True)},
     "span": {
@@ -188,6 +196,28 @@ def cap_text(text: str, limit: int | None = None) -> str:
     if limit is None or len(text) <= limit:
         return text
     return text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+# Room for cap_text_tail's marker line.
+_TAIL_MARKER_ROOM: Final = 80
+#: Text fields whose end matters more than their start: over the limit, the start is cut.
+_TAIL_KEPT: Final = frozenset({("job", "traceback")})
+
+
+def cap_text_tail(text: str, limit: int = MAX_TRACEBACK) -> str:
+    """:func:`cap_text` for text whose end matters most (a traceback: the innermost frames
+    and the error come last): over ``limit`` characters, the start is cut at a line break
+    and replaced by one marker line saying how much went."""
+    text = cap_text(text)
+    if len(text) <= limit:
+        return text
+    kept = text[len(text) - limit + _TAIL_MARKER_ROOM :]
+    # Cut at the next line break unless that loses more than a long line's worth.
+    newline = kept.find("\n", 0, 2_000)
+    if newline >= 0:
+        kept = kept[newline + 1 :]
+    marker = f"{TRUNCATED} {len(text) - len(kept)} characters cut; the end follows {TRUNCATED}\n"
+    return marker + kept
 
 
 def _needs_cap(text: str, limit: int) -> bool:
@@ -325,6 +355,11 @@ def _positions(kind: str) -> tuple[tuple[int, str, int, bool], ...]:
     )
 
 
+def _capper(kind: str, name: str) -> Callable[[str, int], str]:
+    """How a text field over its limit is cut: its end, or its start for a traceback."""
+    return cap_text_tail if (kind, name) in _TAIL_KEPT else cap_text
+
+
 def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], list[Refusal]]:
     """``records`` (all of ``kind``) with their text fields bounded: over-long keys refused,
     other text cut, NUL replaced. Returns (records kept, refusals).
@@ -333,7 +368,7 @@ def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], li
     one ``set`` per text field: each distinct value is checked once.
     """
     fixes: dict[int, dict[str, str | None]] = {}
-    for position, _name, limit, key in _positions(kind):
+    for position, name, limit, key in _positions(kind):
         column = list(map(operator.itemgetter(position), records))
         try:
             joined = "".join(column)  # raises at once for a column with None or non-text
@@ -352,8 +387,9 @@ def screen(kind: str, records: Sequence[tuple[Any, ...]]) -> tuple[list[Any], li
         values.discard(None)
         if not values:
             continue
+        cap = _capper(kind, name)
         bad = {
-            v: (None if key and len(v) > limit else cap_text(v, limit))
+            v: (None if key and len(v) > limit else cap(v, limit))
             for v in values
             if type(v) is str and _needs_cap(v, limit)
         }
@@ -398,9 +434,12 @@ def cap_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
     writer would have made of the record."""
     kind = record[0]
     out = list(record)
-    for position, _name, limit, key in _positions(kind):
+    for position, name, limit, key in _positions(kind):
         if type(out[position]) is str:
-            out[position] = cap_text(out[position], None if key else limit)
+            if key:
+                out[position] = cap_text(out[position])
+            else:
+                out[position] = _capper(kind, name)(out[position], limit)
     for position in _doc_positions(kind):
         if out[position] is not None:
             out[position] = cap_doc(out[position])

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
+import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
-from jobtrace import limits, model
+from jobtrace import _config, limits, model
 from jobtrace._clock import wall
 from jobtrace.jobs import _current
 
@@ -64,10 +67,15 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
 
         jobtrace.log_metric("accuracy", 0.93, step=epoch)
     """
-    job = _current_job()
+    job: Any = _current_job()
     if job is None:
-        _reject("no_job", "jobtrace: log_metric(%r) outside a job; dropped", name)
-        return
+        # A process started by a job (JOBTRACE_PARENT_JOB) logs into that job.
+        job = _parent_job()
+        if job is None:
+            _reject("no_job", "jobtrace: log_metric(%r) outside a job; dropped", name)
+            return
+        if type(name) is str and name.strip():  # an empty name stays a mistake
+            name = job.prefix + name
     recorder = job._recorder
     if recorder is None:  # recording is off: the job is inert, and so are its metrics
         return
@@ -87,6 +95,70 @@ def log_metric(name: str, value: float, step: int = 0, timestamp: Any = None) ->
     except _Dropped:
         return
     recorder.record((_METRIC, job.id, name, step, value, timestamp))
+
+
+class _ParentJob:
+    """The job of the process that started this one, as :func:`log_metric` needs it."""
+
+    __slots__ = ("_recorder", "id", "prefix")
+
+    def __init__(self, job_id: str, recorder: Any, prefix: str) -> None:
+        self.id = job_id
+        self._recorder = recorder
+        self.prefix = prefix
+
+
+# (job id, its stand-in): rebuilt when the parent job changes (a multiprocessing task run
+# by jobtrace.tracing.in_process) or the settings do.
+_parent: tuple[str, _ParentJob | None] | None = None
+
+
+def _parent_job() -> _ParentJob | None:
+    """The job this process was started by, or None (read from the tracing settings, which
+    take it from ``JOBTRACE_PARENT_JOB`` once)."""
+    global _parent
+    from jobtrace.tracing.spans import _settings
+
+    job_id = _settings.parent_job
+    if job_id is None:
+        return None
+    cached = _parent
+    if cached is not None and cached[0] == job_id:
+        return cached[1]
+    try:
+        from jobtrace.recorder import get_recorder
+
+        recorder = get_recorder() if _config.current().enabled else None
+        stand_in = _ParentJob(job_id, recorder, _child_prefix())
+    except Exception:  # bad settings in the environment: dropped, never raised
+        log.warning("jobtrace: cannot log into the parent's job %s", job_id, exc_info=True)
+        stand_in = None
+    _parent = (job_id, stand_in)
+    return stand_in
+
+
+def _forget_parent(_settings: Any = None) -> None:
+    global _parent
+    _parent = None
+
+
+def _child_prefix() -> str:
+    """What this process puts before the names of the metrics it logs into the job of the
+    process that started it, so that its points never replace the parent's at the same
+    name and step: ``$JOBTRACE_METRIC_PREFIX`` when set (empty: no prefix),
+    else the ``multiprocessing`` process name (``SpawnPoolWorker-2/``) in a multiprocessing
+    child, else the program's name (``step/`` for ``python step.py``, also through
+    ``sh -c``; the module's last part for ``python -m``)."""
+    given = os.environ.get(_config.ENV_METRIC_PREFIX)
+    if given is not None:
+        return given
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return f"{mp.current_process().name}/"
+    program = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if program in ("", "-c", "-m"):
+        return "child/"
+    return f"{Path(program).stem}/"
 
 
 def rejected_metrics() -> dict[str, int]:
@@ -189,3 +261,6 @@ def _check_timestamp(timestamp: Any, name: str) -> float:
             _short(timestamp),
         )
     return result
+
+
+_config.on_configure(_forget_parent)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from jobtrace._config import load_speedups
 from jobtrace.errors import JobtraceError
-from jobtrace.limits import cap_doc, cap_text
+from jobtrace.limits import cap_doc, cap_text, cap_text_tail
 
 _speedups = load_speedups()
 
@@ -53,6 +53,7 @@ __all__ = [
     "to_dict",
     "to_list",
     "to_lists",
+    "traceback_text",
 ]
 
 Record = tuple[Any, ...]
@@ -97,6 +98,8 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
         "report_dir",
         # {kind: count} of this job's records the recorder had to drop (spool full), or None.
         "records_dropped",
+        # The formatted traceback of the exception a failed job ended with, or None.
+        "traceback",
     ),
     METRIC: ("job_id", "name", "step", "value", "timestamp"),
     SPAN: (
@@ -227,6 +230,21 @@ def error_type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def traceback_text(exc: BaseException) -> str | None:
+    """``exc``'s traceback as Python prints it (causes and contexts included), cut to
+    :data:`jobtrace.limits.MAX_TRACEBACK` keeping its end; None when ``exc`` has no traceback
+    (it was never raised) or it cannot be formatted. Never raises."""
+    if exc.__traceback__ is None:
+        return None
+    import traceback  # at a job's failure only: `import jobtrace` stays light
+
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # a broken exception object must not break the job's end
+        return None
+    return cap_text_tail(text)
+
+
 def to_dict(record: Record) -> dict[str, Any]:
     """Encode a record tuple as a JSON-safe dict with a ``"kind"`` key."""
     kind = record[0]
@@ -267,7 +285,7 @@ def from_dict(data: object) -> Record:
 
 
 #: Trailing fields added to a kind after its wire form shipped: a record may leave them out.
-_OPTIONAL_TAIL: Final = {JOB: 1, SPAN: 1}
+_OPTIONAL_TAIL: Final = {JOB: 2, SPAN: 1}
 
 _SIZES: Final = {kind: len(fields) + 1 for kind, fields in FIELDS.items()}
 

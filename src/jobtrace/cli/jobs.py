@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import click
 from jobtrace.cli import LazyGroup
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.text import Text
 
 from jobtrace._clock import iso
@@ -266,7 +268,27 @@ def show_job(job_id: str, as_json: bool, store_url: str | None) -> None:
         if value is None or value == "":
             continue
         table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
-    plain_console().print(table)
+    console = plain_console()
+    console.print(table)
+    if row.get("traceback"):
+        _print_traceback(console, row["traceback"])
+
+
+def _print_traceback(console: Console, text: str) -> None:
+    """A failed job's traceback under its fields: highlighted on a terminal, and as
+    stored (lines whole, for grep and copy) anywhere else."""
+    console.print()
+    from rich.text import Text
+
+    console.print(Text("traceback", style="bold"))
+    if not console.is_terminal:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    from rich.syntax import Syntax
+
+    syntax = Syntax(text, "pytb", theme="ansi_dark", word_wrap=True, background_color="default")
+    console.print(syntax)
 
 
 def _export_format(as_json: bool, as_csv: bool, out: str | None) -> str | None:

@@ -248,10 +248,10 @@ def run(
             profile=False if no_profile else None,
             sample_hz=sample_hz,
         )
-        job.start()
         # Processes the script starts (subprocesses, spawned workers) record their spans
-        # and metrics as part of this job when they use jobtrace without a job of their own.
-        os.environ[_config.ENV_PARENT_JOB] = job.id
+        # and metrics as part of this job when they use jobtrace without a job of their
+        # own: the job exports its id, trace and store to them (see Job.start).
+        job.start()
     except JobtraceError as exc:
         fail(str(exc), 2)
         return

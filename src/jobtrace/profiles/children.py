@@ -10,8 +10,9 @@ bootstrap: import jobtrace (from the parent's location if need be) and start a c
 for the same job. Anything failing there is swallowed: the child runs unprofiled, never
 broken. ``prepare()`` ignores keys it does not know, so the entry itself is inert.
 
-``multiprocessing.spawn`` is patched when it is imported (a one-name ``sys.meta_path``
-finder), so ``import jobtrace`` and a job's start do not import ``multiprocessing``.
+``multiprocessing.spawn`` is patched when it is imported
+(:func:`jobtrace._import_hooks.when_imported`), so ``import jobtrace`` and a job's start do
+not import ``multiprocessing``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
+
+from jobtrace._import_hooks import when_imported
 
 __all__ = ["install", "start_spawned"]
 
@@ -98,47 +100,6 @@ def _patch(module: ModuleType) -> None:
     module.get_preparation_data = get_preparation_data  # type: ignore[attr-defined]
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    """Runs the real loader, then patches the module; everything else is the real one's."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self._loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        try:
-            _patch(module)
-        except Exception:
-            log.exception("jobtrace: cannot hook multiprocessing's spawn")
-        # Its work is done: no other import need pass by it.
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SpawnFinder)]
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_filename… for tracebacks
-        return getattr(self._loader, name)
-
-
-class _SpawnFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing but ``multiprocessing.spawn``, through the usual path finder, and
-    wraps its loader."""
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _MODULE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _PatchingLoader(spec.loader)
-        return spec
-
-
 _installed = False
 
 
@@ -148,11 +109,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    module = sys.modules.get(_MODULE)
-    if module is not None:
-        _patch(module)
-    else:
-        sys.meta_path.insert(0, _SpawnFinder())
+    when_imported(_MODULE, _patch)
 
 
 def start_spawned(

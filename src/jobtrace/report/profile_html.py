@@ -1,5 +1,6 @@
-"""A job's ``report.html``: the summary, the timeline and interactive flamegraphs (wall
-time with its CPU/waiting split, CPU time, peak memory) in one self-contained file.
+"""A job's ``report.html``: the summary (with a failed job's traceback), the timeline and
+interactive flamegraphs (wall time with its CPU/waiting split, CPU time, peak memory) in
+one self-contained file.
 
 The page works offline and from ``file://``: its script and style ship with the package
 (``report/assets``) and are inlined, the data is embedded as escaped JSON (see
@@ -46,6 +47,7 @@ _JOB_FIELDS = (
     "error_message",
     "host",
     "pid",
+    "traceback",
 )
 
 
@@ -105,6 +107,8 @@ _BODY = """<header>
 </header>
 <noscript><p>This report needs JavaScript to draw its charts.</p></noscript>
 <section class="cards" id="cards" aria-label="Summary"></section>
+<section id="failure" hidden><h2>Traceback</h2><pre class="traceback mono" id="traceback">\
+</pre></section>
 <h2>Timeline</h2>
 <section id="timeline" aria-label="Timeline"></section>
 <h2>Flamegraphs</h2>

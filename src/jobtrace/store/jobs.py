@@ -37,6 +37,9 @@ LOST_AFTER_INTERVALS = 5
 #: …plus this grace (seconds), for a process paused by a busy machine.
 LOST_GRACE = 10.0
 _DEFAULT_INTERVAL = 2.0
+#: The columns a list of jobs holds: all but the traceback (up to 64 KiB a job, read with
+#: one job by :func:`get_job`, not a thousand times over in a page).
+_LISTED: Final = tuple(c for c in jobs.c if c.name != "traceback")
 
 
 def _stale_before(now: float) -> Any:
@@ -83,7 +86,7 @@ def list_jobs(
     now: float | None = None,
 ) -> list[dict[str, Any]]:
     now = time.time() if now is None else now
-    query = sa.select(jobs).order_by(jobs.c.start_time.desc(), jobs.c.id.desc())
+    query = sa.select(*_LISTED).order_by(jobs.c.start_time.desc(), jobs.c.id.desc())
     if experiment is not None:
         query = query.where(jobs.c.experiment == experiment)
     if status is not None:
@@ -347,7 +350,7 @@ def find_jobs(
     if joined is not None:
         source = jobs.outerjoin(*joined)
     query = (
-        sa.select(jobs)
+        sa.select(*_LISTED)
         .select_from(source)
         .where(*where)
         .order_by(*order_by([*keys, jobs.c.id], desc))

@@ -58,6 +58,8 @@ jobs = sa.Table(
     sa.Column("report_dir", sa.Text),
     # {kind: count} of the job's records the recorder dropped (spool full); NULL: none.
     sa.Column("records_dropped", JSONDoc),
+    # The formatted traceback of a job that failed with an exception (its end kept).
+    sa.Column("traceback", sa.Text),
     sa.Index("ix_jobs_start_time", "start_time"),
     sa.Index("ix_jobs_experiment_start_time", "experiment", "start_time"),
     sa.Index("ix_jobs_status", "status"),

@@ -6,4 +6,4 @@ from __future__ import annotations
 #: when jobtrace shares a PostgreSQL database with an application.
 VERSION_TABLE = "jobtrace_schema_version"
 #: The newest revision under ``migrations/versions``; a test keeps it equal to Alembic's head.
-HEAD = "0006"
+HEAD = "0007"

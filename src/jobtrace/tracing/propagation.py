@@ -11,7 +11,15 @@ helpers carry it:
 - :func:`child_env` gives a subprocess the environment that makes its spans join the
   current trace and job (``JOBTRACE_TRACEPARENT``, ``JOBTRACE_PARENT_JOB``), and
   :func:`in_process` wraps a function for ``multiprocessing`` so it runs, in the worker,
-  under the submitting span.
+  under the submitting span;
+- while a job runs, :func:`export_for_children` keeps that environment in ``os.environ``
+  itself (with the store's URL and directory), so a child started without ``env=`` — a
+  ``subprocess.run([sys.executable, "step.py"])``, a shell script that runs python, a
+  ``multiprocessing`` spawn — belongs to the job too, as MLflow's children join a run
+  through ``MLFLOW_RUN_ID``. A child started by ``subprocess`` joins the trace under the
+  span current in the thread starting it; any other (``os.system``, a ``multiprocessing``
+  spawn) under the span current when the job started (:func:`in_process` pins the
+  submitting one). Restored when the process's last job ends.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import contextvars
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from jobtrace import _config
 from jobtrace.jobs import current_job
@@ -124,3 +132,122 @@ def in_process(fn: Callable[..., T]) -> Callable[..., T]:
     """``fn`` prepared to run in another process under the current span and job (for
     ``multiprocessing.Pool.map`` and friends; ``fn`` must be picklable)."""
     return _InProcess(fn, carrier())
+
+
+# -- the environment a running job gives the processes it starts ------------------------------
+
+#: What a running job sets in ``os.environ`` for the processes it starts.
+EXPORTED: Final = (
+    _config.ENV_PARENT_JOB,
+    _config.ENV_TRACEPARENT,
+    _config.ENV_URL,
+    _config.ENV_DIR,
+)
+# The values of EXPORTED before the first job of this process exported its own (None:
+# unset), and the environment of the job exporting now; both None while no job runs.
+_saved: dict[str, str | None] | None = None
+_exported: dict[str, str] | None = None
+_lock = threading.RLock()
+
+
+def job_environment(job_id: str, settings: _config.Settings) -> dict[str, str]:
+    """What a job started now gives its children: its id, the current trace, the store."""
+    out = carrier()
+    out[_config.ENV_PARENT_JOB] = job_id
+    out[_config.ENV_URL] = settings.url
+    out[_config.ENV_DIR] = str(settings.directory)
+    return out
+
+
+def export_for_children(env: Mapping[str, str] | None) -> None:
+    """Put ``env`` (a :func:`job_environment`) in ``os.environ``; ``None`` restores what was
+    there before the first export. Never raises (a job's start and end must not fail)."""
+    global _saved, _exported
+    try:
+        with _lock:
+            if env is None:
+                if _saved is not None and _exported is not None:
+                    # What the program changed meanwhile (configure(url=...)) stays.
+                    exported = _exported
+                    _set(
+                        {
+                            name: value
+                            for name, value in _saved.items()
+                            if os.environ.get(name) == exported.get(name)
+                        }
+                    )
+                _saved = _exported = None
+                return
+            if _saved is None:
+                _saved = {name: os.environ.get(name) for name in EXPORTED}
+            _exported = dict(env)
+            _set({name: env.get(name) for name in EXPORTED})
+        _patch_subprocess()
+    except Exception:  # the job runs on; its children just do not join it
+        pass
+
+
+def _set(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        elif os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+_patching = False
+
+
+def _patch_subprocess() -> None:
+    """Make ``subprocess`` start a child that inherits this environment under the span
+    current in the thread starting it (``os.environ`` holds the job's trace, from its
+    start). Once per process, on the first job's start, and only when the program imports
+    ``subprocess`` (jobtrace does not import it); a child given ``env=`` is left alone (it
+    is the caller's to fill, e.g. with :func:`child_env`)."""
+    global _patching
+    if not _patching:
+        _patching = True
+        from jobtrace._import_hooks import when_imported
+
+        when_imported("subprocess", _patch_popen)
+
+
+def _patch_popen(module: Any) -> None:
+    popen: Any = module.Popen
+    original = popen._execute_child
+    if getattr(original, "__jobtrace_wrapped__", False):
+        return
+
+    # `env` is the seventh parameter on every POSIX Python this package supports.
+    def _execute_child(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > _ENV_ARG and args[_ENV_ARG] is None and _exported is not None:
+            env = _environ_under_current_span()
+            if env is not None:
+                args = (*args[:_ENV_ARG], env, *args[_ENV_ARG + 1 :])
+        return original(self, *args, **kwargs)
+
+    _execute_child.__jobtrace_wrapped__ = True  # type: ignore[attr-defined]
+    _execute_child.__wrapped__ = original  # type: ignore[attr-defined]
+    popen._execute_child = _execute_child
+
+
+_ENV_ARG: Final = 6  # (args, executable, preexec_fn, close_fds, pass_fds, cwd, env, …)
+
+
+def _environ_under_current_span() -> dict[str, str] | None:
+    """A copy of ``os.environ`` naming the current span as the child's parent, or None
+    when ``os.environ`` says so already (or there is no span, or anything fails)."""
+    try:
+        from jobtrace.tracing import spans
+
+        span = current_span_var.get()
+        if span is None or isinstance(span, spans._NewTrace):
+            return None
+        value = span.traceparent()
+        if os.environ.get(_config.ENV_TRACEPARENT) == value:
+            return None
+        env = dict(os.environ)
+        env[_config.ENV_TRACEPARENT] = value
+        return env
+    except Exception:  # the child starts as it would have; its spans start a new trace
+        return None

@@ -63,6 +63,10 @@
   card("Exit", job.exit_code === null || job.exit_code === undefined ? (job.status === "succeeded" ? "0" : "–") :
     String(job.exit_code), exitNote && exitNote.length > 300 ? exitNote.slice(0, 300) + "…" : exitNote,
     job.exit_code ? "st-failed" : null);
+  if (job.traceback) {
+    byId("traceback").textContent = job.traceback;
+    byId("failure").hidden = false;
+  }
 
   /* ---- tooltip ------------------------------------------------------------------------ */
   var tip = byId("tip");
