@@ -23,6 +23,7 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
