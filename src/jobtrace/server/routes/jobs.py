@@ -12,7 +12,7 @@ from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep
 from jobtrace.server.paging import PageDep, envelope
 from jobtrace.server.params import APIModel, Descending, Search, SortBy, sort_field
-from jobtrace.server.wire import JSONBody, job_out, parse_time
+from jobtrace.server.wire import JSONBody, job_metrics_out, job_out, parse_time
 from jobtrace.store.jobs import JOB_SORT_FIELDS
 
 __all__ = ["JobCreate", "router"]
@@ -100,12 +100,37 @@ def list_jobs(
     status: Annotated[
         str | None, Query(description="One of " + ", ".join(model.JOB_STATUSES))
     ] = None,
+    metrics: Annotated[
+        list[str] | None,
+        Query(
+            alias="metric",
+            max_length=20,
+            description="A metric whose latest point each job carries in `metrics` "
+            "(repeatable); with it the envelope also holds `metricNames`, every metric the "
+            "page's jobs have.",
+        ),
+    ] = None,
 ) -> JSONBody:
+    sort = sort_field(sort_by, JOB_SORT_FIELDS, metric_prefix=True)
+    if metrics is not None:
+        chosen, names = store.jobs_with_metrics(
+            metrics,
+            experiment=experiment,
+            status=status,
+            search=search,
+            sort_by=sort,
+            descending=descending,
+            index=page.index,
+            limit=page.page_length,
+        )
+        body = envelope(request, chosen.map(job_metrics_out))
+        body["metricNames"] = names
+        return JSONBody(body)
     found = store.find_jobs(
         experiment=experiment,
         status=status,
         search=search,
-        sort_by=sort_field(sort_by, JOB_SORT_FIELDS, metric_prefix=True),
+        sort_by=sort,
         descending=descending,
         index=page.index,
         limit=page.page_length,
