@@ -404,9 +404,7 @@ def metric_buckets(
     return MetricBuckets(name, start, end, buckets, exact, series)
 
 
-def _extremes(
-    low: float | None, high: float | None, neg: int, pos: int
-) -> tuple[float, float]:
+def _extremes(low: float | None, high: float | None, neg: int, pos: int) -> tuple[float, float]:
     """(min, max) of points from SQL's MIN/MAX of the finite values and whether any point
     was -inf/+inf: the infinities win; no finite value and no infinity means NaN only."""
     if neg:
