@@ -15,11 +15,11 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from jobtrace import __version__
+from jobtrace.dashboard import install as install_dashboard
 from jobtrace.server.auth import AuthSettings, Guard, authorize
 from jobtrace.server.docs import install_docs
 from jobtrace.server.errors import BodyLimit, install_handlers
@@ -91,16 +91,8 @@ def create_app(
     app.include_router(prometheus.router, dependencies=guarded)  # /metrics, where Prometheus looks
     install_docs(app, "jobtrace")
 
-    @app.get("/", include_in_schema=False)
-    def root() -> dict[str, Any]:
-        return {
-            "name": "jobtrace",
-            "version": __version__,
-            "api": API_PREFIX,
-            "docs": "/docs",
-            "metrics": "/metrics",
-        }
-
+    # The dashboard's pages at / (their own guard: the same tokens, or a sign-in cookie).
+    install_dashboard(app)
     return app
 
 

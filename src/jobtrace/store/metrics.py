@@ -430,9 +430,8 @@ def _bucketed(
         return Bucketed(job_id, count, _points(name, conn.execute(query).all()))
     special = metrics.c.special
     # The raw operator: integer division in both databases (SQLAlchemy's `/` casts).
-    bucket = (metrics.c.step - sa.literal(start, sa.BigInteger)).op("/")(
-        sa.literal(width, sa.BigInteger)
-    )
+    offset = (metrics.c.step - sa.literal(start, sa.BigInteger)).self_group()
+    bucket = offset.op("/")(sa.literal(width, sa.BigInteger))
 
     def has(kind: str) -> Any:
         return sa.func.max(sa.case((special == kind, 1), else_=0))
