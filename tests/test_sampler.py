@@ -25,7 +25,7 @@ import jobtrace
 from jobtrace.profiles import sampler
 from jobtrace.sinks.memory import MemorySink
 from tests.cli_helpers import cli_env, jobtrace_cli
-from tests.sampler_helpers import as_dict, frames_of, sink_profile, stored_profile, weight
+from tests.sampler_helpers import as_dict, sink_profile, stored_profile, weight
 
 SPLIT_SCRIPT = """
 import json, sys, time
