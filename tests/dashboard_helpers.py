@@ -6,12 +6,21 @@ a profile, and instrument series for the Services page."""
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jobtrace import model
 from jobtrace.store import Store
+from tests.cli_helpers import cli_env
 from tests.profile_helpers import profile_records
+from tests.server_helpers import READY_TIMEOUT, wait_ready
 
 T0 = 1_800_000_000.0
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -182,3 +191,43 @@ def seed(store_url: str) -> Seeded:
     with Store(store_url) as store:
         store.write(records)
     return Seeded(runs, hostile, failed, batch)
+
+
+_LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+@contextmanager
+def serve(store_url: str, directory: Path, *args: str) -> Iterator[str]:
+    """``jobtrace serve`` in a subprocess on 127.0.0.1 with port 0; yields its URL, read
+    from the address uvicorn prints once it listens."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "jobtrace", "serve", "--store", store_url),
+                *("--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args),
+            ],
+            env=cli_env(directory),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        found = None
+        while found is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"jobtrace serve did not start:\n{log_path.read_text()}")
+            found = _LISTENING.search(log_path.read_bytes())
+            if found is None:
+                time.sleep(0.05)  # polling a log file for the line, bounded by the deadline
+        url = f"http://127.0.0.1:{int(found.group(1))}"
+        wait_ready(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

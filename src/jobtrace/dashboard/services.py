@@ -56,6 +56,8 @@ def service_tables(families: Iterable[Any]) -> ServiceTables:
     for family in families:
         if family.type not in {"histogram", "summary"}:
             for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue  # when a counter started: noise in a table of values
                 values.append(
                     {
                         "name": sample.name,

@@ -54,6 +54,7 @@ overflow:hidden;white-space:nowrap}
 .tick{position:absolute;top:0;bottom:0;border-left:1px solid var(--line);padding:3px 4px;
 color:var(--muted);font-size:11px;white-space:nowrap}
 .row{height:22px;cursor:pointer;border-bottom:1px solid transparent}
+.row[hidden]{display:none}
 .row:hover{background:var(--panel)}
 .row.sel{background:var(--sel)}
 .row.match .name{background:#fff8c5;color:#1f2328}
