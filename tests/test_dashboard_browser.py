@@ -142,7 +142,8 @@ def test_a_jobs_chart_keeps_its_spike_and_zooms_into_full_detail(
     page.mouse.up()
     page.wait_for_url(re.compile(r"range=\d+%2C\d+"))
     page.wait_for_function(
-        "() => /^\\d+ points$/.test(document.querySelectorAll('.metric-chart .note')[1].textContent)"
+        "() => /^\\d+ points$/"
+        ".test(document.querySelectorAll('.metric-chart .note')[1].textContent)"
     )
     zoomed = re.search(r"range=(\d+)%2C(\d+)", page.url)
     assert zoomed is not None
