@@ -6,7 +6,9 @@ a profile, and instrument series for the Services page."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -198,26 +200,36 @@ _LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 @contextmanager
 def serve(store_url: str, directory: Path, *args: str) -> Iterator[str]:
-    """``jobtrace serve`` in a subprocess on 127.0.0.1 with port 0; yields its URL, read
-    from the address uvicorn prints once it listens."""
+    """``jobtrace serve`` in a subprocess on 127.0.0.1 with port 0; yields its URL."""
+    command = [
+        *(sys.executable, "-m", "jobtrace", "serve", "--store", store_url),
+        *("--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args),
+    ]
+    with listening(command, directory) as url:
+        yield url
+
+
+@contextmanager
+def listening(command: list[str], directory: Path) -> Iterator[str]:
+    """Run ``command`` (a server on port 0) in ``directory`` in a session of its own; yield
+    the URL uvicorn prints once it listens; end the whole session afterwards."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "jobtrace", "serve", "--store", store_url),
-                *("--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args),
-            ],
-            env=cli_env(directory),
+            command,
+            cwd=directory,
+            env=cli_env(directory / ".jobtrace"),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         found = None
         while found is None:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"jobtrace serve did not start:\n{log_path.read_text()}")
+                raise AssertionError(f"the server did not start:\n{log_path.read_text()}")
             found = _LISTENING.search(log_path.read_bytes())
             if found is None:
                 time.sleep(0.05)  # polling a log file for the line, bounded by the deadline
@@ -225,9 +237,9 @@ def serve(store_url: str, directory: Path, *args: str) -> Iterator[str]:
         wait_ready(url, process)
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)

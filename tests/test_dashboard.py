@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,6 +32,7 @@ from tests.dashboard_helpers import (
     TRACE_ID,
     Seeded,
     job,
+    listening,
     seed,
 )
 
@@ -377,3 +379,14 @@ def test_sign_in_goes_back_only_to_a_page_of_this_server(seeded: tuple[str, Seed
 
 def test_pages_stay_open_while_the_store_has_no_token(client: TestClient) -> None:
     assert client.get("/", follow_redirects=False).status_code == 200
+
+
+def test_the_readme_dashboard_command_runs_verbatim(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### The dashboard", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    with listening(["bash", "-c", block], tmp_path) as base:
+        page = httpx.get(base + "/")
+        assert page.status_code == 200 and "<h1>Jobs</h1>" in page.text
+        assert "No jobs match." in page.text
+    assert (tmp_path / "jobs.db").exists()
