@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from _common import (
     Verdicts,
     banner,
@@ -47,7 +48,6 @@ from _common import (
     spread,
     stopwatch,
 )
-
 from jobtrace import model
 from jobtrace.store import Store
 
@@ -60,7 +60,7 @@ CHROMIUM = os.environ.get("JOBTRACE_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
 def job_record(job_id: str, name: str, start: float, experiment: str = "bench") -> Any:
-    values = {f: None for f in model.FIELDS[model.JOB]}
+    values = dict.fromkeys(model.FIELDS[model.JOB])
     values.update(
         id=job_id,
         seq=1,
@@ -117,11 +117,11 @@ def seed_jobtrace(url: str, jobs: int, long_steps: int, run_steps: int) -> tuple
 
 def _copy_rows(db: sqlite3.Connection, table: str, where: str, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows``: each is the template row of ``table`` (``where``) with changes."""
-    cursor = db.execute(f"SELECT * FROM {table} WHERE {where}")  # noqa: S608 - our own names
+    cursor = db.execute(f"SELECT * FROM {table} WHERE {where}")
     columns = [d[0] for d in cursor.description]
     templates = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
     marks = ", ".join("?" for _ in columns)
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
     db.executemany(sql, [[{**t, **r}[c] for c in columns] for t in templates for r in rows])
 
 
