@@ -31,6 +31,7 @@ SCRIPTS = (
     "bench_metrics.py",
     "bench_server.py",
     "bench_auth.py",
+    "bench_dashboard.py",
     "bench_batch.py",
     "bench_soak.py",
     "bench_run_overhead.py",
