@@ -237,7 +237,7 @@ def first_byte(url: str) -> float:
     """Seconds from the request to the first byte of the answer (the page then streams)."""
     with httpx.Client(timeout=120) as client:
         start = time.perf_counter()
-        with client.stream("GET", url) as response:
+        with client.stream("GET", url, headers={"Accept": "text/html"}) as response:
             next(response.iter_raw())
             elapsed = time.perf_counter() - start
             assert response.status_code == 200, url

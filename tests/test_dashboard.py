@@ -36,6 +36,8 @@ from tests.dashboard_helpers import (
     seed,
 )
 
+#: What a browser asks for (a program asking for / gets the API's index instead).
+HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\b(?:src=|type=\"application/json\"))[^>]*>", re.I)
 
 
@@ -47,7 +49,7 @@ def seeded(tmp_path: Path) -> tuple[str, Seeded]:
 
 @pytest.fixture
 def client(seeded: tuple[str, Seeded]) -> Iterator[TestClient]:
-    with TestClient(create_app(seeded[0])) as test_client:
+    with TestClient(create_app(seeded[0]), headers=HTML) as test_client:
         yield test_client
 
 
@@ -205,7 +207,7 @@ def test_without_the_ui_extra_the_api_works_and_root_says_what_to_install(
     seeded: tuple[str, Seeded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "plotly", None)  # an import of it now fails
-    with TestClient(create_app(seeded[0])) as plain:
+    with TestClient(create_app(seeded[0]), headers=HTML) as plain:
         root = plain.get("/")
         assert root.status_code == 200 and root.text.strip() == UI_HINT
         assert "pip install 'jobtrace[ui]'" in root.text
@@ -343,7 +345,7 @@ def test_a_token_guarded_server_signs_browsers_in_with_a_read_only_cookie(
     url, s = seeded
     with Store(url) as store:
         token = tokens.create(store, "alice")
-    with TestClient(create_app(url)) as browser:
+    with TestClient(create_app(url), headers=HTML) as browser:
         page = browser.get(f"/jobs/{s.runs[0]}?x=wall", follow_redirects=False)
         assert page.status_code == 303
         assert page.headers["location"] == f"/login?next=%2Fjobs%2F{s.runs[0]}%3Fx%3Dwall"
@@ -369,7 +371,7 @@ def test_sign_in_goes_back_only_to_a_page_of_this_server(seeded: tuple[str, Seed
     url, _ = seeded
     with Store(url) as store:
         token = tokens.create(store, "bob")
-    with TestClient(create_app(url)) as browser:
+    with TestClient(create_app(url), headers=HTML) as browser:
         for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "jobs"):
             done = browser.post(
                 "/login", data={"token": token, "next": target}, follow_redirects=False
@@ -386,7 +388,13 @@ def test_the_readme_dashboard_command_runs_verbatim(tmp_path: Path) -> None:
     section = readme.split("### The dashboard", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     with listening(["bash", "-c", block], tmp_path) as base:
-        page = httpx.get(base + "/")
+        page = httpx.get(base + "/", headers=HTML)
         assert page.status_code == 200 and "<h1>Jobs</h1>" in page.text
         assert "No jobs match." in page.text
     assert (tmp_path / "jobs.db").exists()
+
+
+def test_programs_asking_for_the_root_get_the_apis_index(seeded: tuple[str, Seeded]) -> None:
+    with TestClient(create_app(seeded[0])) as program:
+        index = program.get("/").json()
+    assert index["api"] == "/api/v1" and index["metrics"] == "/metrics"

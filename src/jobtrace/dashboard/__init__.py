@@ -15,9 +15,11 @@ before.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
-__all__ = ["UI_HINT", "install"]
+from fastapi import FastAPI, Request
+
+__all__ = ["UI_HINT", "install", "wants_html"]
 
 #: What ``/`` says when the extra is missing.
 UI_HINT = (
@@ -25,20 +27,27 @@ UI_HINT = (
 )
 
 
-def install(app: FastAPI) -> None:
-    """Mount the dashboard's pages on ``app`` (or, without ``jobtrace[ui]``, a ``/`` that
-    says how to install it)."""
+def wants_html(request: Request) -> bool:
+    """Whether a request for ``/`` comes from a browser (else it gets the API's index)."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def install(app: FastAPI, index: dict[str, Any]) -> None:
+    """Mount the dashboard's pages on ``app``; ``/`` answers programs with ``index`` (JSON)
+    and browsers with the jobs page (or, without ``jobtrace[ui]``, how to install it)."""
     try:
         import jinja2  # noqa: F401
         import plotly  # noqa: F401
     except ImportError:
-        from fastapi.responses import PlainTextResponse
+        from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
         @app.get("/", include_in_schema=False)
-        def missing() -> PlainTextResponse:
+        def missing(request: Request) -> Response:
+            if not wants_html(request):
+                return JSONResponse(index)
             return PlainTextResponse(UI_HINT + "\n")
 
         return
     from jobtrace.dashboard.routes import install_pages
 
-    install_pages(app)
+    install_pages(app, index)

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from jobtrace.dashboard import assets
+from jobtrace.dashboard import assets, wants_html
 from jobtrace.dashboard.pages import (
     LoginNeeded,
     error_page,
@@ -81,7 +81,14 @@ def _tag_term(tag: str) -> str:
 # -- jobs ------------------------------------------------------------------------------------
 
 
-@pages.get("/", response_class=HTMLResponse)
+async def root(request: Request) -> Response:
+    """``/``: the API's index for programs, the jobs page for browsers."""
+    if not wants_html(request):
+        return JSONResponse(request.app.state.index)
+    await page_auth(request)
+    return await run_in_threadpool(jobs_page, request)
+
+
 def jobs_page(request: Request) -> Response:
     """Jobs, newest first: the search box, status/experiment/tag filters, chosen metric
     columns, sortable columns and paging, all in the address."""
@@ -438,8 +445,10 @@ def logout() -> Response:
     return response
 
 
-def install_pages(app: FastAPI) -> None:
+def install_pages(app: FastAPI, index: dict[str, Any]) -> None:
     """Mount the pages, the sign-in routes and the assets on ``app``."""
+    app.state.index = index
+    app.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     app.include_router(public)
     app.include_router(assets.router)
     app.include_router(pages)

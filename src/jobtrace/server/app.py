@@ -91,8 +91,18 @@ def create_app(
     app.include_router(prometheus.router, dependencies=guarded)  # /metrics, where Prometheus looks
     install_docs(app, "jobtrace")
 
-    # The dashboard's pages at / (their own guard: the same tokens, or a sign-in cookie).
-    install_dashboard(app)
+    # The dashboard's pages at / for browsers (their own guard: the same tokens, or a
+    # sign-in cookie); programs asking / get the API's index, open as before.
+    install_dashboard(
+        app,
+        {
+            "name": "jobtrace",
+            "version": __version__,
+            "api": API_PREFIX,
+            "docs": "/docs",
+            "metrics": "/metrics",
+        },
+    )
     return app
 
 
