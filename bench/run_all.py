@@ -33,6 +33,7 @@ SCRIPTS = (
     "bench_server.py",
     "bench_auth.py",
     "scaleout.py",
+    "bench_dashboard.py",
     "bench_batch.py",
     "bench_soak.py",
     "bench_run_overhead.py",

@@ -7,8 +7,6 @@ Needs the ``playwright`` package and a Chromium at ``/usr/bin/chromium`` (or
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from jobtrace import model
 from jobtrace.profiles.folded import load_job_profile
 from jobtrace.report.profile_html import render_profile_html
+from tests.browser_helpers import chromium
 from tests.profile_helpers import (
     LOAD,
     PARSE,
@@ -28,36 +27,11 @@ from tests.profile_helpers import (
     profile_records,
 )
 
-CHROMIUM = os.environ.get("JOBTRACE_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install jobtrace[test])"
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        return f"no Chromium at {CHROMIUM} (set JOBTRACE_TEST_CHROMIUM)"
-    return None
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    reason = _missing()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}: browser tests never skip under CI=true")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["json_for_script", "render_trace_html"]
+__all__ = ["TRACE_BODY", "TRACE_SCRIPT", "TRACE_STYLE", "json_for_script", "render_trace_html"]
 
 _SCRIPT_ESCAPES = (
     ("<", "\\u003c"),
@@ -29,7 +29,7 @@ _SCRIPT_ESCAPES = (
     ("\u2029", "\\u2029"),
 )
 
-_STYLE = """
+TRACE_STYLE = """
 :root{--fg:#1f2328;--muted:#656d76;--bg:#fff;--panel:#f6f8fa;--line:#d0d7de;--sel:#ddf4ff;
 --err:#cf222e;--bar:#4c78a8;color-scheme:light dark}
 @media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#8d96a0;--bg:#0d1117;
@@ -54,8 +54,12 @@ overflow:hidden;white-space:nowrap}
 .tick{position:absolute;top:0;bottom:0;border-left:1px solid var(--line);padding:3px 4px;
 color:var(--muted);font-size:11px;white-space:nowrap}
 .row{height:22px;cursor:pointer;border-bottom:1px solid transparent}
+.row[hidden]{display:none}
 .row:hover{background:var(--panel)}
 .row.sel{background:var(--sel)}
+.row.match .name{background:#fff8c5;color:#1f2328}
+.find{display:flex;gap:8px;align-items:center;margin-top:10px}
+.find input{font:inherit;padding:3px 6px;width:260px;max-width:100%}
 .row:focus{outline:1px solid var(--bar);outline-offset:-1px}
 .toggle{flex:0 0 14px;border:0;background:none;color:var(--muted);padding:0;cursor:pointer;
 font-size:10px;width:14px}
@@ -85,7 +89,7 @@ th.sorted.asc::after{content:" \\25B4"}
 width:100%}}
 """
 
-_SCRIPT = """
+TRACE_SCRIPT = """
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("jobtrace-data").textContent);
@@ -218,12 +222,27 @@ _SCRIPT = """
     if (target !== i) { rows[target].focus(); select(target); }
   }
 
+  // A collapsed ancestor hides a span: open every ancestor (the shallower rows before it).
+  function reveal(i) {
+    var depth = spans[i].depth;
+    for (var k = i - 1; k >= 0 && depth > 0; k--) {
+      if (spans[k].depth < depth) {
+        depth = spans[k].depth;
+        if (collapsed[k]) setCollapsed(k, false);
+      }
+    }
+  }
+
   var detail = document.getElementById("detail");
-  function select(i) {
+  function select(i, fromLink) {
     if (selected >= 0) rows[selected].classList.remove("sel");
     selected = i;
     rows[i].classList.add("sel");
     var span = spans[i];
+    // The selected span is in the address (#span=ID): a link to it opens it again.
+    if (!fromLink && span.span_id && window.history && history.replaceState) {
+      try { history.replaceState(null, "", "#span=" + span.span_id); } catch (e) { /* file:// */ }
+    }
     detail.replaceChildren();
     detail.appendChild(el("h3", "", span.name));
     var list = el("dl");
@@ -296,7 +315,51 @@ _SCRIPT = """
     });
   }
   drawStats();
-  if (rows.length) select(0);
+
+  // Find in trace: rows whose name, id, error or attributes hold the text are marked;
+  // Enter moves to the next one.
+  var find = document.getElementById("find"), findInfo = document.getElementById("find-info");
+  var haystack = spans.map(function (span) {
+    return [span.name, span.span_id, span.error_type, span.error_message,
+      span.info ? JSON.stringify(span.info) : ""].join("\\n").toLowerCase();
+  });
+  var matches = [], current = -1;
+  function runFind() {
+    var text = find.value.trim().toLowerCase();
+    matches = [];
+    current = -1;
+    rows.forEach(function (row, k) {
+      var hit = text !== "" && haystack[k].indexOf(text) >= 0;
+      row.classList.toggle("match", hit);
+      if (hit) matches.push(k);
+    });
+    findInfo.textContent = text === "" ? "" : matches.length + " match" +
+      (matches.length === 1 ? "" : "es");
+  }
+  if (find) {
+    find.addEventListener("input", runFind);
+    find.addEventListener("keydown", function (event) {
+      if (event.key !== "Enter" || !matches.length) return;
+      event.preventDefault();
+      current = (current + 1) % matches.length;
+      var k = matches[current];
+      reveal(k);
+      select(k);
+      rows[k].scrollIntoView({ block: "nearest" });
+      findInfo.textContent = (current + 1) + " of " + matches.length;
+    });
+  }
+
+  var linked = /^#span=([0-9a-fA-F]+)$/.exec(window.location.hash);
+  var start = 0;
+  if (linked) {
+    spans.forEach(function (span, k) { if (span.span_id === linked[1]) start = k; });
+  }
+  if (rows.length) {
+    reveal(start);
+    select(start, true);
+    if (start) rows[start].scrollIntoView({ block: "center" });
+  }
 })();
 """
 
@@ -359,17 +422,19 @@ def render_trace_html(report: Mapping[str, Any]) -> str:
     """
     return self_contained_page(
         title=f"jobtrace · {report.get('name', 'trace')}",
-        style=_STYLE,
-        script=_SCRIPT,
+        style=TRACE_STYLE,
+        script=TRACE_SCRIPT,
         data=dict(report),
-        body=_TRACE_BODY,
+        body=TRACE_BODY,
     )
 
 
-_TRACE_BODY = """<header>
+TRACE_BODY = """<header>
 <h1 id="title"></h1>
 <div class="meta" id="meta"></div>
 </header>
+<div class="find"><input id="find" type="search" placeholder="Find in trace (Enter: next)" \
+aria-label="Find in trace"><span class="meta" id="find-info"></span></div>
 <noscript><p>This report needs JavaScript to draw the trace.</p></noscript>
 <div class="layout">
 <section class="waterfall" aria-label="Waterfall">

@@ -25,7 +25,7 @@ from jobtrace.profiles.folded import KINDS, JobProfile
 from jobtrace.report.html import self_contained_page
 from jobtrace.report.profile_data import flame_data, top_functions
 
-__all__ = ["TOP_ROWS", "render_profile_html"]
+__all__ = ["PROFILE_BODY", "SUMMARY_BODY", "TOP_ROWS", "asset", "page_data", "render_profile_html"]
 
 #: Rows of the top-functions table under the flamegraph, per kind.
 TOP_ROWS = 20
@@ -52,7 +52,9 @@ _JOB_FIELDS = (
 
 
 @cache
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
+    """The text of ``report/assets/NAME`` (the page's script and style; the dashboard
+    serves the same files)."""
     # A plain path, not importlib.resources: that module costs a short job ~13 ms to import,
     # and the package ships as files (setuptools package-data), never zipped.
     return (Path(__file__).parent / "assets" / name).read_text("utf-8")
@@ -93,15 +95,16 @@ def render_profile_html(job: Mapping[str, Any], profile: JobProfile) -> str:
     """
     return self_contained_page(
         title=f"jobtrace · {job.get('name') or job.get('id') or 'job'}",
-        style=_asset("profile_report.css"),
-        script=_asset("profile_report.js"),
+        style=asset("profile_report.css"),
+        script=asset("profile_report.js"),
         data=page_data(job, profile),
-        body=_BODY,
+        body=SUMMARY_BODY + PROFILE_BODY + _FOOTER,
         img_data=True,
     )
 
 
-_BODY = """<header>
+#: The page's header and summary cards (the dashboard's job page starts with them too).
+SUMMARY_BODY = """<header>
 <h1 id="title"></h1>
 <div class="sub" id="sub"></div>
 </header>
@@ -109,7 +112,10 @@ _BODY = """<header>
 <section class="cards" id="cards" aria-label="Summary"></section>
 <section id="failure" hidden><h2>Traceback</h2><pre class="traceback mono" id="traceback">\
 </pre></section>
-<h2>Timeline</h2>
+"""
+
+#: The timeline, flamegraphs and top functions, which the script draws into.
+PROFILE_BODY = """<h2>Timeline</h2>
 <section id="timeline" aria-label="Timeline"></section>
 <h2>Flamegraphs</h2>
 <div class="toolbar">
@@ -131,5 +137,6 @@ _BODY = """<header>
 <h2>Top functions</h2>
 <table class="top"><thead><tr><th>function</th><th>self</th><th>self %</th><th>total</th>\
 <th>total %</th></tr></thead><tbody id="top-body"></tbody></table>
-<footer>Made by jobtrace. This page works offline and fetches nothing.</footer>
 """
+
+_FOOTER = "<footer>Made by jobtrace. This page works offline and fetches nothing.</footer>\n"

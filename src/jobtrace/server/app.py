@@ -16,11 +16,11 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from jobtrace import __version__
+from jobtrace.dashboard import install as install_dashboard
 from jobtrace.instruments.registry import shutdown_flush
 from jobtrace.server.auth import AuthSettings, Guard, authorize
 from jobtrace.server.docs import install_docs
@@ -96,16 +96,18 @@ def create_app(
     app.include_router(prometheus.router, dependencies=guarded)  # /metrics, where Prometheus looks
     install_docs(app, "jobtrace")
 
-    @app.get("/", include_in_schema=False)
-    def root() -> dict[str, Any]:
-        return {
+    # The dashboard's pages at / for browsers (their own guard: the same tokens, or a
+    # sign-in cookie); programs asking / get the API's index, open as before.
+    install_dashboard(
+        app,
+        {
             "name": "jobtrace",
             "version": __version__,
             "api": API_PREFIX,
             "docs": "/docs",
             "metrics": "/metrics",
-        }
-
+        },
+    )
     return app
 
 

@@ -1,7 +1,8 @@
 """Who may read and write through the server: tokens, job ownership and browser checks.
 
 One dependency, :func:`authorize`, guards every route under ``/api/v1`` except ``/health``,
-and ``/metrics``:
+and ``/metrics`` (the dashboard's pages check the same tokens, see
+:mod:`jobtrace.dashboard.pages`):
 
 - **Browsers.** A write (any method but GET, HEAD, OPTIONS) must be ``Content-Type:
   application/json`` (else 415) — a web page can send ``text/plain`` or a form to any
@@ -15,7 +16,8 @@ and ``/metrics``:
   existed. Once one exists (revoked ones count: revoking a leaked last token must not open
   the server), every write needs ``Authorization: Bearer <token>`` and so does
   every read unless :attr:`AuthSettings.auth_reads` is off: 401 without a token or with an
-  unknown or revoked one.
+  unknown or revoked one. A read may carry the token in the dashboard's sign-in cookie
+  (:data:`SESSION_COOKIE`) instead of the header; a write never.
 - **Owners.** A job's records (snapshots, metrics, spans, items, series, profiles naming
   it) may be written only with a token of the name that first wrote the job, or an admin
   token: 403 otherwise, naming the records (see :meth:`Guard.check_records`).
@@ -51,6 +53,7 @@ from jobtrace.store import tokens
 from jobtrace.store.core import Store
 
 __all__ = [
+    "SESSION_COOKIE",
     "AuthSettings",
     "Guard",
     "Identity",
@@ -62,6 +65,10 @@ __all__ = [
 log = logging.getLogger("jobtrace.server")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The dashboard's sign-in cookie (HttpOnly, SameSite=Strict): a token a browser sends for
+#: reads only. Writes need the Authorization header, so no page elsewhere can make a
+#: signed-in browser write (and SameSite=Strict keeps the cookie off other sites' requests).
+SESSION_COOKIE = "jobtrace_token"
 #: Seconds between writes of ``last_used_at`` (a write per request would cost ingest).
 USED_WRITE_INTERVAL = 60.0
 #: Job owners remembered per process.
@@ -402,7 +409,10 @@ async def authorize(
     write = request.method not in SAFE_METHODS
     if write:
         guard.check_browser(request)
-    return await guard.identify(request.headers.get("authorization"), write=write)
+    header = request.headers.get("authorization")
+    if header is None and not write and (cookie := request.cookies.get(SESSION_COOKIE)):
+        header = f"Bearer {cookie}"  # the dashboard's pages reading the API
+    return await guard.identify(header, write=write)
 
 
 IdentityDep = Annotated[Identity | None, Depends(authorize)]

@@ -24,13 +24,20 @@ from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page, check_paging
 from jobtrace.store.schema import metric_latest, metrics
 
 __all__ = [
+    "MAX_BUCKETS",
+    "MAX_BUCKET_JOBS",
+    "Bucketed",
     "JobMetrics",
+    "MetricBuckets",
     "MetricPoint",
     "MetricSummary",
     "experiment_metrics",
     "find_job_metrics",
+    "jobs_with_metrics",
     "latest_metrics",
     "latest_metrics_of_jobs",
+    "metric_buckets",
+    "metric_extremes_of_jobs",
     "metric_history",
     "metric_series",
     "metric_summaries",
@@ -372,3 +379,219 @@ def find_job_metrics(conn: sa.Connection, **find: Any) -> Page[JobMetrics]:
     page = find_jobs(conn, **find)
     latest = latest_metrics_of_jobs(conn, [job["id"] for job in page.data])
     return page.map(lambda job: JobMetrics(job, latest[job["id"]]))
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+#: Most runs one bucketed read may cover (a comparison's curves on one chart).
+MAX_BUCKET_JOBS: Final = 50
+#: Most buckets one read may ask for (about a wide screen's pixels, twice over).
+MAX_BUCKETS: Final = 5000
+
+
+class Bucketed(NamedTuple):
+    """One run's curve in a :class:`MetricBuckets`: ``total`` points of the step range,
+    drawn by ``points`` (all of them when few, else two per bucket)."""
+
+    job_id: str
+    total: int
+    points: list[MetricPoint]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricBuckets:
+    """A metric of several runs cut into the same ``buckets`` equal step ranges between
+    ``start`` and ``end`` (both None when no run has a point); ``exact`` when every point
+    of the range is in ``series`` (no run had more than two per bucket)."""
+
+    name: str
+    start: int | None
+    end: int | None
+    buckets: int
+    exact: bool
+    series: list[Bucketed]
+
+
+def _step_range(conn: sa.Connection, job_ids: Sequence[str], name: str) -> tuple[int, int] | None:
+    # min() and max() alone per job: each is one seek on the primary key (job_id, name, step),
+    # where a GROUP BY would read every point of a million-point history.
+    low: int | None = None
+    high: int | None = None
+    for job_id in job_ids:
+        where = _of(job_id, name)
+        first = sa.select(sa.func.min(metrics.c.step)).where(*where).scalar_subquery()
+        last = sa.select(sa.func.max(metrics.c.step)).where(*where).scalar_subquery()
+        a, b = conn.execute(sa.select(first, last)).one()
+        if a is None:
+            continue
+        low = a if low is None else min(low, a)
+        high = b if high is None else max(high, b)
+    return None if low is None or high is None else (low, high)
+
+
+def metric_buckets(
+    conn: sa.Connection,
+    job_ids: Sequence[str],
+    name: str,
+    *,
+    buckets: int,
+    start: int | None = None,
+    end: int | None = None,
+) -> MetricBuckets:
+    """Metric ``name`` of each of ``job_ids`` for a chart ``buckets`` pixels wide.
+
+    The step range (``start``..``end``; by default every step any of the runs has) is cut
+    into ``buckets`` equal ranges, the same for every run, so compared curves are reduced
+    alike. A run with at most two points per bucket in the range comes back whole; a
+    longer one as two points per bucket: its lowest value at the bucket's first step and
+    its highest at its last, so a one-step spike is never averaged away (+inf and -inf are
+    extremes too; a bucket of NaN only is NaN). Aggregated in SQL (one GROUP BY per run):
+    only the kept points leave the database. Unknown jobs raise
+    :class:`~jobtrace.errors.JobNotFoundError`.
+    """
+    if isinstance(buckets, bool) or not isinstance(buckets, int):
+        raise QueryError(f"buckets must be an integer, got {buckets!r}")
+    if not 1 <= buckets <= MAX_BUCKETS:
+        raise QueryError(f"buckets must be between 1 and {MAX_BUCKETS}, got {buckets}")
+    ids = list(dict.fromkeys(job_ids))
+    if not ids or len(ids) > MAX_BUCKET_JOBS:
+        raise QueryError(f"give between 1 and {MAX_BUCKET_JOBS} job ids, got {len(ids)}")
+    for job_id in ids:
+        require_job(conn, job_id)
+    if start is None or end is None:
+        found = _step_range(conn, ids, name)
+        if found is None:
+            return MetricBuckets(name, None, None, buckets, True, [Bucketed(j, 0, []) for j in ids])
+        start = found[0] if start is None else start
+        end = found[1] if end is None else end
+    if end < start:
+        raise QueryError(f"the step range is empty: start {start} is after end {end}")
+    # Integer steps per bucket, rounded up: bucket b holds steps start + b*width onwards.
+    width = -(-(end - start + 1) // buckets)
+    series = [_bucketed(conn, job_id, name, start, end, width, buckets) for job_id in ids]
+    exact = all(len(s.points) == s.total for s in series)
+    return MetricBuckets(name, start, end, buckets, exact, series)
+
+
+def _extremes(low: float | None, high: float | None, neg: int, pos: int) -> tuple[float, float]:
+    """(min, max) of points from SQL's MIN/MAX of the finite values and whether any point
+    was -inf/+inf: the infinities win; no finite value and no infinity means NaN only."""
+    if neg:
+        low = -math.inf
+    elif low is None:
+        low = math.inf if pos else math.nan
+    if pos:
+        high = math.inf
+    elif high is None:
+        high = -math.inf if neg else math.nan
+    return low, high
+
+
+def _bucketed(
+    conn: sa.Connection, job_id: str, name: str, start: int, end: int, width: int, buckets: int
+) -> Bucketed:
+    in_range = (*_of(job_id, name), metrics.c.step >= start, metrics.c.step <= end)
+    special = metrics.c.special
+    # The raw operator: integer division in both databases (SQLAlchemy's `/` casts).
+    offset = (metrics.c.step - sa.literal(start, sa.BigInteger)).self_group()
+    bucket = offset.op("/")(sa.literal(width, sa.BigInteger))
+
+    def has(kind: str) -> Any:
+        return sa.func.max(sa.case((special == kind, 1), else_=0))
+
+    query = (
+        sa.select(
+            sa.func.min(metrics.c.step),
+            sa.func.max(metrics.c.step),
+            sa.func.min(metrics.c.timestamp),
+            sa.func.max(metrics.c.timestamp),
+            sa.func.min(metrics.c.value),
+            sa.func.max(metrics.c.value),
+            has("-inf"),
+            has("inf"),
+            sa.func.count(),
+        )
+        .where(*in_range)
+        .group_by(bucket)
+        .order_by(sa.func.min(metrics.c.step))
+    )
+    # One pass over the range: the buckets and, from their counts, the total. A range that
+    # fits (at most two points per bucket on average) is then read whole, which is cheap.
+    rows: list[Any] = list(conn.execute(query).all())
+    total = sum(int(row[-1]) for row in rows)
+    if total <= 2 * buckets:
+        exact = sa.select(*_POINT_COLUMNS).where(*in_range).order_by(metrics.c.step)
+        return Bucketed(job_id, total, _points(name, conn.execute(exact).all()))
+    points: list[MetricPoint] = []
+    for first, last, t0, t1, finite_low, finite_high, neg, pos, n in rows:
+        low, high = _extremes(finite_low, finite_high, neg, pos)
+        points.append(MetricPoint(name, low, first, t0))
+        if n > 1:
+            points.append(MetricPoint(name, high, last, t1))
+    return Bucketed(job_id, total, points)
+
+
+def jobs_with_metrics(
+    conn: sa.Connection,
+    names: Sequence[str],
+    *,
+    experiment: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+    sort_by: str | None = None,
+    descending: bool | None = None,
+    index: int = 0,
+    limit: int | None = DEFAULT_PAGE_LENGTH,
+    now: float | None = None,
+) -> tuple[Page[JobMetrics], list[str]]:
+    """A page of jobs (as :func:`~jobtrace.store.jobs.find_jobs` finds them) with the latest
+    point of each metric of ``names`` they have, and the names of every metric the page's
+    jobs have (a column chooser's choices): one query for the page, one for its metrics."""
+    page = find_jobs(
+        conn,
+        experiment=experiment,
+        status=status,
+        search=search,
+        sort_by=sort_by,
+        descending=descending,
+        index=index,
+        limit=limit,
+        now=now,
+    )
+    latest = latest_metrics_of_jobs(conn, [job["id"] for job in page.data])
+    wanted = set(names)
+    available = sorted({p.name for points in latest.values() for p in points})
+    chosen = page.map(
+        lambda job: JobMetrics(job, [p for p in latest[job["id"]] if p.name in wanted])
+    )
+    return chosen, available
+
+
+def metric_extremes_of_jobs(
+    conn: sa.Connection, job_ids: Sequence[str]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Job id → metric name → (min, max) of its whole history (±Inf count, NaN does not;
+    a history of NaN only is (nan, nan)). One GROUP BY over the jobs' points."""
+    out: dict[str, dict[str, tuple[float, float]]] = {j: {} for j in job_ids}
+    if not job_ids:
+        return out
+    special = metrics.c.special
+
+    def has(kind: str) -> Any:
+        return sa.func.max(sa.case((special == kind, 1), else_=0))
+
+    query = (
+        sa.select(
+            metrics.c.job_id,
+            metrics.c.name,
+            sa.func.min(metrics.c.value),
+            sa.func.max(metrics.c.value),
+            has("-inf"),
+            has("inf"),
+        )
+        .where(metrics.c.job_id.in_(list(job_ids)))
+        .group_by(metrics.c.job_id, metrics.c.name)
+    )
+    for job_id, name, low, high, neg, pos in conn.execute(query):
+        out[job_id][name] = _extremes(low, high, neg, pos)
+    return out

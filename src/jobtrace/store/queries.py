@@ -16,7 +16,7 @@ Each method runs one query function of :mod:`jobtrace.store.metrics`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobtrace.store import experiments as experiment_queries
@@ -24,7 +24,7 @@ from jobtrace.store import jobs as job_queries
 from jobtrace.store import metrics as metric_queries
 from jobtrace.store import traces as trace_queries
 from jobtrace.store.experiments import Experiment
-from jobtrace.store.metrics import JobMetrics, MetricPoint, MetricSummary
+from jobtrace.store.metrics import JobMetrics, MetricBuckets, MetricPoint, MetricSummary
 from jobtrace.store.paging import DEFAULT_PAGE_LENGTH, Page
 from jobtrace.store.trace_search import TraceSearch
 
@@ -59,6 +59,25 @@ class StoreQueries:
         """At most ``max_points`` points of a metric for a chart, keeping the first, the
         last and each bucket's extremes."""
         return self._read(metric_queries.metric_series, job_id, name, max_points=max_points)
+
+    def metric_buckets(
+        self,
+        job_ids: Sequence[str],
+        name: str,
+        *,
+        buckets: int,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> MetricBuckets:
+        """Metric ``name`` of several runs reduced alike for a chart ``buckets`` pixels
+        wide: each bucket's extremes survive (:func:`~jobtrace.store.metrics.metric_buckets`)."""
+        return self._read(
+            metric_queries.metric_buckets, job_ids, name, buckets=buckets, start=start, end=end
+        )
+
+    def metric_extremes(self, job_ids: Sequence[str]) -> dict[str, dict[str, tuple[float, float]]]:
+        """Job id → metric name → (min, max) over its whole history."""
+        return self._read(metric_queries.metric_extremes_of_jobs, job_ids)
 
     def metric_summary(self, job_id: str, name: str) -> MetricSummary:
         """Count, step range, min/max and NaN/Inf counts of a metric's history."""
@@ -120,6 +139,34 @@ class StoreQueries:
         )
 
     # -- jobs ------------------------------------------------------------------------------
+
+    def jobs_with_metrics(
+        self,
+        names: Sequence[str],
+        *,
+        experiment: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        sort_by: str | None = None,
+        descending: bool | None = None,
+        index: int = 0,
+        limit: int | None = DEFAULT_PAGE_LENGTH,
+        now: float | None = None,
+    ) -> tuple[Page[JobMetrics], list[str]]:
+        """A page of jobs as :meth:`find_jobs` finds them, each with its latest point of the
+        metrics ``names``, and every metric name the page's jobs have."""
+        return self._read(
+            metric_queries.jobs_with_metrics,
+            names,
+            experiment=experiment,
+            status=status,
+            search=search,
+            sort_by=sort_by,
+            descending=descending,
+            index=index,
+            limit=limit,
+            now=now,
+        )
 
     def job_by_id(self, job_id: str, *, now: float | None = None) -> dict[str, Any]:
         """The job with exactly this id (unlike ``get_job``, no prefixes); raises

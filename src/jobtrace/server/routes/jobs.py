@@ -126,13 +126,38 @@ def list_jobs(
             "`GET /jobs/{id}/metrics` gives them.",
         ),
     ] = False,
+    metrics: Annotated[
+        list[str] | None,
+        Query(
+            alias="metric",
+            max_length=20,
+            description="A metric whose latest point each job carries in `metrics` "
+            "(repeatable); with it the envelope also holds `metricNames`, every metric the "
+            "page's jobs have.",
+        ),
+    ] = None,
 ) -> JSONBody:
+    sort = sort_field(sort_by, JOB_SORT_FIELDS, metric_prefix=True)
+    if metrics is not None:
+        chosen, names = store.jobs_with_metrics(
+            metrics,
+            experiment=experiment,
+            status=status,
+            search=search,
+            sort_by=sort,
+            descending=descending,
+            index=page.index,
+            limit=page.page_length,
+        )
+        body = envelope(request, chosen.map(job_metrics_out))
+        body["metricNames"] = names
+        return JSONBody(body)
     find = store.find_job_metrics if with_metrics else store.find_jobs
     found: Page[Any] = find(
         experiment=experiment,
         status=status,
         search=search,
-        sort_by=sort_field(sort_by, JOB_SORT_FIELDS, metric_prefix=True),
+        sort_by=sort,
         descending=descending,
         index=page.index,
         limit=page.page_length,

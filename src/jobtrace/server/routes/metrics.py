@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from jobtrace import model
 from jobtrace.metrics import MAX_NAME, MAX_STEP
+from jobtrace.model import encode_float
 from jobtrace.server.auth import Guard, IdentityDep, forbidden_jobs
 from jobtrace.server.deps import StoreDep, read
 from jobtrace.server.errors import APIError
@@ -27,11 +28,17 @@ from jobtrace.server.routes.experiments import ExperimentId
 from jobtrace.server.routes.jobs import JobId
 from jobtrace.server.wire import JSONBody
 from jobtrace.store.jobs import require_job
-from jobtrace.store.metrics import MIN_SERIES_POINTS, MetricPoint
+from jobtrace.store.metrics import (
+    MAX_BUCKET_JOBS,
+    MAX_BUCKETS,
+    MIN_SERIES_POINTS,
+    MetricBuckets,
+    MetricPoint,
+)
 from jobtrace.store.paging import Page
 from jobtrace.wire import job_metrics_out, metric_summary_out, parse_time, point_out
 
-__all__ = ["MAX_SERIES_POINTS", "MetricIn", "router"]
+__all__ = ["MAX_SERIES_POINTS", "MetricIn", "buckets_out", "router"]
 
 router = APIRouter(tags=["metrics"])
 
@@ -220,3 +227,63 @@ def experiment_metrics(
         limit=page.page_length,
     )
     return JSONBody(envelope(request, found.map(job_metrics_out)))
+
+
+def buckets_out(found: MetricBuckets) -> dict[str, Any]:
+    """A :class:`~jobtrace.store.metrics.MetricBuckets` on the wire: each run's points as
+    ``[step, value, epochSeconds]`` (specials as strings), compact for a chart."""
+    return {
+        "name": found.name,
+        "start": found.start,
+        "end": found.end,
+        "buckets": found.buckets,
+        "exact": found.exact,
+        "series": [
+            {
+                "jobId": s.job_id,
+                "total": s.total,
+                "points": [
+                    [
+                        p.step,
+                        p.value if p.value - p.value == 0.0 else encode_float(p.value),
+                        p.timestamp,
+                    ]
+                    for p in s.points
+                ],
+            }
+            for s in found.series
+        ],
+    }
+
+
+@router.get(
+    "/metric-buckets",
+    summary="A metric of one or more runs downsampled alike for a chart",
+    description="The step range `start`..`end` (default: every step the runs have) is cut "
+    f"into `buckets` (1 to {MAX_BUCKETS}) equal ranges, the same for every run; a run with "
+    "more than two points per bucket comes back as each bucket's lowest value at its first "
+    "step and highest at its last, so spikes survive. Each run: `{jobId, total, points}` "
+    "with points `[step, value, epochSeconds]`. A dashboard chart calls this again with the "
+    "zoomed range for more detail.",
+    response_class=JSONBody,
+)
+def metric_buckets(
+    store: StoreDep,
+    name: Annotated[str, Query(min_length=1, max_length=MAX_NAME, description="Metric name.")],
+    job_id: Annotated[
+        list[str],
+        Query(alias="jobId", description=f"A run's job id; 1 to {MAX_BUCKET_JOBS} of them."),
+    ],
+    buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS, description="Buckets (pixels).")] = 1000,
+    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="First step.")] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="Last step.")] = None,
+) -> JSONBody:
+    if len(job_id) > MAX_BUCKET_JOBS:
+        raise APIError(
+            400,
+            f"at most {MAX_BUCKET_JOBS} jobId values, got {len(job_id)}",
+            kind="invalid_query",
+            detail={"field": "jobId", "max": MAX_BUCKET_JOBS},
+        )
+    found = store.metric_buckets(job_id, name, buckets=buckets, start=start, end=end)
+    return JSONBody(buckets_out(found))
