@@ -76,8 +76,9 @@ def _warn(name: str, reason: str) -> None:
             f"jobtrace: the optional C extension {name} could not be compiled:",
             f"    {reason}",
             f"jobtrace is installed and works without it: {_WITHOUT.get(name, _WITHOUT[''])}.",
-            "To build it, install a C compiler and the Python headers (e.g. apt-get install",
-            "gcc python3-dev) and reinstall jobtrace; `jobtrace doctor` shows what is in use.",
+            "To build it, install a C compiler and the Python headers",
+            "(e.g. apt-get install gcc python3-dev) and reinstall jobtrace;",
+            "`jobtrace doctor` shows what is in use.",
             _BANNER,
             "",
         ]

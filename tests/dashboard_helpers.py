@@ -73,7 +73,7 @@ def job(job_id: str, name: str, **fields: Any) -> Any:
         "records_dropped": None,
         **fields,
     }
-    return (model.JOB, *(values[f] for f in model.FIELDS[model.JOB]))
+    return (model.JOB, *(values.get(f) for f in model.FIELDS[model.JOB]))
 
 
 def loss(step: int, scale: float) -> float:

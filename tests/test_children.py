@@ -152,6 +152,9 @@ def test_jobtrace_run_children_join_the_job_with_their_own_names(tmp_path: Path)
     (tmp_path / "parent.py").write_text(
         "import subprocess, sys, jobtrace\n"
         "jobtrace.log_metric('rows', 1)\n"
+        # Written before the children's points: "the last point written wins" then means
+        # the child's, whichever process's writer happens to run first otherwise.
+        "jobtrace.flush()\n"
         "subprocess.run([sys.executable, 'step.py'], check=True)\n"
         "subprocess.run([sys.executable, 'step.py'], check=True,\n"
         "               env={**__import__('os').environ, 'JOBTRACE_METRIC_PREFIX': ''})\n"

@@ -41,6 +41,7 @@ def test_trace_list_json_summarises_traces_newest_first(cwd: Path) -> None:
     assert rows[2] == {
         "trace_id": OLD,
         "name": "handle",
+        "service": "web",
         "job_id": "job-a",
         "start": "2024-07-03T09:46:40.000000+00:00",
         "start_ns": 1_720_000_000_000_000_000,
@@ -68,13 +69,14 @@ def test_trace_list_prints_a_table(cwd: Path) -> None:
         "DURATION",
         "SPANS",
         "ERRORS",
+        "SERVICE",
         "ROOT",
         "JOB",
     ]
     old_row = next(line.rstrip() for line in lines if line.startswith(OLD))
-    assert re.search(r"15\.0 ms\s+4 \(\+7\)\s+1\s+handle\s+job-a$", old_row), old_row
+    assert re.search(r"15\.0 ms\s+4 \(\+7\)\s+1\s+web\s+handle\s+job-a$", old_row), old_row
     mid_row = next(line.rstrip() for line in lines if line.startswith(MID))
-    assert re.search(r"6\.00 ms\s+2\s+0\s+worker\.step\s+job-b$", mid_row), mid_row
+    assert re.search(r"6\.00 ms\s+2\s+0\s+web\s+worker\.step\s+job-b$", mid_row), mid_row
     assert "spans dropped by the per-trace cap" in out
 
 
@@ -96,7 +98,7 @@ def test_trace_show_prints_the_call_tree_with_times(cwd: Path) -> None:
     assert "1 span failed" in out and "7 spans dropped by the per-trace cap" in out
     tree = [line for line in lines if "(self " in line or "(+" in line]
     assert tree == [
-        "handle  10.0 ms  (self 3.00 ms, +0)",
+        "[web] handle  10.0 ms  (self 3.00 ms, +0)",
         "├── db.query  3.00 ms  (self 2.75 ms, +2.00 ms)",
         f"│   └── {MARKUP}  250 µs  (+2.50 ms)",
         "└── db.query  9.00 ms  (+6.00 ms)  TimeoutError: took too long",
