@@ -179,6 +179,7 @@ def seed(store_url: str) -> Seeded:
                 "worker-1",
                 4242,
                 "MainThread",
+                "trainer",
             )
         )
     records += profile_records(runs[0])
