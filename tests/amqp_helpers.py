@@ -46,13 +46,18 @@ def amqp_queue(rabbitmq_url: str) -> Iterator[str]:
 
     name = f"jobtrace.test.{uuid.uuid4().hex[:12]}"
     yield name
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    try:
-        channel = connection.channel()
-        channel.queue_delete(queue=name)
-        channel.queue_delete(queue=f"{name}.dead")
-    finally:
-        connection.close()
+
+    def delete() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        try:
+            channel = connection.channel()
+            channel.queue_delete(queue=name)
+            channel.queue_delete(queue=f"{name}.dead")
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+
+    retried(delete, (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed))
 
 
 def rabbitmqctl(*args: str) -> None:
