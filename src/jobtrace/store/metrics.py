@@ -547,7 +547,7 @@ def jobs_with_metrics(
     """A page of jobs (as :func:`~jobtrace.store.jobs.find_jobs` finds them) with the latest
     point of each metric of ``names`` they have, and the names of every metric the page's
     jobs have (a column chooser's choices): one query for the page, one for its metrics."""
-    page = find_jobs(
+    page = find_job_metrics(
         conn,
         experiment=experiment,
         status=status,
@@ -558,13 +558,11 @@ def jobs_with_metrics(
         limit=limit,
         now=now,
     )
-    latest = latest_metrics_of_jobs(conn, [job["id"] for job in page.data])
     wanted = set(names)
-    available = sorted({p.name for points in latest.values() for p in points})
-    chosen = page.map(
-        lambda job: JobMetrics(job, [p for p in latest[job["id"]] if p.name in wanted])
-    )
-    return chosen, available
+    available = sorted({p.name for row in page.data for p in row.metrics})
+    return page.map(
+        lambda row: JobMetrics(row.job, [p for p in row.metrics if p.name in wanted])
+    ), available
 
 
 def metric_extremes_of_jobs(
